@@ -1,0 +1,20 @@
+//! ferroloop-core: the pure-Rust machinery under ferroloop's asyncio event loop.
+//!
+//! Nothing here knows about Python: the crate has no PyO3 dependency, so it can
+//! be tested with `cargo test` alone and can never touch a Python object while
+//! the GIL is released.
+//!
+//! - [`reactor`]: a thin epoll wrapper with *level-triggered* registrations (the
+//!   semantics of `selectors.EpollSelector`, which asyncio's `add_reader` relies
+//!   on) and an eventfd [`reactor::Waker`].
+//! - [`timers`]: the timer heap, a binary heap that performs exactly the
+//!   comparisons and moves of CPython's `heapq`, so that timers with equal
+//!   deadlines come out in the same order as on stdlib asyncio.
+//! - [`ready`]: the ready queue with `_run_once`'s batch rule.
+//! - [`clock`]: `CLOCK_MONOTONIC` as float seconds, the clock of `time.monotonic()`.
+
+pub mod clock;
+pub mod ready;
+pub mod reactor;
+mod sys;
+pub mod timers;

@@ -1,0 +1,60 @@
+//! Calling a callback inside a `contextvars.Context`.
+//!
+//! Mirrors `events.Handle._run`, which does `self._context.run(self._callback,
+//! *self._args)`: the context is entered with `PyContext_Enter`, the callback
+//! is called with its argument tuple, and the context is exited again. Entering
+//! a context that is already entered fails exactly as `Context.run` does
+//! (`RuntimeError: cannot enter context: ... is already entered`).
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+/// `context.run(callback, *args)`; returns the callback's result.
+pub(crate) fn run_in_context(
+    py: Python<'_>,
+    context: &Py<PyAny>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+) -> PyResult<()> {
+    // SAFETY: `context` is a live object kept alive by the caller's reference;
+    // PyContext_Enter type-checks it and sets an exception on failure.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: callback and args are live for the duration of the call; the
+    // result is a new reference (or NULL with an exception set).
+    let res = unsafe {
+        let n = ffi::PyTuple_GET_SIZE(args.as_ptr());
+        if n == 0 {
+            ffi::PyObject_CallNoArgs(callback.as_ptr())
+        } else {
+            ffi::PyObject_Call(callback.as_ptr(), args.as_ptr(), std::ptr::null_mut())
+        }
+    };
+    let result = if res.is_null() {
+        Err(PyErr::fetch(py))
+    } else {
+        // SAFETY: `res` is a new, non-null reference that we own.
+        unsafe { ffi::Py_DECREF(res) };
+        Ok(())
+    };
+    // SAFETY: we entered this very context above; exiting cannot fail then,
+    // but a failure is still reported rather than ignored.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } != 0 {
+        let exit_err = PyErr::fetch(py);
+        return result.and(Err(exit_err));
+    }
+    result
+}
+
+/// `contextvars.copy_context()`.
+pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: returns a new reference or NULL with an exception set.
+    let ctx = unsafe { ffi::PyContext_CopyCurrent() };
+    if ctx.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `ctx` is a new, non-null reference whose ownership we take.
+    Ok(unsafe { Py::from_owned_ptr(py, ctx) })
+}

@@ -1,0 +1,12 @@
+//! Everything that touches the raw Python C API, and the helpers around it.
+//!
+//! - [`cell`]: `GilCell`, interior mutability for pyclass state guarded by the GIL.
+//! - [`call`]: running a callback inside a `contextvars.Context` (what
+//!   `Handle._run` does with `context.run`), without building a bound method.
+//! - [`errors`]: `OSError(errno, strerror)` construction that keeps `errno`.
+//! - [`hooks`]: the cold-path helpers written in Python (`ferroloop._hooks`).
+
+pub(crate) mod call;
+pub(crate) mod cell;
+pub(crate) mod errors;
+pub(crate) mod hooks;
