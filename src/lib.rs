@@ -1,1 +1,35 @@
-//! placeholder
+//! `ferroloop._ferroloop`: the native half of ferroloop.
+//!
+//! Registers the classes and installs the `fork()` child hook; nothing else.
+//! See `docs/architecture.md` for the map of what is native and what is Python.
+
+mod event_loop;
+mod handles;
+mod py;
+
+use std::sync::atomic::Ordering;
+use std::sync::Once;
+
+use pyo3::prelude::*;
+
+extern "C" fn after_fork_in_child() {
+    // Async-signal-safe: a single atomic increment, no allocation, no GIL.
+    event_loop::FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+static ATFORK: Once = Once::new();
+
+#[pymodule]
+fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a plain extern "C" function with no captured state;
+        // it only touches an atomic, which is safe in the child after fork.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    m.add_class::<event_loop::EventLoop>()?;
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    m.add_function(wrap_pyfunction!(py::hooks::_set_hooks, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -56,5 +56,5 @@ pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
         return Err(PyErr::fetch(py));
     }
     // SAFETY: `ctx` is a new, non-null reference whose ownership we take.
-    Ok(unsafe { Py::from_owned_ptr(py, ctx) })
+    Ok(unsafe { Bound::from_owned_ptr(py, ctx) }.unbind())
 }

@@ -1,0 +1,31 @@
+"""Every Python-version gate of ferroloop, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from asyncio import base_events, format_helpers
+from typing import Any
+
+PY312 = sys.version_info >= (3, 12)
+PY313 = sys.version_info >= (3, 13)
+
+#: 3.13 split run_forever into _run_forever_setup/_run_forever_cleanup.
+HAS_RUN_FOREVER_SETUP = hasattr(base_events.BaseEventLoop, "_run_forever_setup")
+
+#: 3.13 added the keyword-only ``debug`` to the callback formatters.
+_FORMAT_TAKES_DEBUG = "debug" in inspect.signature(format_helpers._format_callback_source).parameters
+
+
+def format_callback_source(func: Any, args: Any, debug: bool) -> str:
+    """``format_helpers._format_callback_source`` with the signature of this Python."""
+    if _FORMAT_TAKES_DEBUG:
+        return format_helpers._format_callback_source(func, args, debug=debug)
+    return format_helpers._format_callback_source(func, args)
+
+
+#: The policy base class (renamed with a leading underscore in 3.14).
+BaseDefaultEventLoopPolicy: Any = getattr(
+    asyncio.events, "BaseDefaultEventLoopPolicy", getattr(asyncio.events, "_BaseDefaultEventLoopPolicy", None)
+)

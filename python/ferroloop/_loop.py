@@ -1,0 +1,94 @@
+"""``ferroloop.Loop``: the native core plus asyncio's own selector event loop.
+
+``Loop`` derives from ``_ferroloop.EventLoop`` (native: ``call_soon``,
+``call_later``, ``call_at``, ``call_soon_threadsafe``, ``_run_once``, fd
+watchers, ``time``) and from asyncio's ``SelectorEventLoop``, whose Python code
+supplies everything that runs once per loop or per connection: the exception
+handler, tasks and futures, executors, async-generator hooks, signals,
+sockets, transports and servers. Because the native base comes first in the
+MRO, asyncio's code schedules and polls through the native core.
+
+What this module adds is the glue: ``run_forever`` drives the native inner loop
+with the set-up and tear-down of this Python version, and the self-pipe is
+only put into the poll set once a signal handler needs it (the native loop
+wakes itself for ``call_soon_threadsafe``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import threading
+from asyncio import events
+from typing import Any
+
+from . import _compat, _ferroloop
+from ._selector import NativeSelectorView
+
+__all__ = ["Loop"]
+
+
+class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]
+    """asyncio's event loop, natively implemented. Subclassable."""
+
+    def __init__(self) -> None:
+        self._self_reading = False
+        asyncio.SelectorEventLoop.__init__(self, NativeSelectorView(self))  # type: ignore[arg-type]
+
+    # ----- run_forever: asyncio's set-up and tear-down around the native loop
+
+    if _compat.HAS_RUN_FOREVER_SETUP:
+
+        def run_forever(self) -> None:
+            """Run until stop() is called."""
+            try:
+                self._run_forever_setup()  # type: ignore[attr-defined]
+                self._run_forever_inner()
+            finally:
+                self._run_forever_cleanup()  # type: ignore[attr-defined]
+
+    else:
+
+        def run_forever(self) -> None:
+            """Run until stop() is called."""
+            self._check_closed()  # type: ignore[attr-defined]
+            self._check_running()  # type: ignore[attr-defined]
+            self._set_coroutine_origin_tracking(self._debug)  # type: ignore[attr-defined]
+            old_agen_hooks = sys.get_asyncgen_hooks()
+            try:
+                self._thread_id = threading.get_ident()
+                sys.set_asyncgen_hooks(
+                    firstiter=self._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
+                    finalizer=self._asyncgen_finalizer_hook,  # type: ignore[attr-defined]
+                )
+                events._set_running_loop(self)
+                self._run_forever_inner()
+            finally:
+                self._stopping = False
+                self._thread_id = None
+                events._set_running_loop(None)
+                self._set_coroutine_origin_tracking(False)  # type: ignore[attr-defined]
+                sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    # ----- self-pipe: only signals use it
+
+    def _make_self_pipe(self) -> None:
+        self._ssock, self._csock = socket.socketpair()
+        self._ssock.setblocking(False)
+        self._csock.setblocking(False)
+        self._internal_fds += 1  # type: ignore[has-type]
+
+    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+        super().add_signal_handler(sig, callback, *args)
+        if not self._self_reading:
+            # Signal numbers arrive on the self-pipe (signal.set_wakeup_fd).
+            self._add_reader(self._ssock.fileno(), self._read_from_self)  # type: ignore[attr-defined]
+            self._self_reading = True
+
+    def _close_self_pipe(self) -> None:
+        self._self_reading = False
+        super()._close_self_pipe()  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} running={self.is_running()} closed={self.is_closed()} debug={self.get_debug()}>"

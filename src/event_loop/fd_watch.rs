@@ -1,0 +1,168 @@
+//! `_add_reader`, `_remove_reader`, `_add_writer`, `_remove_writer`.
+//!
+//! Mirrors `selector_events.BaseSelectorEventLoop._add_reader` & co. on top of
+//! `selectors.EpollSelector`: one registration per fd holding a reader and a
+//! writer handle, level-triggered; replacing a watcher cancels the old handle;
+//! removing returns whether a watcher was there; a closed loop removes nothing
+//! and returns False. File objects are resolved like `selectors` does
+//! (`_fileobj_to_fd`, then a search by identity among registered objects for
+//! a closed socket whose `fileno()` is now -1).
+//!
+//! # Ownership
+//! The fd stays owned by the caller (the Python socket or file object). The
+//! loop only registers it with epoll; a registration whose fd was closed
+//! behind its back is dropped silently on removal (`EpollSelector.unregister`
+//! ignores that `OSError` too).
+
+use std::os::fd::RawFd;
+
+use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyTuple};
+
+use super::{EventLoop, FdReg};
+use crate::handles::Handle;
+use crate::py::call::copy_context;
+use crate::py::errors::os_error;
+use crate::py::hooks::hooks;
+
+/// `selectors._fileobj_to_fd`, with a fast path for plain non-negative ints.
+fn to_fd(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    if obj.is_exact_instance_of::<PyInt>() {
+        if let Ok(fd) = obj.extract::<RawFd>() {
+            if fd >= 0 {
+                return Ok(fd);
+            }
+        }
+    }
+    hooks(py)?.fileobj_to_fd.call1(py, (obj,))?.extract(py)
+}
+
+/// `_fileobj_lookup`: like [`to_fd`], falling back to an identity search.
+fn lookup(slf: &Bound<'_, EventLoop>, obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let py = slf.py();
+    match to_fd(py, obj) {
+        Ok(fd) => Ok(fd),
+        Err(err) if err.is_instance_of::<PyValueError>(py) => {
+            let st = slf.get().st.get(py);
+            st.fds.iter().find(|(_, reg)| reg.fileobj.is(obj)).map(|(fd, _)| *fd).ok_or(err)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn cancel(py: Python<'_>, handle: Option<Py<Handle>>) -> PyResult<bool> {
+    match handle {
+        Some(h) => {
+            h.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+pub(super) fn add(
+    slf: &Bound<'_, EventLoop>,
+    fileobj: &Bound<'_, PyAny>,
+    callback: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    which: u32,
+) -> PyResult<Py<Handle>> {
+    let py = slf.py();
+    let this = slf.get();
+    this.check_closed(py)?;
+    let tb = if this.debug(py) { Some(hooks(py)?.extract_stack.call0(py)?) } else { None };
+    let handle = Py::new(
+        py,
+        Handle::new(callback.unbind(), args.unbind(), copy_context(py)?, slf.clone().unbind(), tb),
+    )?;
+    let fd = to_fd(py, fileobj)?;
+    let old = {
+        let mut st = this.st.get_mut(py);
+        if let Some(reg) = st.fds.get_mut(&fd) {
+            let mask = reg.mask | which;
+            if mask != reg.mask {
+                if let Err(e) = this.poller.modify(fd, mask) {
+                    let gone = st.fds.remove(&fd);
+                    drop(st);
+                    drop(gone);
+                    return Err(os_error(&e));
+                }
+                reg.mask = mask;
+            }
+            let slot = if which == ferroloop_core::reactor::READ { &mut reg.reader } else { &mut reg.writer };
+            slot.replace(handle.clone_ref(py))
+        } else {
+            this.poller.register(fd, which).map_err(|e| os_error(&e))?;
+            let (reader, writer) = if which == ferroloop_core::reactor::READ {
+                (Some(handle.clone_ref(py)), None)
+            } else {
+                (None, Some(handle.clone_ref(py)))
+            };
+            st.fds.insert(fd, FdReg { fileobj: fileobj.clone().unbind(), mask: which, reader, writer });
+            None
+        }
+    };
+    cancel(py, old)?;
+    Ok(handle)
+}
+
+pub(super) fn remove(slf: &Bound<'_, EventLoop>, fileobj: &Bound<'_, PyAny>, which: u32) -> PyResult<bool> {
+    let py = slf.py();
+    if slf.get().st.get(py).closed {
+        return Ok(false);
+    }
+    let fd = lookup(slf, fileobj)?;
+    remove_fd(slf, fd, which)
+}
+
+/// Drop the `which` watcher of `fd`; cancel its handle. True if there was one.
+pub(super) fn remove_fd(slf: &Bound<'_, EventLoop>, fd: RawFd, which: u32) -> PyResult<bool> {
+    let py = slf.py();
+    let this = slf.get();
+    let mut error = None;
+    let (old, gone) = {
+        let mut st = this.st.get_mut(py);
+        let Some(reg) = st.fds.get_mut(&fd) else { return Ok(false) };
+        let mask = reg.mask & !which;
+        let old = if which == ferroloop_core::reactor::READ { reg.reader.take() } else { reg.writer.take() };
+        if mask == 0 {
+            if !this.is_forked() {
+                // The fd may already be closed: EpollSelector ignores that error as well.
+                let _ = this.poller.deregister(fd);
+            }
+            (old, st.fds.remove(&fd))
+        } else if mask == reg.mask {
+            (old, None)
+        } else if let Err(e) = this.poller.modify(fd, mask) {
+            error = Some(os_error(&e));
+            (old, st.fds.remove(&fd))
+        } else {
+            reg.mask = mask;
+            (old, None)
+        }
+    };
+    drop(gone);
+    let had = cancel(py, old)?;
+    match error {
+        Some(e) => Err(e),
+        None => Ok(had),
+    }
+}
+
+pub(super) fn key(slf: &Bound<'_, EventLoop>, fileobj: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+    let py = slf.py();
+    let fd = lookup(slf, fileobj)?;
+    let st = slf.get().st.get(py);
+    let Some(reg) = st.fds.get(&fd) else {
+        return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
+    };
+    let t = (
+        reg.fileobj.clone_ref(py),
+        fd,
+        reg.mask,
+        (reg.reader.as_ref().map(|h| h.clone_ref(py)), reg.writer.as_ref().map(|h| h.clone_ref(py))),
+    );
+    drop(st);
+    Ok(Some(t.into_pyobject(py)?.into_any().unbind()))
+}

@@ -1,0 +1,357 @@
+//! The native event loop: `ferroloop._ferroloop.EventLoop`.
+//!
+//! This pyclass holds the per-callback machinery of asyncio's
+//! `BaseEventLoop`/`BaseSelectorEventLoop`: the ready queue, the timer heap,
+//! the epoll reactor and the fd watchers. The Python class `ferroloop.Loop`
+//! derives from it *and* from asyncio's own `SelectorEventLoop`, so every
+//! method not defined here (lifecycle set-up, tasks, executors, exception
+//! handling, networking) is asyncio's code running on this native core.
+//!
+//! Module map (each mirrors a piece of asyncio):
+//! - `schedule`: `call_soon`, `call_later`, `call_at`, `call_soon_threadsafe`.
+//! - `run`: `_run_once`, the loop iteration.
+//! - `fd_watch`: `_add_reader`/`_remove_reader`/`_add_writer`/`_remove_writer`.
+//! - `state`: the attributes `BaseEventLoop.__init__` creates.
+//!
+//! # Invariants
+//! - `st` is never borrowed across a call into Python or across `detach`.
+//! - The epoll fd and the waker are only closed by `_close_native`, which
+//!   `close()` reaches only when the loop is not running.
+//! - After `fork()`, the child never touches the epoll instance it inherited:
+//!   every entry point compares the fork generation first.
+
+mod fd_watch;
+mod run;
+mod schedule;
+mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferroloop_core::reactor::{Poller, Waker, READ};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::handles::{Handle, TimerHandle};
+use crate::py::cell::GilCell;
+use crate::py::errors::os_error;
+pub(crate) use state::{FdReg, LoopState, Ready};
+
+/// Incremented in every child process right after `fork()` (see `lib.rs`).
+pub(crate) static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The native base of `ferroloop.Loop`.
+#[pyclass(module = "ferroloop._ferroloop", name = "EventLoop", subclass, frozen)]
+#[derive(Debug)]
+pub struct EventLoop {
+    pub(crate) st: GilCell<LoopState>,
+    pub(crate) poller: Poller,
+    pub(crate) waker: Waker,
+    fork_generation: u64,
+}
+
+impl EventLoop {
+    pub(crate) fn debug(&self, py: Python<'_>) -> bool {
+        self.st.get(py).debug
+    }
+
+    /// `BaseEventLoop._timer_handle_cancelled`.
+    pub(crate) fn timer_handle_cancelled(&self, py: Python<'_>) {
+        self.st.get_mut(py).timer_cancelled_count += 1;
+    }
+
+    pub(crate) fn is_forked(&self) -> bool {
+        FORK_GENERATION.load(Ordering::Relaxed) != self.fork_generation
+    }
+
+    pub(crate) fn check_forked(&self) -> PyResult<()> {
+        if self.is_forked() {
+            return Err(PyRuntimeError::new_err(
+                "this event loop belongs to the parent process and cannot be used after fork(); \
+                 create a new event loop in the child",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `BaseEventLoop._check_closed` plus the fork check.
+    pub(crate) fn check_closed(&self, py: Python<'_>) -> PyResult<()> {
+        if self.st.get(py).closed {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        self.check_forked()
+    }
+
+    /// Wake a poll blocked in another thread (only needed while one is in progress).
+    pub(crate) fn wake_if_polling(&self, py: Python<'_>) {
+        if self.st.get(py).polling {
+            self.waker.wake();
+        }
+    }
+}
+
+fn ignore_empty(value: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
+    if value.len()? == 0 {
+        Ok(())
+    } else {
+        Err(PyTypeError::new_err(format!("ferroloop keeps {what} natively; only an empty container may be assigned")))
+    }
+}
+
+#[pymethods]
+impl EventLoop {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let poller = Poller::new().map_err(|e| os_error(&e))?;
+        let waker = Waker::new().map_err(|e| os_error(&e))?;
+        poller.register(waker.as_raw_fd(), READ).map_err(|e| os_error(&e))?;
+        Ok(Self {
+            st: GilCell::new(LoopState::new()),
+            poller,
+            waker,
+            fork_generation: FORK_GENERATION.load(Ordering::Relaxed),
+        })
+    }
+
+    /// `loop.time()`: the clock of `time.monotonic()`.
+    fn time(&self) -> f64 {
+        ferroloop_core::clock::monotonic()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        schedule::call_soon(slf, callback, args, context, "call_soon")
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        schedule::call_soon(slf, callback, args, context, "call_soon_threadsafe")
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        schedule::call_later(slf, &delay, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        schedule::call_at(slf, &when, callback, args, context)
+    }
+
+    /// `BaseEventLoop._add_callback`: queue an existing handle unless cancelled.
+    fn _add_callback(slf: &Bound<'_, Self>, handle: Bound<'_, PyAny>) -> PyResult<()> {
+        schedule::add_callback(slf, handle)
+    }
+
+    /// `_write_to_self`: wake the loop if it is blocked in a poll.
+    fn _write_to_self(&self, py: Python<'_>) {
+        self.wake_if_polling(py);
+    }
+
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        run::run_once(slf)
+    }
+
+    /// The `while True: self._run_once(); if self._stopping: break` of `run_forever`.
+    fn _run_forever_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        loop {
+            run::run_once(slf)?;
+            if slf.get().st.get(py).stopping {
+                return Ok(());
+            }
+        }
+    }
+
+    fn get_debug(&self, py: Python<'_>) -> bool {
+        self.debug(py)
+    }
+
+    fn is_closed(&self, py: Python<'_>) -> bool {
+        self.st.get(py).closed
+    }
+
+    #[getter]
+    fn _debug(&self, py: Python<'_>) -> bool {
+        self.debug(py)
+    }
+
+    #[setter(_debug)]
+    fn set_debug_attr(&self, py: Python<'_>, value: bool) {
+        self.st.get_mut(py).debug = value;
+    }
+
+    #[getter]
+    fn _stopping(&self, py: Python<'_>) -> bool {
+        self.st.get(py).stopping
+    }
+
+    #[setter(_stopping)]
+    fn set_stopping_attr(&self, py: Python<'_>, value: bool) {
+        self.st.get_mut(py).stopping = value;
+    }
+
+    #[getter]
+    fn _closed(&self, py: Python<'_>) -> bool {
+        self.st.get(py).closed
+    }
+
+    #[setter(_closed)]
+    fn set_closed_attr(&self, py: Python<'_>, value: bool) {
+        self.st.get_mut(py).closed = value;
+    }
+
+    #[getter]
+    fn _timer_cancelled_count(&self, py: Python<'_>) -> i64 {
+        self.st.get(py).timer_cancelled_count
+    }
+
+    #[setter(_timer_cancelled_count)]
+    fn set_timer_cancelled_count_attr(&self, py: Python<'_>, value: i64) {
+        self.st.get_mut(py).timer_cancelled_count = value;
+    }
+
+    #[getter]
+    fn _clock_resolution(&self, py: Python<'_>) -> f64 {
+        self.st.get(py).clock_resolution
+    }
+
+    #[setter(_clock_resolution)]
+    fn set_clock_resolution_attr(&self, py: Python<'_>, value: f64) {
+        self.st.get_mut(py).clock_resolution = value;
+    }
+
+    /// A snapshot of the ready queue (asyncio's `_ready` deque).
+    #[getter]
+    fn _ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items: Vec<Py<PyAny>> = self.st.get(py).ready.iter().map(|r| r.as_any(py)).collect();
+        PyList::new(py, items)
+    }
+
+    #[setter(_ready)]
+    fn set_ready_attr(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        ignore_empty(value, "_ready")
+    }
+
+    /// A snapshot of the timer heap (asyncio's `_scheduled` list, in heap order).
+    #[getter]
+    fn _scheduled<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items: Vec<Py<TimerHandle>> = self.st.get(py).timers.iter().map(|(_, t)| t.clone_ref(py)).collect();
+        PyList::new(py, items)
+    }
+
+    #[setter(_scheduled)]
+    fn set_scheduled_attr(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        ignore_empty(value, "_scheduled")
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        fd_watch::add(slf, &fd, callback, args, READ)
+    }
+
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: Bound<'_, PyAny>) -> PyResult<bool> {
+        fd_watch::remove(slf, &fd, READ)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        fd_watch::add(slf, &fd, callback, args, ferroloop_core::reactor::WRITE)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: Bound<'_, PyAny>) -> PyResult<bool> {
+        fd_watch::remove(slf, &fd, ferroloop_core::reactor::WRITE)
+    }
+
+    /// `(fileobj, fd, events, (reader, writer))` of a watched fd, or None
+    /// (backs the `selectors` view in `ferroloop._selector`).
+    fn _selector_key(slf: &Bound<'_, Self>, fileobj: Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        fd_watch::key(slf, &fileobj)
+    }
+
+    /// The watched fds.
+    fn _selector_fds(&self, py: Python<'_>) -> Vec<i32> {
+        self.st.get(py).fds.keys().copied().collect()
+    }
+
+    /// Release everything native: queued handles, timers, watchers, and the
+    /// epoll and eventfd descriptors (part of `close()`).
+    fn _close_native(&self, py: Python<'_>) {
+        let (ready, timers, fds) = {
+            let mut st = self.st.get_mut(py);
+            (st.ready.clear(), st.timers.clear(), std::mem::take(&mut st.fds))
+        };
+        for t in &timers {
+            t.get().set_scheduled(false);
+        }
+        // In a forked child the epoll instance is shared with the parent:
+        // closing our descriptor is fine, editing its interest list is not.
+        self.poller.close();
+        self.waker.close();
+        drop((ready, timers, fds));
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(st) = self.st.try_get() {
+            for r in st.ready.iter() {
+                match r {
+                    Ready::Native(h) => visit.call(h)?,
+                    Ready::Foreign(o) => visit.call(o)?,
+                }
+            }
+            for (_, t) in st.timers.iter() {
+                visit.call(t)?;
+            }
+            for reg in st.fds.values() {
+                visit.call(&reg.fileobj)?;
+                visit.call(&reg.reader)?;
+                visit.call(&reg.writer)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = {
+                let mut st = self.st.get_mut(py);
+                (st.ready.clear(), st.timers.clear(), std::mem::take(&mut st.fds))
+            };
+            drop(taken);
+        });
+    }
+}

@@ -1,0 +1,216 @@
+//! `_run_once`: one iteration of the loop.
+//!
+//! Mirrors `base_events.BaseEventLoop._run_once` step by step:
+//! 1. Compact cancelled timers: rebuild the heap when more than 100 are
+//!    scheduled and more than half are cancelled, otherwise pop cancelled ones
+//!    off the head.
+//! 2. Timeout: 0 if callbacks are ready or the loop is stopping, else until
+//!    the earliest timer (clamped to `[0, MAXIMUM_SELECT_TIMEOUT]`), else block.
+//! 3. Poll and queue the reader/writer handles of ready fds
+//!    (`_process_events`; a cancelled watcher is unregistered instead).
+//! 4. Move timers with `when < time() + clock_resolution` to the ready queue.
+//! 5. Run exactly the handles that are ready now (`ntodo`), skipping cancelled
+//!    ones; in debug mode track `_current_handle` and warn about slow callbacks.
+//!
+//! # The poll
+//! A blocking poll releases the GIL; a zero-timeout poll does not (it is a
+//! cheap syscall). When nothing but the internal waker is registered, a
+//! zero-timeout poll can report nothing that matters and is skipped; the
+//! waker is drained at the next real poll. `EINTR` runs Python's signal
+//! handlers (`check_signals`), so Ctrl-C raises `KeyboardInterrupt` out of
+//! `run_forever` as it does from `selectors.EpollSelector.select`.
+
+use ferroloop_core::reactor::{READ, WRITE};
+use pyo3::prelude::*;
+
+use super::{EventLoop, Ready};
+use crate::handles::run_handle;
+use crate::py::errors::os_error;
+use crate::py::hooks::hooks;
+
+const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
+const MIN_CANCELLED_TIMER_HANDLES_FRACTION: f64 = 0.5;
+
+/// Step 1: cancelled-timer compaction. Returns what to drop after the borrow ends.
+fn compact_timers(py: Python<'_>, this: &EventLoop) -> Vec<Py<crate::handles::TimerHandle>> {
+    let mut st = this.st.get_mut(py);
+    let sched = st.timers.len();
+    let mut dropped = Vec::new();
+    if sched > MIN_SCHEDULED_TIMER_HANDLES
+        && (st.timer_cancelled_count as f64 / sched as f64) > MIN_CANCELLED_TIMER_HANDLES_FRACTION
+    {
+        dropped = st.timers.retain_and_heapify(|t| !t.bind(py).as_super().get().is_cancelled(py));
+        for t in &dropped {
+            t.get().set_scheduled(false);
+        }
+        st.timer_cancelled_count = 0;
+    } else {
+        while let Some((_, head)) = st.timers.peek() {
+            if !head.bind(py).as_super().get().is_cancelled(py) {
+                break;
+            }
+            st.timer_cancelled_count -= 1;
+            if let Some((_, t)) = st.timers.pop() {
+                t.get().set_scheduled(false);
+                dropped.push(t);
+            }
+        }
+    }
+    dropped
+}
+
+/// Step 2: the poll timeout in seconds (`None` blocks).
+fn poll_timeout(py: Python<'_>, this: &EventLoop) -> Option<f64> {
+    let st = this.st.get(py);
+    if !st.ready.is_empty() || st.stopping {
+        return Some(0.0);
+    }
+    st.timers.peek().map(|(when, _)| {
+        let t = when - ferroloop_core::clock::monotonic();
+        // min(max(0, t), MAXIMUM): NaN compares false both ways, as in Python.
+        let t = if 0.0 >= t || t.is_nan() { 0.0 } else { t };
+        t.min(ferroloop_core::reactor::MAXIMUM_SELECT_TIMEOUT)
+    })
+}
+
+/// Step 3: poll and queue the watchers of ready fds.
+fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    let mut events = {
+        let mut st = this.st.get_mut(py);
+        if timeout == Some(0.0) && st.fds.is_empty() {
+            return Ok(());
+        }
+        st.polling = true;
+        st.events.take().unwrap_or_else(|| ferroloop_core::reactor::Events::with_capacity(256))
+    };
+    let res = if timeout == Some(0.0) {
+        this.poller.poll(&mut events, timeout)
+    } else {
+        let poller = &this.poller;
+        py.detach(|| poller.poll(&mut events, timeout))
+    };
+    let waker_fd = this.waker.as_raw_fd();
+    let mut cancelled_watchers = Vec::new();
+    {
+        let mut st = this.st.get_mut(py);
+        st.polling = false;
+        for ev in events.iter() {
+            if ev.fd == waker_fd {
+                this.waker.drain();
+                continue;
+            }
+            let Some(reg) = st.fds.get(&ev.fd) else { continue };
+            let mut queue = Vec::with_capacity(2);
+            if ev.ready & READ != 0 && reg.mask & READ != 0 {
+                if let Some(r) = &reg.reader {
+                    if r.get().is_cancelled(py) {
+                        cancelled_watchers.push((ev.fd, READ));
+                    } else {
+                        queue.push(r.clone_ref(py));
+                    }
+                }
+            }
+            if ev.ready & WRITE != 0 && reg.mask & WRITE != 0 {
+                if let Some(w) = &reg.writer {
+                    if w.get().is_cancelled(py) {
+                        cancelled_watchers.push((ev.fd, WRITE));
+                    } else {
+                        queue.push(w.clone_ref(py));
+                    }
+                }
+            }
+            for h in queue {
+                st.ready.push(Ready::Native(h));
+            }
+        }
+        st.events = Some(events);
+    }
+    for (fd, which) in cancelled_watchers {
+        super::fd_watch::remove_fd(slf, fd, which)?;
+    }
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => py.check_signals(),
+        Err(e) => Err(os_error(&e)),
+    }
+}
+
+/// Step 4: move due timers to the ready queue.
+fn fire_timers(py: Python<'_>, this: &EventLoop) {
+    let mut st = this.st.get_mut(py);
+    let end_time = ferroloop_core::clock::monotonic() + st.clock_resolution;
+    while let Some((when, _)) = st.timers.peek() {
+        if when >= end_time {
+            break;
+        }
+        if let Some((_, t)) = st.timers.pop() {
+            t.get().set_scheduled(false);
+            let h = t.into_bound(py).into_super().unbind();
+            st.ready.push(Ready::Native(h));
+        }
+    }
+}
+
+fn run_foreign(py: Python<'_>, obj: &Py<PyAny>) -> PyResult<()> {
+    let obj = obj.bind(py);
+    if obj.getattr(pyo3::intern!(py, "_cancelled"))?.is_truthy()? {
+        return Ok(());
+    }
+    obj.call_method0(pyo3::intern!(py, "_run"))?;
+    Ok(())
+}
+
+fn run_item(py: Python<'_>, item: &Ready) -> PyResult<()> {
+    match item {
+        Ready::Native(h) => run_handle(py, h),
+        Ready::Foreign(o) => run_foreign(py, o),
+    }
+}
+
+/// The debug branch of step 5.
+fn run_item_debug(slf: &Bound<'_, EventLoop>, item: &Ready) -> PyResult<()> {
+    let py = slf.py();
+    if let Ready::Native(h) = item {
+        if h.get().is_cancelled(py) {
+            return Ok(());
+        }
+    }
+    let handle = item.as_any(py);
+    let current = pyo3::intern!(py, "_current_handle");
+    slf.setattr(current, &handle)?;
+    let t0 = ferroloop_core::clock::monotonic();
+    let res = run_item(py, item);
+    let dt = ferroloop_core::clock::monotonic() - t0;
+    let res = res.and_then(|()| {
+        let slow: f64 = slf.getattr(pyo3::intern!(py, "slow_callback_duration"))?.extract()?;
+        if dt >= slow {
+            hooks(py)?.slow_callback.call1(py, (slf, &handle, dt))?;
+        }
+        Ok(())
+    });
+    slf.setattr(current, py.None())?;
+    res
+}
+
+pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    this.check_forked()?;
+    drop(compact_timers(py, this));
+    let timeout = poll_timeout(py, this);
+    poll_and_dispatch(slf, timeout)?;
+    fire_timers(py, this);
+
+    let ntodo = this.st.get(py).ready.begin_batch();
+    for _ in 0..ntodo {
+        let Some(item) = this.st.get_mut(py).ready.pop() else { break };
+        if this.debug(py) {
+            run_item_debug(slf, &item)?;
+        } else {
+            run_item(py, &item)?;
+        }
+    }
+    Ok(())
+}

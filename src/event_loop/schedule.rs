@@ -1,0 +1,144 @@
+//! `call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`, `_add_callback`.
+//!
+//! Mirrors `BaseEventLoop.call_soon`/`call_later`/`call_at`/
+//! `call_soon_threadsafe`: the same checks in the same order (`call_later`
+//! computes `time() + delay` before `call_at` checks for a closed loop), the
+//! debug-mode `_check_thread`/`_check_callback` calls, and the source
+//! traceback that debug mode attaches to every handle.
+//!
+//! # Thread safety of `call_soon_threadsafe`
+//! The caller holds the GIL, so the push itself is serialised with the loop
+//! thread. The loop sets `polling` (under the GIL) before it decides the poll
+//! timeout and releases the GIL; a push that happens after that sees
+//! `polling` and writes the eventfd, a push before it is seen by the timeout
+//! decision (`_ready` not empty → timeout 0). Either way no wake-up is lost.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyInt, PyTuple};
+use pyo3::PyClassInitializer;
+
+use super::{EventLoop, Ready};
+use crate::handles::{Handle, TimerHandle};
+use crate::py::call::copy_context;
+use crate::py::hooks::hooks;
+
+/// The debug-mode checks `call_soon`/`call_at` perform.
+fn debug_checks(slf: &Bound<'_, EventLoop>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+    if method != "call_soon_threadsafe" {
+        slf.call_method0("_check_thread")?;
+    }
+    slf.call_method1("_check_callback", (callback, method))?;
+    Ok(())
+}
+
+fn new_handle(
+    slf: &Bound<'_, EventLoop>,
+    callback: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    context: Option<Py<PyAny>>,
+    debug: bool,
+) -> PyResult<Handle> {
+    let py = slf.py();
+    let context = match context {
+        Some(c) if !c.is_none(py) => c,
+        _ => copy_context(py)?,
+    };
+    let tb = if debug { Some(hooks(py)?.extract_stack.call0(py)?) } else { None };
+    Ok(Handle::new(callback.unbind(), args.unbind(), context, slf.clone().unbind(), tb))
+}
+
+pub(super) fn call_soon(
+    slf: &Bound<'_, EventLoop>,
+    callback: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    context: Option<Py<PyAny>>,
+    method: &str,
+) -> PyResult<Py<Handle>> {
+    let py = slf.py();
+    let this = slf.get();
+    this.check_closed(py)?;
+    let debug = this.debug(py);
+    if debug {
+        debug_checks(slf, &callback, method)?;
+    }
+    let handle = Py::new(py, new_handle(slf, callback, args, context, debug)?)?;
+    this.st.get_mut(py).ready.push(Ready::Native(handle.clone_ref(py)));
+    if method == "call_soon_threadsafe" {
+        this.wake_if_polling(py);
+    }
+    Ok(handle)
+}
+
+/// `time() + delay`, with Python's own `+` for anything that is not a plain number.
+fn deadline<'py>(py: Python<'py>, now: f64, delay: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if delay.is_none() {
+        return Err(PyTypeError::new_err("delay must not be None"));
+    }
+    if let Ok(f) = delay.cast::<PyFloat>() {
+        return Ok(PyFloat::new(py, now + f.value()).into_any());
+    }
+    if delay.is_instance_of::<PyInt>() {
+        if let Ok(i) = delay.extract::<i64>() {
+            return Ok(PyFloat::new(py, now + i as f64).into_any());
+        }
+    }
+    PyFloat::new(py, now).add(delay)
+}
+
+pub(super) fn call_later(
+    slf: &Bound<'_, EventLoop>,
+    delay: &Bound<'_, PyAny>,
+    callback: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    context: Option<Py<PyAny>>,
+) -> PyResult<Py<TimerHandle>> {
+    let py = slf.py();
+    let when = deadline(py, ferroloop_core::clock::monotonic(), delay)?;
+    call_at(slf, &when, callback, args, context)
+}
+
+pub(super) fn call_at(
+    slf: &Bound<'_, EventLoop>,
+    when: &Bound<'_, PyAny>,
+    callback: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    context: Option<Py<PyAny>>,
+) -> PyResult<Py<TimerHandle>> {
+    let py = slf.py();
+    if when.is_none() {
+        return Err(PyTypeError::new_err("when cannot be None"));
+    }
+    let this = slf.get();
+    this.check_closed(py)?;
+    let debug = this.debug(py);
+    if debug {
+        debug_checks(slf, &callback, "call_at")?;
+    }
+    // asyncio stores any object as `_when`; ferroloop needs a real number
+    // (docs/compatibility.md, D-002).
+    let when: f64 = when.extract()?;
+    let base = new_handle(slf, callback, args, context, debug)?;
+    let timer = TimerHandle::new(when);
+    timer.set_scheduled(true);
+    let handle = Py::new(py, PyClassInitializer::from(base).add_subclass(timer))?;
+    this.st.get_mut(py).timers.push(when, handle.clone_ref(py));
+    Ok(handle)
+}
+
+pub(super) fn add_callback(slf: &Bound<'_, EventLoop>, handle: Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    let item = if let Ok(h) = handle.cast::<Handle>() {
+        if h.get().is_cancelled(py) {
+            return Ok(());
+        }
+        Ready::Native(h.clone().unbind())
+    } else {
+        if handle.getattr(pyo3::intern!(py, "_cancelled"))?.is_truthy()? {
+            return Ok(());
+        }
+        Ready::Foreign(handle.unbind())
+    };
+    slf.get().st.get_mut(py).ready.push(item);
+    Ok(())
+}

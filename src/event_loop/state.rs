@@ -1,0 +1,78 @@
+//! The loop's mutable state, kept behind one `GilCell`.
+//!
+//! Mirrors the attributes `BaseEventLoop.__init__` creates for the hot path:
+//! `_ready` (a deque of handles), `_scheduled` (a `heapq` list of timers),
+//! `_stopping`, `_closed`, `_debug`, `_timer_cancelled_count`,
+//! `_clock_resolution`, plus the selector's fd → (reader, writer) map.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+
+use ferroloop_core::reactor::Events;
+use ferroloop_core::ready::ReadyQueue;
+use ferroloop_core::timers::TimerHeap;
+use pyo3::prelude::*;
+
+use crate::handles::{Handle, TimerHandle};
+
+/// One entry of the ready queue.
+#[derive(Debug)]
+pub(crate) enum Ready {
+    /// A ferroloop handle (the common case).
+    Native(Py<Handle>),
+    /// Any other object with `_cancelled` and `_run()` (an `asyncio.Handle`
+    /// queued through `_add_callback`, e.g. by asyncio's signal handling).
+    Foreign(Py<PyAny>),
+}
+
+impl Ready {
+    pub(crate) fn as_any(&self, py: Python<'_>) -> Py<PyAny> {
+        match self {
+            Ready::Native(h) => h.clone_ref(py).into_any(),
+            Ready::Foreign(o) => o.clone_ref(py),
+        }
+    }
+}
+
+/// A watched fd: `selectors.SelectorKey` in asyncio's selector loop.
+#[derive(Debug)]
+pub(crate) struct FdReg {
+    pub fileobj: Py<PyAny>,
+    pub mask: u32,
+    pub reader: Option<Py<Handle>>,
+    pub writer: Option<Py<Handle>>,
+}
+
+/// Everything `_run_once` and the scheduling calls touch.
+#[derive(Debug)]
+pub(crate) struct LoopState {
+    pub ready: ReadyQueue<Ready>,
+    pub timers: TimerHeap<Py<TimerHandle>>,
+    pub fds: HashMap<RawFd, FdReg>,
+    /// The epoll result buffer; taken out while the GIL is released for a poll.
+    pub events: Option<Events>,
+    pub stopping: bool,
+    pub closed: bool,
+    pub debug: bool,
+    pub timer_cancelled_count: i64,
+    pub clock_resolution: f64,
+    /// True from just before a poll until just after it (see `call_soon_threadsafe`).
+    pub polling: bool,
+}
+
+impl LoopState {
+    pub(crate) fn new() -> Self {
+        Self {
+            ready: ReadyQueue::default(),
+            timers: TimerHeap::default(),
+            fds: HashMap::new(),
+            events: Some(Events::with_capacity(256)),
+            stopping: false,
+            closed: false,
+            debug: false,
+            timer_cancelled_count: 0,
+            clock_resolution: 1e-9,
+            polling: false,
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! `Handle` and `TimerHandle`: what `call_soon`, `call_later`, `call_at` and
+//! `add_reader` return.
+//!
+//! Mirrors `asyncio.events.Handle` / `TimerHandle`: the same attributes
+//! (`_callback`, `_args`, `_context`, `_loop`, `_cancelled`, `_source_traceback`,
+//! `_repr`, `_when`, `_scheduled`), the same `cancel()` semantics (drop the
+//! callback and args; keep the repr in debug mode; a scheduled timer bumps the
+//! loop's cancelled-timer count) and the same `repr` (built by the Python hook
+//! with asyncio's own formatting helpers). They are native classes, so they are
+//! not instances of `asyncio.Handle` (docs/compatibility.md, D-001).
+//!
+//! # Invariants
+//! - `st` is borrowed only briefly; callbacks run on clones of the references.
+//! - References dropped by `cancel()` are released after the borrow ends,
+//!   because dropping can run arbitrary `__del__` code.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::prelude::*;
+use pyo3::pyclass::CompareOp;
+use pyo3::types::{PyFloat, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::event_loop::EventLoop;
+use crate::py::call::run_in_context;
+use crate::py::cell::GilCell;
+use crate::py::hooks::hooks;
+
+/// Mutable part of a handle.
+#[derive(Debug, Default)]
+pub(crate) struct HandleState {
+    pub callback: Option<Py<PyAny>>,
+    pub args: Option<Py<PyTuple>>,
+    pub context: Option<Py<PyAny>>,
+    pub loop_: Option<Py<EventLoop>>,
+    pub source_traceback: Option<Py<PyAny>>,
+    pub repr: Option<Py<PyAny>>,
+    pub cancelled: bool,
+}
+
+/// `asyncio.Handle`'s native counterpart.
+#[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref, freelist = 512)]
+#[derive(Debug)]
+pub struct Handle {
+    pub(crate) st: GilCell<HandleState>,
+}
+
+impl Handle {
+    pub(crate) fn new(
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Py<PyAny>,
+        loop_: Py<EventLoop>,
+        source_traceback: Option<Py<PyAny>>,
+    ) -> Self {
+        Self {
+            st: GilCell::new(HandleState {
+                callback: Some(callback),
+                args: Some(args),
+                context: Some(context),
+                loop_: Some(loop_),
+                source_traceback,
+                repr: None,
+                cancelled: false,
+            }),
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self, py: Python<'_>) -> bool {
+        self.st.get(py).cancelled
+    }
+
+    /// `Handle.cancel()` body shared by both classes.
+    fn cancel_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let debug = {
+            let st = this.st.get(py);
+            if st.cancelled {
+                return Ok(());
+            }
+            st.loop_.as_ref().is_some_and(|l| l.get().debug(py))
+        };
+        this.st.get_mut(py).cancelled = true;
+        if debug {
+            // Keep a representation to log "Executing <Handle...> took ..." later.
+            let r = hooks(py)?.handle_repr.call1(py, (slf,))?;
+            this.st.get_mut(py).repr = Some(r);
+        }
+        let dropped = {
+            let mut st = this.st.get_mut(py);
+            (st.callback.take(), st.args.take())
+        };
+        drop(dropped);
+        Ok(())
+    }
+}
+
+/// Run a native handle as `Handle._run` does: call the callback in its
+/// context; report an exception to the loop's exception handler, except
+/// `SystemExit`/`KeyboardInterrupt`, which propagate.
+pub(crate) fn run_handle(py: Python<'_>, handle: &Py<Handle>) -> PyResult<()> {
+    let (callback, args, context) = {
+        let st = handle.get().st.get(py);
+        if st.cancelled {
+            return Ok(());
+        }
+        match (&st.callback, &st.args, &st.context) {
+            (Some(c), Some(a), Some(x)) => (c.clone_ref(py), a.clone_ref(py), x.clone_ref(py)),
+            _ => return Ok(()),
+        }
+    };
+    match run_in_context(py, &context, &callback, &args) {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
+                return Err(err);
+            }
+            let exc = err.into_value(py);
+            hooks(py)?.report_error.call1(py, (handle, exc))?;
+            Ok(())
+        }
+    }
+}
+
+#[pymethods]
+impl Handle {
+    /// Cancel the call; the callback and its arguments are released.
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::cancel_impl(slf)
+    }
+
+    fn cancelled(&self, py: Python<'_>) -> bool {
+        self.is_cancelled(py)
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.get(py).context.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        run_handle(slf.py(), &slf.clone().unbind())
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if let Some(r) = &slf.get().st.get(py).repr {
+            return Ok(r.clone_ref(py));
+        }
+        hooks(py)?.handle_repr.call1(py, (slf,))
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.get(py).callback.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.st.get(py).args.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.get_context(py)
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Option<Py<EventLoop>> {
+        self.st.get(py).loop_.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[getter]
+    fn _cancelled(&self, py: Python<'_>) -> bool {
+        self.is_cancelled(py)
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.get(py).source_traceback.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[setter(_source_traceback)]
+    fn set_source_traceback_attr(&self, py: Python<'_>, value: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.st.get_mut(py).source_traceback, value);
+        drop(old);
+    }
+
+    #[getter]
+    fn _repr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.get(py).repr.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    #[setter(_repr)]
+    fn set_repr_attr(&self, py: Python<'_>, value: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut self.st.get_mut(py).repr, value);
+        drop(old);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(st) = self.st.try_get() {
+            visit.call(&st.callback)?;
+            visit.call(&st.args)?;
+            visit.call(&st.context)?;
+            visit.call(&st.loop_)?;
+            visit.call(&st.source_traceback)?;
+            visit.call(&st.repr)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        // Called by the cycle collector with the GIL held; move the references
+        // out first so that their release cannot observe a live borrow.
+        Python::attach(|py| {
+            let taken = std::mem::take(&mut *self.st.get_mut(py));
+            drop(taken);
+        });
+    }
+}
+
+/// `asyncio.TimerHandle`'s native counterpart.
+#[pyclass(module = "ferroloop._ferroloop", extends = Handle, frozen, freelist = 512)]
+#[derive(Debug)]
+pub struct TimerHandle {
+    pub(crate) when: f64,
+    pub(crate) scheduled: AtomicBool,
+}
+
+impl TimerHandle {
+    pub(crate) fn new(when: f64) -> Self {
+        Self { when, scheduled: AtomicBool::new(false) }
+    }
+
+    pub(crate) fn set_scheduled(&self, v: bool) {
+        self.scheduled.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+}
+
+fn timer_eq(py: Python<'_>, a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyResult<bool> {
+    if a.get().when != b.get().when {
+        return Ok(false);
+    }
+    let sa = a.as_super().get().st.get(py);
+    let sb = b.as_super().get().st.get(py);
+    if sa.cancelled != sb.cancelled {
+        return Ok(false);
+    }
+    let (ca, cb) = (sa.callback.as_ref().map(|c| c.clone_ref(py)), sb.callback.as_ref().map(|c| c.clone_ref(py)));
+    let (aa, ab) = (sa.args.as_ref().map(|c| c.clone_ref(py)), sb.args.as_ref().map(|c| c.clone_ref(py)));
+    drop(sa);
+    drop(sb);
+    let same_cb = ca.into_pyobject(py)?.eq(cb)?;
+    Ok(same_cb && aa.into_pyobject(py)?.eq(ab)?)
+}
+
+#[pymethods]
+impl TimerHandle {
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let base = slf.as_super();
+        if !base.get().is_cancelled(py) && slf.get().is_scheduled() {
+            let lp = base.get().st.get(py).loop_.as_ref().map(|l| l.clone_ref(py));
+            if let Some(lp) = lp {
+                lp.get().timer_handle_cancelled(py);
+            }
+        }
+        Handle::cancel_impl(base)
+    }
+
+    fn when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _scheduled(&self) -> bool {
+        self.is_scheduled()
+    }
+
+    #[setter(_scheduled)]
+    fn set_scheduled_attr(&self, value: bool) {
+        self.set_scheduled(value);
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        PyFloat::new(py, self.when).hash()
+    }
+
+    fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let (a, b) = (slf.get().when, other.get().when);
+        let r = match op {
+            CompareOp::Lt => a < b,
+            CompareOp::Gt => a > b,
+            CompareOp::Le => a < b || timer_eq(py, slf, other)?,
+            CompareOp::Ge => a > b || timer_eq(py, slf, other)?,
+            CompareOp::Eq => timer_eq(py, slf, other)?,
+            CompareOp::Ne => !timer_eq(py, slf, other)?,
+        };
+        Ok(pyo3::types::PyBool::new(py, r).to_owned().into_any().unbind())
+    }
+}
