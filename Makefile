@@ -1,0 +1,81 @@
+# The one definition of build, lint and test for ferroloop.
+# `make help` lists the targets. Everything starts from nothing: virtual
+# environments are created and filled from PyPI on first use.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYVERSIONS ?= 3.11 3.12 3.13
+PY ?= 3.11
+VENV = .venv-$(PY)
+VPY = $(VENV)/bin/python
+# One cargo target dir per interpreter: PyO3 rebuilds when the interpreter changes.
+TARGET = target/py$(PY)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.ready: requirements-dev.txt
+	@PYBIN=$$(scripts/find-python.sh $(PY)) && $$PYBIN -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.ready ## create .venv-$(PY) with the dev requirements
+
+.PHONY: build-dev
+build-dev: venv ## build the extension (debug) into .venv-$(PY)
+	CARGO_TARGET_DIR=$(TARGET) VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q
+
+.PHONY: build-release
+build-release: venv ## build the extension (release, LTO) into .venv-$(PY)
+	CARGO_TARGET_DIR=$(TARGET) VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q --release
+
+.PHONY: test-rust
+test-rust: ## cargo test of the pure-Rust core
+	cargo test -q -p ferroloop-core
+
+.PHONY: test-py
+test-py: build-dev ## pytest on one interpreter (PY=3.x)
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+.PHONY: test-debug
+test-debug: build-dev ## pytest with PYTHONASYNCIODEBUG=1
+	PYTHONASYNCIODEBUG=1 $(VPY) -m pytest -q $(PYTEST_ARGS)
+
+.PHONY: conformance
+conformance: build-dev ## CPython's own test_asyncio against ferroloop (PY=3.x)
+	$(VPY) scripts/conformance.py
+
+.PHONY: lint
+lint: venv ## cargo fmt --check, clippy -D warnings, ruff
+	cargo fmt --all -- --check
+	CARGO_TARGET_DIR=$(TARGET) PYO3_PYTHON=$(abspath $(VPY)) cargo clippy -q --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests benchmarks scripts
+	$(VENV)/bin/ruff format --check python tests benchmarks scripts
+
+.PHONY: format
+format: venv ## apply cargo fmt and ruff format
+	cargo fmt --all
+	$(VENV)/bin/ruff format python tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix python tests benchmarks scripts
+
+.PHONY: test
+test: test-rust lint ## everything CI runs: Rust tests, lints, pytest and conformance on 3.11, 3.12, 3.13
+	@set -e; for v in $(PYVERSIONS); do \
+	  echo "=== CPython $$v: pytest"; $(MAKE) --no-print-directory test-py PY=$$v; \
+	  echo "=== CPython $$v: pytest, asyncio debug mode"; $(MAKE) --no-print-directory test-debug PY=$$v PYTEST_ARGS="-p no:randomly tests/test_scheduling.py tests/test_lifecycle.py tests/test_debug.py"; \
+	  echo "=== CPython $$v: conformance"; $(MAKE) --no-print-directory conformance PY=$$v; \
+	done
+
+.PHONY: bench
+bench: PY = 3.12
+bench: build-release ## release build, then the benchmark comparison (table, JSON, PNG)
+	$(VPY) -m pip install -q -r requirements-bench.txt
+	$(VPY) benchmarks/run.py $(BENCH_ARGS)
+
+.PHONY: clean
+clean: ## remove build outputs and virtual environments
+	rm -rf target .venv-* python/ferroloop/*.so

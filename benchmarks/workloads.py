@@ -1,0 +1,193 @@
+"""The benchmark workloads. Each takes a loop and a size and returns (seconds, operations).
+
+Every workload only uses the public asyncio API, so it runs unchanged on
+asyncio, uvloop, rloop, veloxloop and ferroloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+Workload = Callable[[Any, int], tuple[float, int]]
+
+
+def call_soon_chain(loop: Any, n: int) -> tuple[float, int]:
+    """A chain of call_soon callbacks: each schedules the next."""
+    left = [n]
+
+    def step() -> None:
+        left[0] -= 1
+        if left[0]:
+            loop.call_soon(step)
+        else:
+            loop.stop()
+
+    loop.call_soon(step)
+    t0 = time.perf_counter()
+    loop.run_forever()
+    return time.perf_counter() - t0, n
+
+
+def call_later_timers(loop: Any, n: int) -> tuple[float, int]:
+    """n timers with random delays up to 10 ms; one in four is cancelled."""
+    rng = random.Random(42)
+    fired = [0]
+    expected = n - n // 4
+
+    def cb() -> None:
+        fired[0] += 1
+        if fired[0] == expected:
+            loop.stop()
+
+    t0 = time.perf_counter()
+    handles = [loop.call_later(rng.random() * 0.01, cb) for _ in range(n)]
+    for h in handles[::4]:
+        h.cancel()
+    loop.run_forever()
+    return time.perf_counter() - t0, n
+
+
+def call_soon_threadsafe(loop: Any, n: int) -> tuple[float, int]:
+    """Another thread schedules n callbacks with call_soon_threadsafe."""
+    got = [0]
+
+    def cb() -> None:
+        got[0] += 1
+        if got[0] == n:
+            loop.stop()
+
+    def producer() -> None:
+        for _ in range(n):
+            loop.call_soon_threadsafe(cb)
+
+    t = threading.Thread(target=producer)
+    t0 = time.perf_counter()
+    t.start()
+    loop.run_forever()
+    dt = time.perf_counter() - t0
+    t.join()
+    return dt, n
+
+
+def sleep0_pingpong(loop: Any, n: int) -> tuple[float, int]:
+    """Two tasks alternate with asyncio.sleep(0); n switches in all."""
+
+    async def worker(k: int) -> None:
+        for _ in range(k):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        await asyncio.gather(worker(n // 2), worker(n // 2))
+
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
+    return time.perf_counter() - t0, n
+
+
+def gather_tasks(loop: Any, n: int) -> tuple[float, int]:
+    """create_task + gather of n trivial coroutines."""
+
+    async def trivial(i: int) -> int:
+        return i
+
+    async def main() -> None:
+        tasks = [loop.create_task(trivial(i)) for i in range(n)]
+        await asyncio.gather(*tasks)
+
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
+    return time.perf_counter() - t0, n
+
+
+def queue_producer_consumer(loop: Any, n: int) -> tuple[float, int]:
+    """An asyncio.Queue(maxsize=100) between one producer and one consumer."""
+
+    async def main() -> None:
+        q: asyncio.Queue[int] = asyncio.Queue(maxsize=100)
+
+        async def producer() -> None:
+            for i in range(n):
+                await q.put(i)
+
+        async def consumer() -> None:
+            for _ in range(n):
+                await q.get()
+
+        await asyncio.gather(producer(), consumer())
+
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
+    return time.perf_counter() - t0, n
+
+
+def future_roundtrip(loop: Any, n: int) -> tuple[float, int]:
+    """A task awaits a future that a call_soon callback resolves, n times."""
+
+    async def main() -> None:
+        for i in range(n):
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, i)
+            await fut
+
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
+    return time.perf_counter() - t0, n
+
+
+def executor_roundtrip(loop: Any, n: int) -> tuple[float, int]:
+    """n sequential run_in_executor round trips on the default executor."""
+
+    def work() -> int:
+        return 1
+
+    async def main() -> None:
+        for _ in range(n):
+            await loop.run_in_executor(None, work)
+
+    loop.run_until_complete(loop.run_in_executor(None, work))  # start the pool
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
+    dt = time.perf_counter() - t0
+    loop.run_until_complete(loop.shutdown_default_executor())
+    return dt, n
+
+
+def semaphore_sleepers(loop: Any, n: int) -> tuple[float, int]:
+    """The tutorials' pattern: n tasks sleep 10 ms under Semaphore(100).
+
+    Returns the *overhead* over the ideal time (n / 100 rounds of 10 ms) as
+    the time, so lower is better and the ratio compares overheads.
+    """
+
+    async def main() -> None:
+        sem = asyncio.Semaphore(100)
+
+        async def job() -> None:
+            async with sem:
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(job() for _ in range(n)))
+
+    ideal = (n / 100) * 0.01
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
+    return max(time.perf_counter() - t0 - ideal, 1e-9), n
+
+
+#: name -> (function, default size, what an operation is)
+WORKLOADS: dict[str, tuple[Workload, int, str]] = {
+    "call_soon": (call_soon_chain, 500_000, "callbacks"),
+    "call_later": (call_later_timers, 200_000, "timers"),
+    "call_soon_threadsafe": (call_soon_threadsafe, 200_000, "callbacks"),
+    "sleep0": (sleep0_pingpong, 200_000, "switches"),
+    "gather_100k": (gather_tasks, 100_000, "tasks"),
+    "queue": (queue_producer_consumer, 100_000, "items"),
+    "future_roundtrip": (future_roundtrip, 200_000, "round trips"),
+    "executor": (executor_roundtrip, 10_000, "round trips"),
+    "semaphore_sleep": (semaphore_sleepers, 10_000, "tasks (overhead)"),
+}

@@ -1,0 +1,152 @@
+"""One fixture runs every behavioural test on stdlib asyncio and on ferroloop.
+
+- ``impl``: ``"asyncio"`` or ``"ferroloop"`` (every test using ``loop`` or
+  ``loop_factory`` runs once for each).
+- ``loop``: a fresh loop of that implementation, set as the current loop. Its
+  exception handler records every call; teardown fails the test if it was
+  called and the test did not consume the records (``loop_errors.clear()``).
+  Teardown also closes the loop and asserts it is garbage-collected.
+- ``@pytest.mark.deviation("D-NNN")``: a documented difference
+  (docs/compatibility.md); on ferroloop the test becomes a strict xfail.
+- ``@pytest.mark.only("asyncio"|"ferroloop")``: run on one implementation only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import ferroloop
+
+IMPLS = ["asyncio", "ferroloop"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEVIATIONS_DOC = os.path.join(ROOT, "docs", "compatibility.md")
+
+
+def factory_for(impl: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if impl == "asyncio":
+        return asyncio.SelectorEventLoop
+    return ferroloop.new_event_loop
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request: pytest.FixtureRequest) -> str:
+    only = request.node.get_closest_marker("only")
+    if only is not None and only.args[0] != request.param:
+        pytest.skip(f"only runs on {only.args[0]}")
+    dev = request.node.get_closest_marker("deviation")
+    if dev is not None and request.param == "ferroloop":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"deviation {dev.args[0]}"))
+    return request.param
+
+
+@pytest.fixture
+def loop_factory(impl: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    return factory_for(impl)
+
+
+class ErrorLog(list):  # type: ignore[type-arg]
+    """Exception-handler contexts recorded during a test."""
+
+
+@pytest.fixture
+def loop_errors() -> ErrorLog:
+    return ErrorLog()
+
+
+@pytest.fixture
+def loop(loop_factory: Callable[[], asyncio.AbstractEventLoop], loop_errors: ErrorLog) -> Iterator[Any]:
+    lp = loop_factory()
+    lp.set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
+    asyncio.set_event_loop(lp)
+    yield lp
+    asyncio.set_event_loop(None)
+    for task in asyncio.all_tasks(lp):
+        _LEAK_WATCH.append((f"task {task.get_name()}", weakref.ref(task)))
+    if not lp.is_closed():
+        if not lp.is_running():
+            lp.run_until_complete(lp.shutdown_asyncgens())
+            lp.run_until_complete(lp.shutdown_default_executor())
+        lp.close()
+    errors = list(loop_errors)
+    loop_errors.clear()
+    _LEAK_WATCH.append(("loop", weakref.ref(lp)))
+    del lp
+    assert not errors, f"unexpected exception handler calls: {errors!r}"
+
+
+_LEAK_WATCH: list[tuple[str, weakref.ref[Any]]] = []
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    rep = yield
+    if rep.when == "call" and not rep.passed:
+        item.stash[_CALL_FAILED] = True
+    return rep
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    # Runs after every fixture of the test is finalised, so the fixture cache
+    # no longer holds the loop: whatever is still alive now has leaked.
+    res = yield
+    watch = list(_LEAK_WATCH)
+    _LEAK_WATCH.clear()
+    # A failed test's traceback keeps its frames (and so the loop) alive.
+    if not watch or item.stash.get(_CALL_FAILED, False):
+        return res
+    # pytest drops the test's arguments only after this hook; drop them now.
+    funcargs = getattr(item, "funcargs", None)
+    if funcargs:
+        funcargs.clear()
+    for _ in range(3):
+        gc.collect()
+    leaked = [what for what, ref in watch if ref() is not None]
+    assert not leaked, f"not garbage-collected after close(): {leaked}"
+    return res
+
+
+def run_child(code: str, impl: str, timeout: float = 30, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a child interpreter with ``IMPL`` set; a hang or crash fails only this test."""
+    prelude = textwrap.dedent(
+        f"""
+        import asyncio, ferroloop
+        IMPL = {impl!r}
+        new_loop = asyncio.SelectorEventLoop if IMPL == "asyncio" else ferroloop.new_event_loop
+        """
+    )
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Every deviation marker must name an entry of docs/compatibility.md.
+    try:
+        with open(DEVIATIONS_DOC, encoding="utf-8") as f:
+            doc = f.read()
+    except OSError:
+        doc = ""
+    for item in items:
+        mark = item.get_closest_marker("deviation")
+        if mark is not None and f"### {mark.args[0]}" not in doc:
+            raise pytest.UsageError(f"{item.nodeid}: deviation {mark.args[0]} is not in docs/compatibility.md")

@@ -1,0 +1,368 @@
+"""call_soon, call_later, call_at, call_soon_threadsafe, handles, iteration semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+import threading
+import time
+
+import pytest
+
+
+def context_of(handle):
+    # Handle.get_context() is new in 3.12; _context holds the same object before.
+    return handle.get_context() if hasattr(handle, "get_context") else handle._context
+
+
+def run_briefly(loop, n=1):
+    for _ in range(n):
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+
+
+def test_call_soon_fifo_with_args(loop):
+    calls = []
+    for i in range(5):
+        loop.call_soon(calls.append, i)
+    loop.call_soon(lambda *a: calls.append(a), 1, 2, 3)
+    run_briefly(loop)
+    assert calls == [0, 1, 2, 3, 4, (1, 2, 3)]
+
+
+def test_batch_runs_only_callbacks_ready_when_it_began(loop):
+    calls = []
+
+    def first():
+        calls.append("first")
+        loop.call_soon(calls.append, "scheduled-during-batch")
+        loop.stop()
+
+    loop.call_soon(first)
+    loop.call_soon(calls.append, "second")
+    loop.run_forever()
+    assert calls == ["first", "second"]
+    run_briefly(loop)
+    assert calls == ["first", "second", "scheduled-during-batch"]
+
+
+def test_call_later_order_and_time(loop):
+    calls = []
+    t0 = loop.time()
+    loop.call_later(0.03, calls.append, 3)
+    loop.call_later(0.01, calls.append, 1)
+    loop.call_later(0.02, calls.append, 2)
+    loop.call_later(0.04, loop.stop)
+    loop.run_forever()
+    assert calls == [1, 2, 3]
+    assert loop.time() - t0 >= 0.04
+
+
+def test_call_at_uses_loop_time(loop):
+    calls = []
+    when = loop.time() + 0.02
+    h = loop.call_at(when, calls.append, "x")
+    assert h.when() == when
+    loop.call_at(when + 0.005, loop.stop)
+    loop.run_forever()
+    assert calls == ["x"]
+    assert loop.time() >= when
+
+
+def test_loop_time_is_monotonic_clock(loop):
+    a = time.monotonic()
+    t = loop.time()
+    b = time.monotonic()
+    assert a <= t <= b
+
+
+def test_timer_fires_not_early(loop):
+    fired = []
+    t0 = loop.time()
+    loop.call_later(0.05, lambda: fired.append(loop.time()))
+    loop.call_later(0.06, loop.stop)
+    loop.run_forever()
+    # asyncio fires a timer once `when < now + clock_resolution`.
+    assert fired[0] >= t0 + 0.05 - loop._clock_resolution
+
+
+def test_negative_and_zero_delays_run_next_iteration(loop):
+    calls = []
+    loop.call_later(-5, calls.append, "neg")
+    loop.call_later(0, calls.append, "zero")
+    loop.call_soon(calls.append, "soon")
+    run_briefly(loop)
+    # Ready callbacks run before timers that become due in the same iteration.
+    assert calls == ["soon", "neg", "zero"]
+
+
+def test_nan_delay_behaves_as_asyncio(loop):
+    calls = []
+    h = loop.call_later(math.nan, calls.append, "nan")
+    assert math.isnan(h.when())
+    loop.call_soon(calls.append, "soon")
+    run_briefly(loop)
+    assert calls == ["soon", "nan"]
+
+
+def test_inf_delay_never_fires(loop):
+    calls = []
+    h = loop.call_later(math.inf, calls.append, 1)
+    run_briefly(loop, 3)
+    assert calls == []
+    h.cancel()
+
+
+def test_none_delay_is_type_error(loop):
+    with pytest.raises(TypeError, match="delay must not be None"):
+        loop.call_later(None, print)
+
+
+def test_none_when_is_type_error(loop):
+    with pytest.raises(TypeError, match="when cannot be None"):
+        loop.call_at(None, print)
+
+
+@pytest.mark.parametrize("delay", ["1", b"1", [], object()])
+def test_non_number_delay_is_type_error(loop, delay):
+    with pytest.raises(TypeError, match="unsupported operand type"):
+        loop.call_later(delay, print)
+
+
+def test_non_number_delay_on_closed_loop_is_type_error_first(loop):
+    loop.close()
+    with pytest.raises(TypeError):
+        loop.call_later("x", print)
+
+
+@pytest.mark.deviation("D-002")
+def test_call_at_non_number_is_accepted_like_asyncio(loop):
+    # asyncio stores any object as the deadline and only fails when it is compared.
+    h = loop.call_at("x", print)
+    h.cancel()
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_non_callable_in_debug_mode_is_type_error(loop, method):
+    loop.set_debug(True)
+    with pytest.raises(TypeError, match=f"a callable object was expected by {method}\\(\\), got 1"):
+        getattr(loop, method)(1)
+
+
+@pytest.mark.parametrize("method", ["call_later", "call_at"])
+def test_non_callable_timer_in_debug_mode_is_type_error(loop, method):
+    loop.set_debug(True)
+    # call_later reports the check as call_at, as asyncio does.
+    with pytest.raises(TypeError, match="a callable object was expected by call_at\\(\\), got 1"):
+        getattr(loop, method)(1, 1)
+
+
+def test_coroutine_callback_in_debug_mode_is_type_error(loop):
+    loop.set_debug(True)
+
+    async def coro():
+        pass
+
+    with pytest.raises(TypeError, match="coroutines cannot be used with call_soon\\(\\)"):
+        loop.call_soon(coro)
+    c = coro()
+    with pytest.raises(TypeError, match="coroutines cannot be used with call_later|coroutines cannot be used with call_at"):
+        loop.call_later(1, c)
+    c.close()
+
+
+def test_non_callable_without_debug_fails_when_run(loop, loop_errors):
+    loop.set_debug(False)
+    loop.call_soon(1)
+    run_briefly(loop)
+    assert len(loop_errors) == 1
+    ctx = loop_errors.pop()
+    assert isinstance(ctx["exception"], TypeError)
+    assert "'int' object is not callable" in str(ctx["exception"])
+
+
+def test_handle_cancel(loop):
+    calls = []
+    h = loop.call_soon(calls.append, 1)
+    assert not h.cancelled()
+    h.cancel()
+    assert h.cancelled()
+    h.cancel()
+    run_briefly(loop)
+    assert calls == []
+    assert h._callback is None and h._args is None
+
+
+def test_timer_handle_cancel_counts_once(loop):
+    h = loop.call_later(10, print)
+    assert h._scheduled
+    h.cancel()
+    h.cancel()
+    assert loop._timer_cancelled_count == 1
+    run_briefly(loop)
+    # The cancelled head timer is popped at the next iteration.
+    assert loop._timer_cancelled_count == 0
+    assert not h._scheduled
+
+
+def test_cancelled_timers_are_compacted(loop):
+    handles = [loop.call_later(100 + i, print) for i in range(200)]
+    for h in handles[1:150]:
+        h.cancel()
+    assert loop._timer_cancelled_count == 149
+    run_briefly(loop)
+    assert loop._timer_cancelled_count == 0
+    assert len(loop._scheduled) == 51
+    for h in handles:
+        h.cancel()
+
+
+def test_timer_handle_compare_and_hash(loop):
+    h1 = loop.call_at(100.0, print)
+    h2 = loop.call_at(200.0, print)
+    h3 = loop.call_at(100.0, print)
+    assert h1 < h2 and h2 > h1 and h1 <= h3 and h1 >= h3
+    assert h1 == h3 and h1 != h2
+    assert hash(h1) == hash(100.0)
+    for h in (h1, h2, h3):
+        h.cancel()
+
+
+def test_handle_context_default_is_copy(loop):
+    var = contextvars.ContextVar("var", default="default")
+    var.set("outer")
+    seen = []
+
+    def cb():
+        seen.append(var.get())
+        var.set("changed-in-callback")
+
+    h = loop.call_soon(cb)
+    assert isinstance(context_of(h), contextvars.Context)
+    run_briefly(loop)
+    assert seen == ["outer"]
+    assert var.get() == "outer"
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe", "call_later", "call_at"])
+def test_handle_runs_in_given_context(loop, method):
+    var = contextvars.ContextVar("var", default="default")
+    ctx = contextvars.Context()
+    ctx.run(var.set, "in-ctx")
+    seen = []
+    pos = () if method in ("call_soon", "call_soon_threadsafe") else (0,)
+    h = getattr(loop, method)(*pos, lambda: seen.append(var.get()), context=ctx)
+    assert context_of(h) is ctx
+    run_briefly(loop, 2)
+    assert seen == ["in-ctx"]
+
+
+def test_entering_an_entered_context_goes_to_handler(loop, loop_errors):
+    ctx = contextvars.copy_context()
+
+    def cb():
+        loop.call_soon(print, context=ctx)
+
+    loop.call_soon(cb, context=ctx)
+    # The inner handle runs after cb returned, so the context is free again.
+    run_briefly(loop, 2)
+    assert loop_errors == []
+
+    def reenter():
+        h = loop.call_soon(lambda: None, context=ctx)
+        h._run()
+
+    loop.call_soon(reenter, context=ctx)
+    run_briefly(loop)
+    assert len(loop_errors) == 1
+    err = loop_errors.pop()
+    assert isinstance(err["exception"], RuntimeError)
+    assert "cannot enter context" in str(err["exception"])
+    run_briefly(loop)
+
+
+def test_call_soon_threadsafe_wakes_blocked_poll(loop):
+    woke = []
+
+    def from_thread():
+        time.sleep(0.05)
+        loop.call_soon_threadsafe(woke.append, loop.time())
+        loop.call_soon_threadsafe(loop.stop)
+
+    # A long timer keeps the poll blocked unless the thread wakes it.
+    h = loop.call_later(30, print)
+    t = threading.Thread(target=from_thread)
+    start = loop.time()
+    t.start()
+    loop.run_forever()
+    t.join()
+    h.cancel()
+    assert woke and woke[0] - start < 5
+
+
+def test_call_soon_threadsafe_many_threads(loop):
+    n_threads, per = 4, 500
+    got = []
+
+    def worker(k):
+        for i in range(per):
+            loop.call_soon_threadsafe(got.append, (k, i))
+
+    async def main():
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+        for t in threads:
+            t.start()
+        while len(got) < n_threads * per:
+            await asyncio.sleep(0.001)
+        for t in threads:
+            t.join()
+
+    loop.run_until_complete(main())
+    assert len(got) == n_threads * per
+    for k in range(n_threads):
+        assert [i for kk, i in got if kk == k] == list(range(per))
+
+
+def test_handle_repr_matches_asyncio_shape(loop):
+    def my_callback(a, b):
+        pass
+
+    h = loop.call_soon(my_callback, 1, "x")
+    r = repr(h)
+    assert r.startswith("<Handle test_handle_repr_matches_asyncio_shape.<locals>.my_callback(1, 'x') at ")
+    assert __file__.split("/")[-1] in r
+    h.cancel()
+    assert repr(h) == "<Handle cancelled>"
+    t = loop.call_at(123.5, my_callback, 2, 3)
+    assert repr(t).startswith("<TimerHandle when=123.5 test_handle_repr_matches_asyncio_shape.<locals>.my_callback(2, 3) at ")
+    t.cancel()
+    assert repr(t) == "<TimerHandle cancelled when=123.5>"
+
+
+def test_debug_mode_handle_has_source_traceback(loop):
+    loop.set_debug(True)
+
+    def cb():
+        pass
+
+    h = loop.call_soon(cb)
+    tb = h._source_traceback
+    assert tb and tb[-1][2] == "test_debug_mode_handle_has_source_traceback"
+    assert "created at" in repr(h)
+    t = loop.call_later(10, cb)
+    assert t._source_traceback[-1][2] == "test_debug_mode_handle_has_source_traceback"
+    t.cancel()
+    h.cancel()
+    # Debug mode keeps the repr of a cancelled handle.
+    assert "cb()" in repr(h)
+
+
+def test_ready_and_scheduled_views(loop):
+    assert len(loop._ready) == 0
+    loop.call_soon(print)
+    t = loop.call_later(10, print)
+    assert len(loop._ready) == 1
+    assert list(loop._scheduled) == [t]
+    run_briefly(loop)
+    t.cancel()
