@@ -85,7 +85,9 @@ impl EventLoop {
 
     /// Wake a poll blocked in another thread (only needed while one is in progress).
     pub(crate) fn wake_if_polling(&self, py: Python<'_>) {
-        if self.st.get(py).polling {
+        let mut st = self.st.get_mut(py);
+        if st.polling && !st.woken {
+            st.woken = true;
             self.waker.wake();
         }
     }

@@ -83,6 +83,7 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
             return Ok(());
         }
         st.polling = true;
+        st.woken = false;
         st.events.take().unwrap_or_else(|| ferroloop_core::reactor::Events::with_capacity(256))
     };
     let res = if timeout == Some(0.0) {
@@ -140,6 +141,9 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
 /// Step 4: move due timers to the ready queue.
 fn fire_timers(py: Python<'_>, this: &EventLoop) {
     let mut st = this.st.get_mut(py);
+    if st.timers.is_empty() {
+        return;
+    }
     let end_time = ferroloop_core::clock::monotonic() + st.clock_resolution;
     while let Some((when, _)) = st.timers.peek() {
         if when >= end_time {

@@ -58,6 +58,8 @@ pub(crate) struct LoopState {
     pub clock_resolution: f64,
     /// True from just before a poll until just after it (see `call_soon_threadsafe`).
     pub polling: bool,
+    /// The waker was written during the current poll; one write is enough.
+    pub woken: bool,
 }
 
 impl LoopState {
@@ -73,6 +75,7 @@ impl LoopState {
             timer_cancelled_count: 0,
             clock_resolution: 1e-9,
             polling: false,
+            woken: false,
         }
     }
 }

@@ -1,0 +1,155 @@
+"""Compare ferroloop with stdlib asyncio, uvloop, rloop and veloxloop.
+
+Every (workload, loop) pair runs in a fresh process; pairs are interleaved
+and the whole round is repeated, so that machine noise hits every loop alike.
+Prints medians and ratios, writes JSON and a PNG bar chart to
+benchmarks/results/.
+
+usage: python benchmarks/run.py [--repeat N] [--scale F] [--workloads a,b] [--loops a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from workloads import WORKLOADS  # noqa: E402
+
+ALL_LOOPS = ["ferroloop", "asyncio", "uvloop", "rloop", "veloxloop"]
+SCHEDULING = ["call_soon", "call_later", "call_soon_threadsafe", "sleep0", "future_roundtrip"]
+
+
+def available(name: str) -> bool:
+    return name == "asyncio" or importlib.util.find_spec(name) is not None
+
+
+def run_one(loop: str, workload: str, size: int) -> float | None:
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "worker.py"), loop, workload, str(size)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(f"  {loop}/{workload} failed: {proc.stderr.strip().splitlines()[-1:]}\n")
+        return None
+    d = json.loads(proc.stdout.strip().splitlines()[-1])
+    return d["ops"] / d["seconds"]
+
+
+def fmt_rate(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M/s"
+    if x >= 1e3:
+        return f"{x / 1e3:.1f}k/s"
+    return f"{x:.0f}/s"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--loops", default=",".join(ALL_LOOPS))
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args()
+
+    loops = [lp for lp in args.loops.split(",") if available(lp)]
+    workloads = args.workloads.split(",")
+    samples: dict[str, dict[str, list[float]]] = {w: {lp: [] for lp in loops} for w in workloads}
+    for rep in range(args.repeat):
+        print(f"round {rep + 1}/{args.repeat}", flush=True)
+        for w in workloads:
+            size = max(1, int(WORKLOADS[w][1] * args.scale))
+            order = loops[rep % len(loops) :] + loops[: rep % len(loops)]
+            for lp in order:
+                r = run_one(lp, w, size)
+                if r is not None:
+                    samples[w][lp].append(r)
+
+    med = {w: {lp: (statistics.median(v) if v else None) for lp, v in d.items()} for w, d in samples.items()}
+    peers = [lp for lp in loops if lp != "ferroloop"]
+    head = ["workload", *loops, "× asyncio", "× uvloop", "vs best peer"]
+    rows = []
+    for w in workloads:
+        m = med[w]
+        fl = m.get("ferroloop")
+
+        def ratio(other: str, fl: float | None = fl, m: dict[str, float | None] = m) -> str:
+            o = m.get(other)
+            return f"{fl / o:.2f}×" if fl and o else "—"
+
+        best = max((m[p] for p in peers if m.get(p)), default=None)
+        best_name = next((p for p in peers if m.get(p) == best), "")
+        rows.append(
+            [
+                f"{w} ({WORKLOADS[w][2]})",
+                *[fmt_rate(m[lp]) for lp in loops],
+                ratio("asyncio"),
+                ratio("uvloop"),
+                f"{fl / best:.2f}× {best_name}" if fl and best else "—",
+            ]
+        )
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    line = "| " + " | ".join(h.ljust(widths[i]) for i, h in enumerate(head)) + " |"
+    print()
+    print(line)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(c).ljust(widths[i]) for i, c in enumerate(r)) + " |")
+    print(
+        "\nOperations per second, median of",
+        args.repeat,
+        "interleaved runs; semaphore_sleep counts tasks per second of overhead over the ideal 10 ms rounds.",
+    )
+
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    meta = {
+        "date": stamp,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "repeat": args.repeat,
+        "scale": args.scale,
+    }
+    with open(os.path.join(args.out, f"bench-{stamp}.json"), "w") as f:
+        json.dump({"meta": meta, "samples": samples, "median": med}, f, indent=1)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(12, 5))
+        n = len(loops)
+        for i, lp in enumerate(loops):
+            vals = [(med[w][lp] or 0) / (med[w].get("asyncio") or 1) for w in workloads]
+            ax.bar([k + i / (n + 1) for k in range(len(workloads))], vals, width=1 / (n + 1), label=lp)
+        ax.set_xticks([k + (n - 1) / (2 * (n + 1)) for k in range(len(workloads))])
+        ax.set_xticklabels(workloads, rotation=20)
+        ax.set_ylabel("throughput × stdlib asyncio")
+        ax.set_title(f"ferroloop vs peers (CPython {meta['python']}, {meta['cpus']} CPUs, {stamp})")
+        ax.legend()
+        fig.tight_layout()
+        png = os.path.join(args.out, f"bench-{stamp}.png")
+        fig.savefig(png)
+        print("chart:", png)
+    except ImportError:
+        print("matplotlib not installed: no chart")
+
+
+if __name__ == "__main__":
+    main()
