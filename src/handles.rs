@@ -14,7 +14,7 @@
 //! - References dropped by `cancel()` are released after the borrow ends,
 //!   because dropping can run arbitrary `__del__` code.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
@@ -25,6 +25,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::event_loop::EventLoop;
 use crate::py::call::run_in_context;
 use crate::py::cell::GilCell;
+use crate::py::gc;
 use crate::py::hooks::hooks;
 
 /// Mutable part of a handle.
@@ -44,7 +45,11 @@ pub(crate) struct HandleState {
 #[derive(Debug)]
 pub struct Handle {
     pub(crate) st: GilCell<HandleState>,
+    /// `UNTRACKED_HANDLE` when the running loop took it out of the cycle collector.
+    gc_flags: AtomicU8,
 }
+
+const UNTRACKED_HANDLE: u8 = 1;
 
 impl Handle {
     pub(crate) fn new(
@@ -64,8 +69,10 @@ impl Handle {
                 repr: None,
                 cancelled: false,
             }),
+            gc_flags: AtomicU8::new(0),
         }
     }
+
 
     pub(crate) fn is_cancelled(&self, py: Python<'_>) -> bool {
         self.st.get(py).cancelled
@@ -122,6 +129,29 @@ pub(crate) fn run_handle(py: Python<'_>, handle: &Py<Handle>) -> PyResult<()> {
             Ok(())
         }
     }
+}
+
+/// A new handle of the running loop: only the loop references it, so it
+/// leaves the cycle collector (see `py::gc`).
+pub(crate) fn untrack_owned(h: &Bound<'_, Handle>) {
+    gc::untrack(h.as_ptr());
+    h.get().gc_flags.store(UNTRACKED_HANDLE, Ordering::Relaxed);
+}
+
+/// A handle created while the loop is not running (PyO3's freelist hands out
+/// untracked objects): make sure the collector sees it.
+pub(crate) fn ensure_tracked(h: &Bound<'_, Handle>) {
+    gc::track(h.as_ptr());
+}
+
+/// The loop lets go of `h`: give it back to the collector if it outlives us
+/// (`force`: the loop keeps it but stops running).
+pub(crate) fn release(h: &Py<Handle>, force: bool) {
+    let flags = h.get().gc_flags.swap(0, Ordering::Relaxed);
+    if flags == 0 || (!force && gc::refcnt(h.as_ptr()) <= 1) {
+        return;
+    }
+    gc::track(h.as_ptr());
 }
 
 #[pymethods]

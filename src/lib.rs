@@ -27,6 +27,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     });
     m.add_class::<event_loop::EventLoop>()?;
+    py::fastcall::install(m.py())?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_function(wrap_pyfunction!(py::hooks::_set_hooks, m)?)?;

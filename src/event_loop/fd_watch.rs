@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
 use super::{EventLoop, FdReg};
-use crate::handles::Handle;
+use crate::handles::{ensure_tracked, Handle};
 use crate::py::call::copy_context;
 use crate::py::errors::os_error;
 use crate::py::hooks::hooks;
@@ -76,6 +76,7 @@ pub(super) fn add(
         py,
         Handle::new(callback.unbind(), args.unbind(), copy_context(py)?, slf.clone().unbind(), tb),
     )?;
+    ensure_tracked(handle.bind(py));
     let fd = to_fd(py, fileobj)?;
     let old = {
         let mut st = this.st.get_mut(py);

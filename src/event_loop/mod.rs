@@ -22,7 +22,7 @@
 
 mod fd_watch;
 mod run;
-mod schedule;
+pub(crate) mod schedule;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,47 +122,8 @@ impl EventLoop {
         ferroloop_core::clock::monotonic()
     }
 
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        schedule::call_soon(slf, callback, args, context, "call_soon")
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        schedule::call_soon(slf, callback, args, context, "call_soon_threadsafe")
-    }
-
-    #[pyo3(signature = (delay, callback, *args, context=None))]
-    fn call_later(
-        slf: &Bound<'_, Self>,
-        delay: Bound<'_, PyAny>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        schedule::call_later(slf, &delay, callback, args, context)
-    }
-
-    #[pyo3(signature = (when, callback, *args, context=None))]
-    fn call_at(
-        slf: &Bound<'_, Self>,
-        when: Bound<'_, PyAny>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Py<PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        schedule::call_at(slf, &when, callback, args, context)
-    }
+    // call_soon, call_soon_threadsafe, call_later and call_at are raw
+    // vectorcall methods installed by `py::fastcall::install`.
 
     /// `BaseEventLoop._add_callback`: queue an existing handle unless cancelled.
     fn _add_callback(slf: &Bound<'_, Self>, handle: Bound<'_, PyAny>) -> PyResult<()> {
@@ -181,12 +142,20 @@ impl EventLoop {
     /// The `while True: self._run_once(); if self._stopping: break` of `run_forever`.
     fn _run_forever_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        loop {
-            run::run_once(slf)?;
-            if slf.get().st.get(py).stopping {
-                return Ok(());
+        let this = slf.get();
+        this.st.get_mut(py).running = true;
+        let res = loop {
+            if let Err(e) = run::run_once(slf) {
+                break Err(e);
             }
-        }
+            if this.st.get(py).stopping {
+                break Ok(());
+            }
+        };
+        let mut st = this.st.get_mut(py);
+        st.running = false;
+        st.retrack_all(py);
+        res
     }
 
     fn get_debug(&self, py: Python<'_>) -> bool {
@@ -319,6 +288,12 @@ impl EventLoop {
         };
         for t in &timers {
             t.get().set_scheduled(false);
+            crate::handles::release(t.bind(py).as_super().as_unbound(), false);
+        }
+        for r in &ready {
+            if let Ready::Native(h) = r {
+                crate::handles::release(h, false);
+            }
         }
         // In a forked child the epoll instance is shared with the parent:
         // closing our descriptor is fine, editing its interest list is not.

@@ -24,7 +24,7 @@ use ferroloop_core::reactor::{READ, WRITE};
 use pyo3::prelude::*;
 
 use super::{EventLoop, Ready};
-use crate::handles::run_handle;
+use crate::handles::{release, run_handle};
 use crate::py::errors::os_error;
 use crate::py::hooks::hooks;
 
@@ -202,7 +202,11 @@ pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
     this.check_forked()?;
-    drop(compact_timers(py, this));
+    let dropped = compact_timers(py, this);
+    for t in &dropped {
+        release(t.bind(py).as_super().as_unbound(), false);
+    }
+    drop(dropped);
     let timeout = poll_timeout(py, this);
     poll_and_dispatch(slf, timeout)?;
     fire_timers(py, this);
@@ -210,11 +214,12 @@ pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
     let ntodo = this.st.get(py).ready.begin_batch();
     for _ in 0..ntodo {
         let Some(item) = this.st.get_mut(py).ready.pop() else { break };
-        if this.debug(py) {
-            run_item_debug(slf, &item)?;
-        } else {
-            run_item(py, &item)?;
+        let res = if this.debug(py) { run_item_debug(slf, &item) } else { run_item(py, &item) };
+        if let Ready::Native(h) = &item {
+            release(h, false);
         }
+        drop(item);
+        res?;
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use pyo3::types::{PyFloat, PyInt, PyTuple};
 use pyo3::PyClassInitializer;
 
 use super::{EventLoop, Ready};
-use crate::handles::{Handle, TimerHandle};
+use crate::handles::{ensure_tracked, untrack_owned, Handle, TimerHandle};
 use crate::py::call::copy_context;
 use crate::py::hooks::hooks;
 
@@ -48,7 +48,16 @@ fn new_handle(
     Ok(Handle::new(callback.unbind(), args.unbind(), context, slf.clone().unbind(), tb))
 }
 
-pub(super) fn call_soon(
+/// GC bookkeeping for a new handle (see `py::gc`).
+fn adopt(py: Python<'_>, this: &EventLoop, h: &Bound<'_, Handle>) {
+    if this.st.get(py).running {
+        untrack_owned(h);
+    } else {
+        ensure_tracked(h);
+    }
+}
+
+pub(crate) fn call_soon(
     slf: &Bound<'_, EventLoop>,
     callback: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
@@ -62,7 +71,9 @@ pub(super) fn call_soon(
     if debug {
         debug_checks(slf, &callback, method)?;
     }
-    let handle = Py::new(py, new_handle(slf, callback, args, context, debug)?)?;
+    let base = new_handle(slf, callback, args, context, debug)?;
+    let handle = Py::new(py, base)?;
+    adopt(py, this, handle.bind(py));
     this.st.get_mut(py).ready.push(Ready::Native(handle.clone_ref(py)));
     if method == "call_soon_threadsafe" {
         this.wake_if_polling(py);
@@ -86,7 +97,7 @@ fn deadline<'py>(py: Python<'py>, now: f64, delay: &Bound<'py, PyAny>) -> PyResu
     PyFloat::new(py, now).add(delay)
 }
 
-pub(super) fn call_later(
+pub(crate) fn call_later(
     slf: &Bound<'_, EventLoop>,
     delay: &Bound<'_, PyAny>,
     callback: Bound<'_, PyAny>,
@@ -98,7 +109,7 @@ pub(super) fn call_later(
     call_at(slf, &when, callback, args, context)
 }
 
-pub(super) fn call_at(
+pub(crate) fn call_at(
     slf: &Bound<'_, EventLoop>,
     when: &Bound<'_, PyAny>,
     callback: Bound<'_, PyAny>,
@@ -122,6 +133,7 @@ pub(super) fn call_at(
     let timer = TimerHandle::new(when);
     timer.set_scheduled(true);
     let handle = Py::new(py, PyClassInitializer::from(base).add_subclass(timer))?;
+    adopt(py, this, handle.bind(py).as_super());
     this.st.get_mut(py).timers.push(when, handle.clone_ref(py));
     Ok(handle)
 }

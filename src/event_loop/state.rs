@@ -60,9 +60,23 @@ pub(crate) struct LoopState {
     pub polling: bool,
     /// The waker was written during the current poll; one write is enough.
     pub woken: bool,
+    /// `_run_forever_inner` is on the stack (handles it creates leave the GC, see `py::gc`).
+    pub running: bool,
 }
 
 impl LoopState {
+    /// Give every queued handle back to the cycle collector (the loop stops running).
+    pub(crate) fn retrack_all(&self, py: Python<'_>) {
+        for r in self.ready.iter() {
+            if let Ready::Native(h) = r {
+                crate::handles::release(h, true);
+            }
+        }
+        for (_, t) in self.timers.iter() {
+            crate::handles::release(t.bind(py).as_super().as_unbound(), true);
+        }
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             ready: ReadyQueue::default(),
@@ -76,6 +90,7 @@ impl LoopState {
             clock_resolution: 1e-9,
             polling: false,
             woken: false,
+            running: false,
         }
     }
 }

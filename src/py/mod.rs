@@ -4,9 +4,13 @@
 //! - [`call`]: running a callback inside a `contextvars.Context` (what
 //!   `Handle._run` does with `context.run`), without building a bound method.
 //! - [`errors`]: `OSError(errno, strerror)` construction that keeps `errno`.
+//! - [`fastcall`]: raw vectorcall entry points for `call_soon` & co.
+//! - [`gc`]: cycle-collector tracking of loop-owned handles.
 //! - [`hooks`]: the cold-path helpers written in Python (`ferroloop._hooks`).
 
 pub(crate) mod call;
 pub(crate) mod cell;
 pub(crate) mod errors;
+pub(crate) mod fastcall;
+pub(crate) mod gc;
 pub(crate) mod hooks;
