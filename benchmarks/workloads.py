@@ -34,20 +34,27 @@ def call_soon_chain(loop: Any, n: int) -> tuple[float, int]:
 
 
 def call_later_timers(loop: Any, n: int) -> tuple[float, int]:
-    """n timers with random delays up to 10 ms; one in four is cancelled."""
+    """n timers with random delays up to 10 ms, scheduled from a running
+    callback as tasks do; one in four is cancelled."""
     rng = random.Random(42)
+    delays = [rng.random() * 0.01 for _ in range(n)]
     fired = [0]
-    expected = n - n // 4
+    expected = n - (n + 3) // 4
 
     def cb() -> None:
         fired[0] += 1
         if fired[0] == expected:
             loop.stop()
 
+    def schedule() -> None:
+        call_later = loop.call_later
+        for i, d in enumerate(delays):
+            h = call_later(d, cb)
+            if i % 4 == 0:
+                h.cancel()
+
+    loop.call_soon(schedule)
     t0 = time.perf_counter()
-    handles = [loop.call_later(rng.random() * 0.01, cb) for _ in range(n)]
-    for h in handles[::4]:
-        h.cancel()
     loop.run_forever()
     return time.perf_counter() - t0, n
 
