@@ -258,28 +258,36 @@ def test_handle_runs_in_given_context(loop, method):
     assert seen == ["in-ctx"]
 
 
-def test_entering_an_entered_context_goes_to_handler(loop, loop_errors):
+def test_context_can_be_reused_after_callback_exits(loop):
     ctx = contextvars.copy_context()
+    seen = []
 
     def cb():
-        loop.call_soon(print, context=ctx)
+        # The inner handle runs after cb returned, so the context is free again.
+        loop.call_soon(lambda: seen.append("inner"), context=ctx)
 
     loop.call_soon(cb, context=ctx)
-    # The inner handle runs after cb returned, so the context is free again.
     run_briefly(loop, 2)
-    assert loop_errors == []
+    assert seen == ["inner"]
 
-    def reenter():
-        h = loop.call_soon(lambda: None, context=ctx)
-        h._run()
 
-    loop.call_soon(reenter, context=ctx)
-    run_briefly(loop)
-    assert len(loop_errors) == 1
-    err = loop_errors.pop()
-    assert isinstance(err["exception"], RuntimeError)
-    assert "cannot enter context" in str(err["exception"])
-    run_briefly(loop)
+def test_entering_an_entered_context_is_reported(loop, caplog):
+    ctx = contextvars.copy_context()
+    h = loop.call_soon(lambda: None, context=ctx)
+    # Running the handle while its context is entered fails inside the handle,
+    # and the error goes to the exception handler (3.11) -- on 3.12+ the
+    # handler itself runs in the handle's context and fails too, so only the
+    # RuntimeError raised by the handle is compared here.
+    errors = []
+    loop.set_exception_handler(lambda lp, c: errors.append(c["exception"]))
+    ctx.run(h._run)
+    if errors:
+        assert isinstance(errors[0], RuntimeError)
+        assert "cannot enter context" in str(errors[0])
+    else:  # 3.12+: the handler could not enter ctx either; asyncio logs both errors
+        assert "Unhandled error in exception handler" in caplog.text
+        assert "cannot enter context" in caplog.text
+    h.cancel()
 
 
 def test_call_soon_threadsafe_wakes_blocked_poll(loop):
@@ -324,20 +332,27 @@ def test_call_soon_threadsafe_many_threads(loop):
         assert [i for kk, i in got if kk == k] == list(range(per))
 
 
-def test_handle_repr_matches_asyncio_shape(loop):
+@pytest.mark.parametrize("debug", [False, True])
+def test_handle_repr_matches_asyncio(loop, debug):
+    loop.set_debug(debug)
+
     def my_callback(a, b):
         pass
 
     h = loop.call_soon(my_callback, 1, "x")
-    r = repr(h)
-    assert r.startswith("<Handle test_handle_repr_matches_asyncio_shape.<locals>.my_callback(1, 'x') at ")
-    assert __file__.split("/")[-1] in r
+    ref = asyncio.Handle(my_callback, (1, "x"), loop)
+    # The callback part (with or without arguments, by version and debug mode) is asyncio's.
+    assert repr(h).split(" created at ")[0] == repr(ref).split(" created at ")[0]
     h.cancel()
-    assert repr(h) == "<Handle cancelled>"
+    ref.cancel()
+    assert repr(h).split(" created at ")[0] == repr(ref).split(" created at ")[0]
     t = loop.call_at(123.5, my_callback, 2, 3)
-    assert repr(t).startswith("<TimerHandle when=123.5 test_handle_repr_matches_asyncio_shape.<locals>.my_callback(2, 3) at ")
+    tref = asyncio.TimerHandle(123.5, my_callback, (2, 3), loop)
+    assert repr(t).split(" created at ")[0] == repr(tref).split(" created at ")[0]
     t.cancel()
-    assert repr(t) == "<TimerHandle cancelled when=123.5>"
+    tref._scheduled = False
+    tref.cancel()
+    assert repr(t).split(" created at ")[0] == repr(tref).split(" created at ")[0]
 
 
 def test_debug_mode_handle_has_source_traceback(loop):
