@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from workloads import WORKLOADS  # noqa: E402
+from workloads import WORKLOADS
 
 
 def make_loop(name: str):  # type: ignore[no-untyped-def]

@@ -151,7 +151,9 @@ def main() -> int:
         return 0
 
     print(f"CPython {sys.version.split()[0]} test_asyncio against ferroloop")
-    header = f"{'module':16} {'applicable':>10} {'passed':>7} {'failed':>7} {'n/a':>5} {'excluded':>8} {'skipped':>7}  time"
+    header = (
+        f"{'module':16} {'applicable':>10} {'passed':>7} {'failed':>7} {'n/a':>5} {'excluded':>8} {'skipped':>7}  time"
+    )
     print(header)
     print("-" * len(header))
     total_fail = 0

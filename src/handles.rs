@@ -73,7 +73,6 @@ impl Handle {
         }
     }
 
-
     pub(crate) fn is_cancelled(&self, py: Python<'_>) -> bool {
         self.st.get(py).cancelled
     }
@@ -260,7 +259,10 @@ pub struct TimerHandle {
 
 impl TimerHandle {
     pub(crate) fn new(when: f64) -> Self {
-        Self { when, scheduled: AtomicBool::new(false) }
+        Self {
+            when,
+            scheduled: AtomicBool::new(false),
+        }
     }
 
     pub(crate) fn set_scheduled(&self, v: bool) {
@@ -281,8 +283,14 @@ fn timer_eq(py: Python<'_>, a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandl
     if sa.cancelled != sb.cancelled {
         return Ok(false);
     }
-    let (ca, cb) = (sa.callback.as_ref().map(|c| c.clone_ref(py)), sb.callback.as_ref().map(|c| c.clone_ref(py)));
-    let (aa, ab) = (sa.args.as_ref().map(|c| c.clone_ref(py)), sb.args.as_ref().map(|c| c.clone_ref(py)));
+    let (ca, cb) = (
+        sa.callback.as_ref().map(|c| c.clone_ref(py)),
+        sb.callback.as_ref().map(|c| c.clone_ref(py)),
+    );
+    let (aa, ab) = (
+        sa.args.as_ref().map(|c| c.clone_ref(py)),
+        sb.args.as_ref().map(|c| c.clone_ref(py)),
+    );
     drop(sa);
     drop(sb);
     let same_cb = ca.into_pyobject(py)?.eq(cb)?;

@@ -23,9 +23,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-
 import ferroloop
+import pytest
 
 IMPLS = ["asyncio", "ferroloop"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,7 +118,9 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     return res
 
 
-def run_child(code: str, impl: str, timeout: float = 30, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_child(
+    code: str, impl: str, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a child interpreter with ``IMPL`` set; a hang or crash fails only this test."""
     prelude = textwrap.dedent(
         f"""

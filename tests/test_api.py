@@ -8,9 +8,8 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 import ferroloop
+import pytest
 
 
 def test_new_event_loop_is_a_loop():

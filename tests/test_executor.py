@@ -57,7 +57,6 @@ def test_shutdown_default_executor_then_use_is_runtime_error(loop):
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="shutdown_default_executor(timeout) is new in 3.12")
 def test_shutdown_default_executor_timeout(loop):
     import time
-
     import warnings
 
     loop.run_in_executor(None, time.sleep, 0.3)
@@ -89,7 +88,7 @@ def test_to_thread(loop):
 )
 def test_getaddrinfo_matches_socket(loop, args):
     host, port, *rest = args
-    kw = dict(zip(["family", "type"], rest))
+    kw = dict(zip(["family", "type"], rest, strict=False))
     got = loop.run_until_complete(loop.getaddrinfo(host, port, **kw))
     assert got == socket.getaddrinfo(host, port, *rest)
 

@@ -63,8 +63,10 @@ def test_handles_created_while_running_are_collected(loop):
     async def main():
         for _ in range(100):
             o = Owner()
-            o.h = asyncio.get_running_loop().call_soon(print, o) if False else asyncio.get_running_loop().call_later(
-                0, lambda o=o: None
+            o.h = (
+                asyncio.get_running_loop().call_soon(print, o)
+                if False
+                else asyncio.get_running_loop().call_later(0, lambda o=o: None)
             )
             refs.append(weakref.ref(o))
             del o

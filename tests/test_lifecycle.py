@@ -20,7 +20,9 @@ def test_run_until_complete_future_of_other_loop_is_value_error(loop, loop_facto
     other = loop_factory()
     try:
         fut = other.create_future()
-        with pytest.raises(ValueError, match="The future belongs to a different loop than the one specified as the loop argument"):
+        with pytest.raises(
+            ValueError, match="The future belongs to a different loop than the one specified as the loop argument"
+        ):
             loop.run_until_complete(fut)
     finally:
         other.close()

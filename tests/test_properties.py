@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import math
 
+import ferroloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import ferroloop
 
 DELAYS = [-1.0, -0.5, 0.0, -0.0, math.nan, -1e-9]
 OFFSETS = [0.0, 1.0, 1.0, 2.0, 5.0]
@@ -97,7 +96,7 @@ def test_many_cancelled_timers_compaction_keeps_order(offsets, data):
         base = loop.time()
         try:
             hs = [loop.call_at(base + 0.02 - o * 0.001, order.append, i) for i, o in enumerate(offsets)]
-            for h, c in zip(hs, cancel):
+            for h, c in zip(hs, cancel, strict=True):
                 if c:
                     h.cancel()
             loop.run_until_complete(asyncio.sleep(0.05))

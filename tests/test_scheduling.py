@@ -168,7 +168,9 @@ def test_coroutine_callback_in_debug_mode_is_type_error(loop):
     with pytest.raises(TypeError, match="coroutines cannot be used with call_soon\\(\\)"):
         loop.call_soon(coro)
     c = coro()
-    with pytest.raises(TypeError, match="coroutines cannot be used with call_later|coroutines cannot be used with call_at"):
+    with pytest.raises(
+        TypeError, match="coroutines cannot be used with call_later|coroutines cannot be used with call_at"
+    ):
         loop.call_later(1, c)
     c.close()
 

@@ -6,11 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
-
 from conftest import ROOT, run_child
 
 

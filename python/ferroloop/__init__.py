@@ -32,7 +32,7 @@ def new_event_loop() -> Loop:
     return Loop()
 
 
-class EventLoopPolicy(_compat.BaseDefaultEventLoopPolicy):  # type: ignore[misc]
+class EventLoopPolicy(_compat.BaseDefaultEventLoopPolicy):
     """An asyncio event loop policy whose loops are ferroloop loops."""
 
     def _loop_factory(self) -> Loop:

@@ -21,7 +21,7 @@ _FORMAT_TAKES_DEBUG = "debug" in inspect.signature(format_helpers._format_callba
 def format_callback_source(func: Any, args: Any, debug: bool) -> str:
     """``format_helpers._format_callback_source`` with the signature of this Python."""
     if _FORMAT_TAKES_DEBUG:
-        return format_helpers._format_callback_source(func, args, debug=debug)
+        return format_helpers._format_callback_source(func, args, debug=debug)  # type: ignore[call-arg]
     return format_helpers._format_callback_source(func, args)
 
 

@@ -46,7 +46,8 @@ def report_error(handle: Any, exc: BaseException) -> None:
 
 
 def slow_callback(loop: Any, handle: Any, dt: float) -> None:
-    logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), dt)
+    described = base_events._format_handle(handle)  # type: ignore[attr-defined]
+    logger.warning("Executing %s took %.3f seconds", described, dt)
 
 
 def extract_stack() -> Any:

@@ -66,7 +66,7 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
                 self._run_forever_inner()
             finally:
                 self._stopping = False
-                self._thread_id = None
+                self._thread_id = None  # type: ignore[assignment]
                 events._set_running_loop(None)
                 self._set_coroutine_origin_tracking(False)  # type: ignore[attr-defined]
                 sys.set_asyncgen_hooks(*old_agen_hooks)
@@ -77,9 +77,9 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
         self._ssock, self._csock = socket.socketpair()
         self._ssock.setblocking(False)
         self._csock.setblocking(False)
-        self._internal_fds += 1  # type: ignore[has-type]
+        self._internal_fds += 1  # type: ignore[attr-defined]
 
-    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:  # type: ignore[override]
         super().add_signal_handler(sig, callback, *args)
         if not self._self_reading:
             # Signal numbers arrive on the self-pipe (signal.set_wakeup_fd).

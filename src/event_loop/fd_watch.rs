@@ -45,7 +45,11 @@ fn lookup(slf: &Bound<'_, EventLoop>, obj: &Bound<'_, PyAny>) -> PyResult<RawFd>
         Ok(fd) => Ok(fd),
         Err(err) if err.is_instance_of::<PyValueError>(py) => {
             let st = slf.get().st.get(py);
-            st.fds.iter().find(|(_, reg)| reg.fileobj.is(obj)).map(|(fd, _)| *fd).ok_or(err)
+            st.fds
+                .iter()
+                .find(|(_, reg)| reg.fileobj.is(obj))
+                .map(|(fd, _)| *fd)
+                .ok_or(err)
         }
         Err(err) => Err(err),
     }
@@ -71,10 +75,20 @@ pub(super) fn add(
     let py = slf.py();
     let this = slf.get();
     this.check_closed(py)?;
-    let tb = if this.debug(py) { Some(hooks(py)?.extract_stack.call0(py)?) } else { None };
+    let tb = if this.debug(py) {
+        Some(hooks(py)?.extract_stack.call0(py)?)
+    } else {
+        None
+    };
     let handle = Py::new(
         py,
-        Handle::new(callback.unbind(), args.unbind(), copy_context(py)?, slf.clone().unbind(), tb),
+        Handle::new(
+            callback.unbind(),
+            args.unbind(),
+            copy_context(py)?,
+            slf.clone().unbind(),
+            tb,
+        ),
     )?;
     ensure_tracked(handle.bind(py));
     let fd = to_fd(py, fileobj)?;
@@ -91,7 +105,11 @@ pub(super) fn add(
                 }
                 reg.mask = mask;
             }
-            let slot = if which == ferroloop_core::reactor::READ { &mut reg.reader } else { &mut reg.writer };
+            let slot = if which == ferroloop_core::reactor::READ {
+                &mut reg.reader
+            } else {
+                &mut reg.writer
+            };
             slot.replace(handle.clone_ref(py))
         } else {
             this.poller.register(fd, which).map_err(|e| os_error(&e))?;
@@ -100,7 +118,15 @@ pub(super) fn add(
             } else {
                 (None, Some(handle.clone_ref(py)))
             };
-            st.fds.insert(fd, FdReg { fileobj: fileobj.clone().unbind(), mask: which, reader, writer });
+            st.fds.insert(
+                fd,
+                FdReg {
+                    fileobj: fileobj.clone().unbind(),
+                    mask: which,
+                    reader,
+                    writer,
+                },
+            );
             None
         }
     };
@@ -124,9 +150,15 @@ pub(super) fn remove_fd(slf: &Bound<'_, EventLoop>, fd: RawFd, which: u32) -> Py
     let mut error = None;
     let (old, gone) = {
         let mut st = this.st.get_mut(py);
-        let Some(reg) = st.fds.get_mut(&fd) else { return Ok(false) };
+        let Some(reg) = st.fds.get_mut(&fd) else {
+            return Ok(false);
+        };
         let mask = reg.mask & !which;
-        let old = if which == ferroloop_core::reactor::READ { reg.reader.take() } else { reg.writer.take() };
+        let old = if which == ferroloop_core::reactor::READ {
+            reg.reader.take()
+        } else {
+            reg.writer.take()
+        };
         if mask == 0 {
             if !this.is_forked() {
                 // The fd may already be closed: EpollSelector ignores that error as well.
@@ -162,7 +194,10 @@ pub(super) fn key(slf: &Bound<'_, EventLoop>, fileobj: &Bound<'_, PyAny>) -> PyR
         reg.fileobj.clone_ref(py),
         fd,
         reg.mask,
-        (reg.reader.as_ref().map(|h| h.clone_ref(py)), reg.writer.as_ref().map(|h| h.clone_ref(py))),
+        (
+            reg.reader.as_ref().map(|h| h.clone_ref(py)),
+            reg.writer.as_ref().map(|h| h.clone_ref(py)),
+        ),
     );
     drop(st);
     Ok(Some(t.into_pyobject(py)?.into_any().unbind()))

@@ -97,7 +97,9 @@ fn ignore_empty(value: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
     if value.len()? == 0 {
         Ok(())
     } else {
-        Err(PyTypeError::new_err(format!("ferroloop keeps {what} natively; only an empty container may be assigned")))
+        Err(PyTypeError::new_err(format!(
+            "ferroloop keeps {what} natively; only an empty container may be assigned"
+        )))
     }
 }
 

@@ -39,7 +39,9 @@ fn compact_timers(py: Python<'_>, this: &EventLoop) -> Vec<Py<crate::handles::Ti
     if sched > MIN_SCHEDULED_TIMER_HANDLES
         && (st.timer_cancelled_count as f64 / sched as f64) > MIN_CANCELLED_TIMER_HANDLES_FRACTION
     {
-        dropped = st.timers.retain_and_heapify(|t| !t.bind(py).as_super().get().is_cancelled(py));
+        dropped = st
+            .timers
+            .retain_and_heapify(|t| !t.bind(py).as_super().get().is_cancelled(py));
         for t in &dropped {
             t.get().set_scheduled(false);
         }
@@ -84,7 +86,9 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
         }
         st.polling = true;
         st.woken = false;
-        st.events.take().unwrap_or_else(|| ferroloop_core::reactor::Events::with_capacity(256))
+        st.events
+            .take()
+            .unwrap_or_else(|| ferroloop_core::reactor::Events::with_capacity(256))
     };
     let res = if timeout == Some(0.0) {
         this.poller.poll(&mut events, timeout)
@@ -213,8 +217,14 @@ pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
 
     let ntodo = this.st.get(py).ready.begin_batch();
     for _ in 0..ntodo {
-        let Some(item) = this.st.get_mut(py).ready.pop() else { break };
-        let res = if this.debug(py) { run_item_debug(slf, &item) } else { run_item(py, &item) };
+        let Some(item) = this.st.get_mut(py).ready.pop() else {
+            break;
+        };
+        let res = if this.debug(py) {
+            run_item_debug(slf, &item)
+        } else {
+            run_item(py, &item)
+        };
         if let Ready::Native(h) = &item {
             release(h, false);
         }

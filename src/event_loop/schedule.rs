@@ -44,8 +44,18 @@ fn new_handle(
         Some(c) if !c.is_none(py) => c,
         _ => copy_context(py)?,
     };
-    let tb = if debug { Some(hooks(py)?.extract_stack.call0(py)?) } else { None };
-    Ok(Handle::new(callback.unbind(), args.unbind(), context, slf.clone().unbind(), tb))
+    let tb = if debug {
+        Some(hooks(py)?.extract_stack.call0(py)?)
+    } else {
+        None
+    };
+    Ok(Handle::new(
+        callback.unbind(),
+        args.unbind(),
+        context,
+        slf.clone().unbind(),
+        tb,
+    ))
 }
 
 /// GC bookkeeping for a new handle (see `py::gc`).

@@ -48,7 +48,11 @@ fn missing(method: &str, names: &[&str]) -> PyErr {
     let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
     let list = match quoted.len() {
         1 => quoted[0].clone(),
-        _ => format!("{} and {}", quoted[..quoted.len() - 1].join(", "), quoted[quoted.len() - 1]),
+        _ => format!(
+            "{} and {}",
+            quoted[..quoted.len() - 1].join(", "),
+            quoted[quoted.len() - 1]
+        ),
     };
     let s = if names.len() == 1 { "" } else { "s" };
     PyTypeError::new_err(format!(
@@ -169,16 +173,30 @@ type Raw = unsafe extern "C" fn(
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     let ty = py.get_type::<EventLoop>();
     let methods: [(&'static std::ffi::CStr, Raw, &'static std::ffi::CStr); 4] = [
-        (c"call_soon", call_soon, c"Arrange for a callback to be called as soon as possible."),
-        (c"call_soon_threadsafe", call_soon_threadsafe, c"Like call_soon(), but thread-safe."),
-        (c"call_later", call_later, c"Arrange for a callback to be called after `delay` seconds."),
+        (
+            c"call_soon",
+            call_soon,
+            c"Arrange for a callback to be called as soon as possible.",
+        ),
+        (
+            c"call_soon_threadsafe",
+            call_soon_threadsafe,
+            c"Like call_soon(), but thread-safe.",
+        ),
+        (
+            c"call_later",
+            call_later,
+            c"Arrange for a callback to be called after `delay` seconds.",
+        ),
         (c"call_at", call_at, c"Like call_later(), but uses an absolute time."),
     ];
     for (name, func, doc) in methods {
         // The method table must outlive the type: leak it (four entries, once per process).
         let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
             ml_name: name.as_ptr(),
-            ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: func },
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: func,
+            },
             ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
             ml_doc: doc.as_ptr().cast::<c_char>(),
         }));

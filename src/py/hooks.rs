@@ -37,11 +37,22 @@ pub(crate) fn _set_hooks(
     fileobj_to_fd: Py<PyAny>,
 ) -> PyResult<()> {
     HOOKS
-        .set(py, Hooks { handle_repr, report_error, slow_callback, extract_stack, fileobj_to_fd })
+        .set(
+            py,
+            Hooks {
+                handle_repr,
+                report_error,
+                slow_callback,
+                extract_stack,
+                fileobj_to_fd,
+            },
+        )
         .map_err(|_| PyRuntimeError::new_err("ferroloop hooks are already set"))
 }
 
 /// The registered helpers.
 pub(crate) fn hooks(py: Python<'_>) -> PyResult<&'static Hooks> {
-    HOOKS.get(py).ok_or_else(|| PyRuntimeError::new_err("ferroloop._hooks was not imported"))
+    HOOKS
+        .get(py)
+        .ok_or_else(|| PyRuntimeError::new_err("ferroloop._hooks was not imported"))
 }

@@ -99,7 +99,7 @@ async def some_function():
 async def main_timeout():
     try:
         await asyncio.wait_for(some_function(), timeout=3)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         print("Task took too long.")
 
 
@@ -107,7 +107,7 @@ asyncio.run(main_timeout())
 
 
 def sync_function(seconds):
-    return "Slept for {} seconds".format(seconds)
+    return f"Slept for {seconds} seconds"
 
 
 async def main_executor():
@@ -198,7 +198,7 @@ async def queue_demo():
     await asyncio.gather(*children)
     try:
         await asyncio.wait_for(queue.get(), timeout=0.5)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         print("queue empty: timed out")
 
 

@@ -10,7 +10,7 @@ os.chdir(tempfile.mkdtemp(prefix="ferroloop-seed-"))
 
 
 async def read_file(filename):
-    async with aiofiles.open(filename, mode="r") as f:
+    async with aiofiles.open(filename) as f:
         return await f.read()
 
 
@@ -29,7 +29,7 @@ asyncio.run(main_rw())
 
 
 async def process_file(input_file, output_file):
-    async with aiofiles.open(input_file, mode="r") as f:
+    async with aiofiles.open(input_file) as f:
         content = await f.read()
     processed = content.upper()
     async with aiofiles.open(output_file, mode="w") as f:
@@ -52,7 +52,7 @@ asyncio.run(main_process())
 
 async def process_large_file(filename):
     line_count = 0
-    async with aiofiles.open(filename, mode="r") as f:
+    async with aiofiles.open(filename) as f:
         async for line in f:
             line_count += 1
             if line.strip():

@@ -9,9 +9,8 @@ import asyncio
 import time
 
 import aiohttp
-from aiohttp import web
-
 from _scale import secs
+from aiohttp import web
 
 USERS = [{"id": i, "name": f"user{i}"} for i in range(1, 13)]
 
@@ -83,7 +82,7 @@ async def fetch_with_retry(session, url, max_retries=3):
                     return None
                 else:
                     print(f"Unexpected status {response.status}")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             print(f"Timeout on attempt {attempt + 1}")
         except aiohttp.ClientError as e:
             print(f"Client error on attempt {attempt + 1}: {e}")
@@ -126,7 +125,7 @@ async def main():
         start = time.time()
         urls = ["/", "/delay/1", "/delay/2", "/status/200", "/status/404"]
         for result in await fetch_all_urls(base, urls):
-            print(f"{result['url'][len(base):]}: {result['status']} ({result['length']} bytes)")
+            print(f"{result['url'][len(base) :]}: {result['status']} ({result['length']} bytes)")
         print(f"\nFetched {len(urls)} URLs in {secs(time.time() - start)} seconds")
 
         async with aiohttp.ClientSession() as session:

@@ -11,8 +11,8 @@ line, as in the tutorial; it is written with one write() so lines stay whole)
 
 import asyncio
 import http.server
-import sys
 import json
+import sys
 import threading
 import time
 import urllib.request

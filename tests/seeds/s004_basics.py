@@ -76,7 +76,7 @@ async def slow_operation():
 async def main_timeout():
     try:
         await asyncio.wait_for(slow_operation(), timeout=2.0)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         print("Operation timed out!")
 
 

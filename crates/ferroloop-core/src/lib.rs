@@ -14,7 +14,7 @@
 //! - [`clock`]: `CLOCK_MONOTONIC` as float seconds, the clock of `time.monotonic()`.
 
 pub mod clock;
-pub mod ready;
 pub mod reactor;
+pub mod ready;
 mod sys;
 pub mod timers;

@@ -90,12 +90,18 @@ impl Events {
     /// A buffer for up to `capacity` events per poll.
     #[must_use]
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { raw: vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)], len: 0 }
+        Self {
+            raw: vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)],
+            len: 0,
+        }
     }
 
     /// The events of the last poll.
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
-        self.raw[..self.len].iter().map(|e| Event { fd: e.u64 as RawFd, ready: readiness(e.events) })
+        self.raw[..self.len].iter().map(|e| Event {
+            fd: e.u64 as RawFd,
+            ready: readiness(e.events),
+        })
     }
 
     /// Number of events of the last poll.
@@ -121,7 +127,9 @@ impl Poller {
     /// Create a new epoll instance (close-on-exec).
     pub fn new() -> io::Result<Self> {
         let epfd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-        Ok(Self { epfd: AtomicI32::new(epfd) })
+        Ok(Self {
+            epfd: AtomicI32::new(epfd),
+        })
     }
 
     /// The epoll fd itself.
@@ -131,7 +139,10 @@ impl Poller {
     }
 
     fn ctl(&self, op: i32, fd: RawFd, interest: u32) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: epoll_bits(interest), u64: fd as u64 };
+        let mut ev = libc::epoll_event {
+            events: epoll_bits(interest),
+            u64: fd as u64,
+        };
         syscall!(epoll_ctl(self.as_raw_fd(), op, fd, &raw mut ev))?;
         Ok(())
     }
@@ -155,7 +166,12 @@ impl Poller {
     /// number of events. `EINTR` is returned as an error (see module docs).
     pub fn poll(&self, events: &mut Events, timeout: Option<f64>) -> io::Result<usize> {
         let cap = i32::try_from(events.raw.len()).unwrap_or(i32::MAX);
-        let n = syscall!(epoll_wait(self.as_raw_fd(), events.raw.as_mut_ptr(), cap, timeout_ms(timeout)));
+        let n = syscall!(epoll_wait(
+            self.as_raw_fd(),
+            events.raw.as_mut_ptr(),
+            cap,
+            timeout_ms(timeout)
+        ));
         match n {
             Ok(n) => {
                 events.len = n as usize;
@@ -248,7 +264,10 @@ mod tests {
     fn pipe() -> (RawFd, RawFd) {
         let mut fds = [0; 2];
         // SAFETY: fds is a valid 2-element array.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) }, 0);
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
+            0
+        );
         (fds[0], fds[1])
     }
 

@@ -112,7 +112,11 @@ impl<T> TimerHeap<T> {
         let mut child = 2 * pos + 1;
         while child < end {
             let right = child + 1;
-            if right < end && !(self.entries[child].0 < self.entries[right].0) {
+            // heapq's `not heap[childpos] < heap[rightpos]`: with a NaN this is
+            // true, which `>=` would not be, so the negation is deliberate.
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
+            let take_right = right < end && !(self.entries[child].0 < self.entries[right].0);
+            if take_right {
                 child = right;
             }
             self.entries.swap(pos, child);
