@@ -26,17 +26,18 @@ use crate::event_loop::EventLoop;
 use crate::py::call::run_in_context;
 use crate::py::cell::GilCell;
 use crate::py::gc;
+use crate::py::held::Held;
 use crate::py::hooks::hooks;
 
 /// Mutable part of a handle.
 #[derive(Debug, Default)]
 pub(crate) struct HandleState {
-    pub callback: Option<Py<PyAny>>,
-    pub args: Option<Py<PyTuple>>,
-    pub context: Option<Py<PyAny>>,
-    pub loop_: Option<Py<EventLoop>>,
-    pub source_traceback: Option<Py<PyAny>>,
-    pub repr: Option<Py<PyAny>>,
+    pub callback: Option<Held<PyAny>>,
+    pub args: Option<Held<PyTuple>>,
+    pub context: Option<Held<PyAny>>,
+    pub loop_: Option<Held<EventLoop>>,
+    pub source_traceback: Option<Held<PyAny>>,
+    pub repr: Option<Held<PyAny>>,
     pub cancelled: bool,
 }
 
@@ -61,11 +62,11 @@ impl Handle {
     ) -> Self {
         Self {
             st: GilCell::new(HandleState {
-                callback: Some(callback),
-                args: Some(args),
-                context: Some(context),
-                loop_: Some(loop_),
-                source_traceback,
+                callback: Some(Held::new(callback)),
+                args: Some(Held::new(args)),
+                context: Some(Held::new(context)),
+                loop_: Some(Held::new(loop_)),
+                source_traceback: source_traceback.map(Held::new),
                 repr: None,
                 cancelled: false,
             }),
@@ -92,7 +93,8 @@ impl Handle {
         if debug {
             // Keep a representation to log "Executing <Handle...> took ..." later.
             let r = hooks(py)?.handle_repr.call1(py, (slf,))?;
-            this.st.get_mut(py).repr = Some(r);
+            let old = this.st.get_mut(py).repr.replace(Held::new(r));
+            drop(old);
         }
         let dropped = {
             let mut st = this.st.get_mut(py);
@@ -107,6 +109,8 @@ impl Handle {
 /// context; report an exception to the loop's exception handler, except
 /// `SystemExit`/`KeyboardInterrupt`, which propagate.
 pub(crate) fn run_handle(py: Python<'_>, handle: &Py<Handle>) -> PyResult<()> {
+    // Clones are `Held`, so releasing them after the call skips PyO3's
+    // thread-state lookup (see `py::held`).
     let (callback, args, context) = {
         let st = handle.get().st.get(py);
         if st.cancelled {
@@ -165,7 +169,7 @@ impl Handle {
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.get(py).context.as_ref().map(|c| c.clone_ref(py))
+        self.st.get(py).context.as_ref().map(|c| c.to_py(py))
     }
 
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -175,19 +179,19 @@ impl Handle {
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         if let Some(r) = &slf.get().st.get(py).repr {
-            return Ok(r.clone_ref(py));
+            return Ok(r.to_py(py));
         }
         hooks(py)?.handle_repr.call1(py, (slf,))
     }
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.get(py).callback.as_ref().map(|c| c.clone_ref(py))
+        self.st.get(py).callback.as_ref().map(|c| c.to_py(py))
     }
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.st.get(py).args.as_ref().map(|c| c.clone_ref(py))
+        self.st.get(py).args.as_ref().map(|c| c.to_py(py))
     }
 
     #[getter]
@@ -197,7 +201,7 @@ impl Handle {
 
     #[getter]
     fn _loop(&self, py: Python<'_>) -> Option<Py<EventLoop>> {
-        self.st.get(py).loop_.as_ref().map(|c| c.clone_ref(py))
+        self.st.get(py).loop_.as_ref().map(|c| c.to_py(py))
     }
 
     #[getter]
@@ -207,34 +211,34 @@ impl Handle {
 
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.get(py).source_traceback.as_ref().map(|c| c.clone_ref(py))
+        self.st.get(py).source_traceback.as_ref().map(|c| c.to_py(py))
     }
 
     #[setter(_source_traceback)]
     fn set_source_traceback_attr(&self, py: Python<'_>, value: Option<Py<PyAny>>) {
-        let old = std::mem::replace(&mut self.st.get_mut(py).source_traceback, value);
+        let old = std::mem::replace(&mut self.st.get_mut(py).source_traceback, value.map(Held::new));
         drop(old);
     }
 
     #[getter]
     fn _repr(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.get(py).repr.as_ref().map(|c| c.clone_ref(py))
+        self.st.get(py).repr.as_ref().map(|c| c.to_py(py))
     }
 
     #[setter(_repr)]
     fn set_repr_attr(&self, py: Python<'_>, value: Option<Py<PyAny>>) {
-        let old = std::mem::replace(&mut self.st.get_mut(py).repr, value);
+        let old = std::mem::replace(&mut self.st.get_mut(py).repr, value.map(Held::new));
         drop(old);
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(st) = self.st.try_get() {
-            visit.call(&st.callback)?;
-            visit.call(&st.args)?;
-            visit.call(&st.context)?;
-            visit.call(&st.loop_)?;
-            visit.call(&st.source_traceback)?;
-            visit.call(&st.repr)?;
+            visit.call(st.callback.as_deref())?;
+            visit.call(st.args.as_deref())?;
+            visit.call(st.context.as_deref())?;
+            visit.call(st.loop_.as_deref())?;
+            visit.call(st.source_traceback.as_deref())?;
+            visit.call(st.repr.as_deref())?;
         }
         Ok(())
     }
@@ -284,12 +288,12 @@ fn timer_eq(py: Python<'_>, a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandl
         return Ok(false);
     }
     let (ca, cb) = (
-        sa.callback.as_ref().map(|c| c.clone_ref(py)),
-        sb.callback.as_ref().map(|c| c.clone_ref(py)),
+        sa.callback.as_ref().map(|c| c.to_py(py)),
+        sb.callback.as_ref().map(|c| c.to_py(py)),
     );
     let (aa, ab) = (
-        sa.args.as_ref().map(|c| c.clone_ref(py)),
-        sb.args.as_ref().map(|c| c.clone_ref(py)),
+        sa.args.as_ref().map(|c| c.to_py(py)),
+        sb.args.as_ref().map(|c| c.to_py(py)),
     );
     drop(sa);
     drop(sb);

@@ -24,6 +24,7 @@ use super::{EventLoop, FdReg};
 use crate::handles::{ensure_tracked, Handle};
 use crate::py::call::copy_context;
 use crate::py::errors::os_error;
+use crate::py::held::Held;
 use crate::py::hooks::hooks;
 
 /// `selectors._fileobj_to_fd`, with a fast path for plain non-negative ints.
@@ -55,7 +56,7 @@ fn lookup(slf: &Bound<'_, EventLoop>, obj: &Bound<'_, PyAny>) -> PyResult<RawFd>
     }
 }
 
-fn cancel(py: Python<'_>, handle: Option<Py<Handle>>) -> PyResult<bool> {
+fn cancel(py: Python<'_>, handle: Option<Held<Handle>>) -> PyResult<bool> {
     match handle {
         Some(h) => {
             h.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
@@ -110,18 +111,18 @@ pub(super) fn add(
             } else {
                 &mut reg.writer
             };
-            slot.replace(handle.clone_ref(py))
+            slot.replace(Held::new(handle.clone_ref(py)))
         } else {
             this.poller.register(fd, which).map_err(|e| os_error(&e))?;
             let (reader, writer) = if which == ferroloop_core::reactor::READ {
-                (Some(handle.clone_ref(py)), None)
+                (Some(Held::new(handle.clone_ref(py))), None)
             } else {
-                (None, Some(handle.clone_ref(py)))
+                (None, Some(Held::new(handle.clone_ref(py))))
             };
             st.fds.insert(
                 fd,
                 FdReg {
-                    fileobj: fileobj.clone().unbind(),
+                    fileobj: Held::new(fileobj.clone().unbind()),
                     mask: which,
                     reader,
                     writer,
@@ -191,12 +192,12 @@ pub(super) fn key(slf: &Bound<'_, EventLoop>, fileobj: &Bound<'_, PyAny>) -> PyR
         return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
     };
     let t = (
-        reg.fileobj.clone_ref(py),
+        reg.fileobj.to_py(py),
         fd,
         reg.mask,
         (
-            reg.reader.as_ref().map(|h| h.clone_ref(py)),
-            reg.writer.as_ref().map(|h| h.clone_ref(py)),
+            reg.reader.as_ref().map(|h| h.to_py(py)),
+            reg.writer.as_ref().map(|h| h.to_py(py)),
         ),
     );
     drop(st);

@@ -233,7 +233,7 @@ impl EventLoop {
     /// A snapshot of the timer heap (asyncio's `_scheduled` list, in heap order).
     #[getter]
     fn _scheduled<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let items: Vec<Py<TimerHandle>> = self.st.get(py).timers.iter().map(|(_, t)| t.clone_ref(py)).collect();
+        let items: Vec<Py<TimerHandle>> = self.st.get(py).timers.iter().map(|(_, t)| t.to_py(py)).collect();
         PyList::new(py, items)
     }
 
@@ -308,17 +308,17 @@ impl EventLoop {
         if let Some(st) = self.st.try_get() {
             for r in st.ready.iter() {
                 match r {
-                    Ready::Native(h) => visit.call(h)?,
-                    Ready::Foreign(o) => visit.call(o)?,
+                    Ready::Native(h) => visit.call(&**h)?,
+                    Ready::Foreign(o) => visit.call(&**o)?,
                 }
             }
             for (_, t) in st.timers.iter() {
-                visit.call(t)?;
+                visit.call(&**t)?;
             }
             for reg in st.fds.values() {
-                visit.call(&reg.fileobj)?;
-                visit.call(&reg.reader)?;
-                visit.call(&reg.writer)?;
+                visit.call(&*reg.fileobj)?;
+                visit.call(reg.reader.as_deref())?;
+                visit.call(reg.writer.as_deref())?;
             }
         }
         Ok(())

@@ -24,7 +24,8 @@ use ferroloop_core::reactor::{READ, WRITE};
 use pyo3::prelude::*;
 
 use super::{EventLoop, Ready};
-use crate::handles::{release, run_handle};
+use crate::handles::{release, run_handle, TimerHandle};
+use crate::py::held::Held;
 use crate::py::errors::os_error;
 use crate::py::hooks::hooks;
 
@@ -32,7 +33,7 @@ const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
 const MIN_CANCELLED_TIMER_HANDLES_FRACTION: f64 = 0.5;
 
 /// Step 1: cancelled-timer compaction. Returns what to drop after the borrow ends.
-fn compact_timers(py: Python<'_>, this: &EventLoop) -> Vec<Py<crate::handles::TimerHandle>> {
+fn compact_timers(py: Python<'_>, this: &EventLoop) -> Vec<Held<TimerHandle>> {
     let mut st = this.st.get_mut(py);
     let sched = st.timers.len();
     let mut dropped = Vec::new();
@@ -155,13 +156,14 @@ fn fire_timers(py: Python<'_>, this: &EventLoop) {
         }
         if let Some((_, t)) = st.timers.pop() {
             t.get().set_scheduled(false);
-            let h = t.into_bound(py).into_super().unbind();
-            st.ready.push(Ready::Native(h));
+            let h = t.to_py(py).into_bound(py).into_super().unbind();
+            drop(t);
+            st.ready.push(Ready::Native(Held::new(h)));
         }
     }
 }
 
-fn run_foreign(py: Python<'_>, obj: &Py<PyAny>) -> PyResult<()> {
+fn run_foreign(py: Python<'_>, obj: &Held<PyAny>) -> PyResult<()> {
     let obj = obj.bind(py);
     if obj.getattr(pyo3::intern!(py, "_cancelled"))?.is_truthy()? {
         return Ok(());

@@ -21,6 +21,7 @@ use pyo3::PyClassInitializer;
 use super::{EventLoop, Ready};
 use crate::handles::{ensure_tracked, untrack_owned, Handle, TimerHandle};
 use crate::py::call::copy_context;
+use crate::py::held::Held;
 use crate::py::hooks::hooks;
 
 /// The debug-mode checks `call_soon`/`call_at` perform.
@@ -84,7 +85,7 @@ pub(crate) fn call_soon(
     let base = new_handle(slf, callback, args, context, debug)?;
     let handle = Py::new(py, base)?;
     adopt(py, this, handle.bind(py));
-    this.st.get_mut(py).ready.push(Ready::Native(handle.clone_ref(py)));
+    this.st.get_mut(py).ready.push(Ready::Native(Held::new(handle.clone_ref(py))));
     if method == "call_soon_threadsafe" {
         this.wake_if_polling(py);
     }
@@ -144,7 +145,7 @@ pub(crate) fn call_at(
     timer.set_scheduled(true);
     let handle = Py::new(py, PyClassInitializer::from(base).add_subclass(timer))?;
     adopt(py, this, handle.bind(py).as_super());
-    this.st.get_mut(py).timers.push(when, handle.clone_ref(py));
+    this.st.get_mut(py).timers.push(when, Held::new(handle.clone_ref(py)));
     Ok(handle)
 }
 
@@ -154,12 +155,12 @@ pub(super) fn add_callback(slf: &Bound<'_, EventLoop>, handle: Bound<'_, PyAny>)
         if h.get().is_cancelled(py) {
             return Ok(());
         }
-        Ready::Native(h.clone().unbind())
+        Ready::Native(Held::new(h.clone().unbind()))
     } else {
         if handle.getattr(pyo3::intern!(py, "_cancelled"))?.is_truthy()? {
             return Ok(());
         }
-        Ready::Foreign(handle.unbind())
+        Ready::Foreign(Held::new(handle.unbind()))
     };
     slf.get().st.get_mut(py).ready.push(item);
     Ok(())

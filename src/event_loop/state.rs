@@ -14,22 +14,23 @@ use ferroloop_core::timers::TimerHeap;
 use pyo3::prelude::*;
 
 use crate::handles::{Handle, TimerHandle};
+use crate::py::held::Held;
 
 /// One entry of the ready queue.
 #[derive(Debug)]
 pub(crate) enum Ready {
     /// A ferroloop handle (the common case).
-    Native(Py<Handle>),
+    Native(Held<Handle>),
     /// Any other object with `_cancelled` and `_run()` (an `asyncio.Handle`
     /// queued through `_add_callback`, e.g. by asyncio's signal handling).
-    Foreign(Py<PyAny>),
+    Foreign(Held<PyAny>),
 }
 
 impl Ready {
     pub(crate) fn as_any(&self, py: Python<'_>) -> Py<PyAny> {
         match self {
-            Ready::Native(h) => h.clone_ref(py).into_any(),
-            Ready::Foreign(o) => o.clone_ref(py),
+            Ready::Native(h) => h.to_py(py).into_any(),
+            Ready::Foreign(o) => o.to_py(py),
         }
     }
 }
@@ -37,17 +38,17 @@ impl Ready {
 /// A watched fd: `selectors.SelectorKey` in asyncio's selector loop.
 #[derive(Debug)]
 pub(crate) struct FdReg {
-    pub fileobj: Py<PyAny>,
+    pub fileobj: Held<PyAny>,
     pub mask: u32,
-    pub reader: Option<Py<Handle>>,
-    pub writer: Option<Py<Handle>>,
+    pub reader: Option<Held<Handle>>,
+    pub writer: Option<Held<Handle>>,
 }
 
 /// Everything `_run_once` and the scheduling calls touch.
 #[derive(Debug)]
 pub(crate) struct LoopState {
     pub ready: ReadyQueue<Ready>,
-    pub timers: TimerHeap<Py<TimerHandle>>,
+    pub timers: TimerHeap<Held<TimerHandle>>,
     pub fds: HashMap<RawFd, FdReg>,
     /// The epoll result buffer; taken out while the GIL is released for a poll.
     pub events: Option<Events>,

@@ -6,6 +6,7 @@
 //! - [`errors`]: `OSError(errno, strerror)` construction that keeps `errno`.
 //! - [`fastcall`]: raw vectorcall entry points for `call_soon` & co.
 //! - [`gc`]: cycle-collector tracking of loop-owned handles.
+//! - [`held`]: owned references released without a thread-state lookup.
 //! - [`hooks`]: the cold-path helpers written in Python (`ferroloop._hooks`).
 
 pub(crate) mod call;
@@ -13,4 +14,5 @@ pub(crate) mod cell;
 pub(crate) mod errors;
 pub(crate) mod fastcall;
 pub(crate) mod gc;
+pub(crate) mod held;
 pub(crate) mod hooks;
