@@ -42,7 +42,7 @@ pub(crate) struct HandleState {
 }
 
 /// `asyncio.Handle`'s native counterpart.
-#[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref, freelist = 512)]
+#[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref)]
 #[derive(Debug)]
 pub struct Handle {
     pub(crate) st: GilCell<HandleState>,
@@ -254,7 +254,7 @@ impl Handle {
 }
 
 /// `asyncio.TimerHandle`'s native counterpart.
-#[pyclass(module = "ferroloop._ferroloop", extends = Handle, frozen, freelist = 512)]
+#[pyclass(module = "ferroloop._ferroloop", extends = Handle, frozen)]
 #[derive(Debug)]
 pub struct TimerHandle {
     pub(crate) when: f64,

@@ -306,6 +306,13 @@ impl EventLoop {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(st) = self.st.try_get() {
+            // A running loop is referenced from the stack, so it cannot be
+            // garbage; leaving out its queues only makes the collector more
+            // conservative, and saves visiting every pending handle (mostly
+            // untracked ones, see `py::gc`) in each full collection.
+            if st.running {
+                return Ok(());
+            }
             for r in st.ready.iter() {
                 match r {
                     Ready::Native(h) => visit.call(&**h)?,
