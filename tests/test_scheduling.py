@@ -400,3 +400,26 @@ def test_ready_and_scheduled_views(loop):
     assert list(loop._scheduled) == [t]
     run_briefly(loop)
     t.cancel()
+
+
+def test_call_soon_threadsafe_copies_the_calling_threads_context(loop):
+    var = contextvars.ContextVar("var", default="default")
+    seen = []
+
+    def cb():
+        seen.append(var.get())
+        var.set("mutated-by-callback")
+
+    def thread_main():
+        var.set("set-in-thread")
+        loop.call_soon_threadsafe(cb)
+        loop.call_soon_threadsafe(cb)
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=thread_main)
+    t.start()
+    t.join()
+    loop.run_forever()
+    # Each callback runs in its own copy of the thread's context.
+    assert seen == ["set-in-thread", "set-in-thread"]
+    assert var.get() == "default"

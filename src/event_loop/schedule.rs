@@ -92,20 +92,21 @@ pub(crate) fn call_soon(
     Ok(handle)
 }
 
-/// `time() + delay`, with Python's own `+` for anything that is not a plain number.
-fn deadline<'py>(py: Python<'py>, now: f64, delay: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+/// `time() + delay` as a float: plain numbers directly, anything else through
+/// Python's own `+` (so the error for a bad type is Python's).
+fn deadline(py: Python<'_>, now: f64, delay: &Bound<'_, PyAny>) -> PyResult<f64> {
     if delay.is_none() {
         return Err(PyTypeError::new_err("delay must not be None"));
     }
     if let Ok(f) = delay.cast::<PyFloat>() {
-        return Ok(PyFloat::new(py, now + f.value()).into_any());
+        return Ok(now + f.value());
     }
     if delay.is_instance_of::<PyInt>() {
         if let Ok(i) = delay.extract::<i64>() {
-            return Ok(PyFloat::new(py, now + i as f64).into_any());
+            return Ok(now + i as f64);
         }
     }
-    PyFloat::new(py, now).add(delay)
+    PyFloat::new(py, now).add(delay)?.extract()
 }
 
 pub(crate) fn call_later(
@@ -117,7 +118,7 @@ pub(crate) fn call_later(
 ) -> PyResult<Py<TimerHandle>> {
     let py = slf.py();
     let when = deadline(py, ferroloop_core::clock::monotonic(), delay)?;
-    call_at(slf, &when, callback, args, context)
+    schedule_timer(slf, When::Seconds(when), callback, args, context)
 }
 
 pub(crate) fn call_at(
@@ -127,19 +128,39 @@ pub(crate) fn call_at(
     args: Bound<'_, PyTuple>,
     context: Option<Py<PyAny>>,
 ) -> PyResult<Py<TimerHandle>> {
-    let py = slf.py();
     if when.is_none() {
         return Err(PyTypeError::new_err("when cannot be None"));
     }
+    schedule_timer(slf, When::Object(when), callback, args, context)
+}
+
+/// A deadline already computed (`call_later`) or still a Python object (`call_at`).
+enum When<'a, 'py> {
+    Seconds(f64),
+    Object(&'a Bound<'py, PyAny>),
+}
+
+/// The part of `call_at` after its argument checks (shared with `call_later`).
+fn schedule_timer(
+    slf: &Bound<'_, EventLoop>,
+    when: When<'_, '_>,
+    callback: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    context: Option<Py<PyAny>>,
+) -> PyResult<Py<TimerHandle>> {
+    let py = slf.py();
     let this = slf.get();
     this.check_closed(py)?;
     let debug = this.debug(py);
     if debug {
         debug_checks(slf, &callback, "call_at")?;
     }
-    // asyncio stores any object as `_when`; ferroloop needs a real number
-    // (docs/compatibility.md, D-002).
-    let when: f64 = when.extract()?;
+    let when = match when {
+        When::Seconds(w) => w,
+        // asyncio stores any object as `_when`; ferroloop needs a real number
+        // (docs/compatibility.md, D-002).
+        When::Object(obj) => obj.extract()?,
+    };
     let base = new_handle(slf, callback, args, context, debug)?;
     let timer = TimerHandle::new(when);
     timer.set_scheduled(true);
