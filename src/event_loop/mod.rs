@@ -119,11 +119,6 @@ impl EventLoop {
         })
     }
 
-    /// `loop.time()`: the clock of `time.monotonic()`.
-    fn time(&self) -> f64 {
-        ferroloop_core::clock::monotonic()
-    }
-
     // call_soon, call_soon_threadsafe, call_later and call_at are raw
     // vectorcall methods installed by `py::fastcall::install`.
 
@@ -158,10 +153,6 @@ impl EventLoop {
         st.running = false;
         st.retrack_all(py);
         res
-    }
-
-    fn get_debug(&self, py: Python<'_>) -> bool {
-        self.debug(py)
     }
 
     fn is_closed(&self, py: Python<'_>) -> bool {

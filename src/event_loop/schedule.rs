@@ -77,17 +77,29 @@ pub(crate) fn call_soon(
 ) -> PyResult<Py<Handle>> {
     let py = slf.py();
     let this = slf.get();
-    this.check_closed(py)?;
-    let debug = this.debug(py);
+    let (debug, running) = {
+        let st = this.st.get(py);
+        if st.closed {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("Event loop is closed"));
+        }
+        (st.debug, st.running)
+    };
+    this.check_forked()?;
     if debug {
         debug_checks(slf, &callback, method)?;
     }
     let base = new_handle(slf, callback, args, context, debug)?;
     let handle = Py::new(py, base)?;
-    adopt(py, this, handle.bind(py));
-    this.st.get_mut(py).ready.push(Ready::Native(Held::new(handle.clone_ref(py))));
-    if method == "call_soon_threadsafe" {
-        this.wake_if_polling(py);
+    if running {
+        untrack_owned(handle.bind(py));
+    } else {
+        ensure_tracked(handle.bind(py));
+    }
+    let mut st = this.st.get_mut(py);
+    st.ready.push(Ready::Native(Held::new(handle.clone_ref(py))));
+    if method == "call_soon_threadsafe" && st.polling && !st.woken {
+        st.woken = true;
+        this.waker.wake();
     }
     Ok(handle)
 }

@@ -23,12 +23,13 @@ use pyo3::types::{PyString, PyTuple};
 
 use crate::event_loop::{schedule, EventLoop};
 
-/// Positional arguments after the fixed ones, and the `context` keyword.
+/// The arguments of one vectorcall: positionals and keyword arguments.
 struct Call<'a, 'py> {
     py: Python<'py>,
     slf: Bound<'py, EventLoop>,
     pos: &'a [*mut ffi::PyObject],
-    context: Option<Py<PyAny>>,
+    /// (name, value) pairs, borrowed from the caller's frame.
+    kw: Vec<(*mut ffi::PyObject, *mut ffi::PyObject)>,
 }
 
 impl<'py> Call<'_, 'py> {
@@ -42,17 +43,38 @@ impl<'py> Call<'_, 'py> {
         let items = (from..self.pos.len()).map(|i| self.arg(i));
         PyTuple::new(self.py, items)
     }
+
+    /// Take the keyword `name`; the interned string is compared by identity
+    /// first (C Tasks and Futures pass interned names).
+    fn take_kw(&mut self, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
+        let idx = self.kw.iter().position(|(k, _)| {
+            // SAFETY: `k` is a str from the caller's kwnames tuple.
+            *k == name.as_ptr() || unsafe { Bound::from_borrowed_ptr(self.py, *k) }.eq(name).unwrap_or(false)
+        })?;
+        let (_, v) = self.kw.swap_remove(idx);
+        // SAFETY: a borrowed value from the caller's argument array.
+        Some(unsafe { Bound::from_borrowed_ptr(self.py, v) })
+    }
+
+    /// TypeError for the first keyword nobody took (asyncio's message).
+    fn reject_unknown_kw(&self, method: &str) -> PyResult<()> {
+        if let Some((k, _)) = self.kw.first() {
+            // SAFETY: `k` is a str from the caller's kwnames tuple.
+            let name = unsafe { Bound::from_borrowed_ptr(self.py, *k) };
+            return Err(PyTypeError::new_err(format!(
+                "BaseEventLoop.{method}() got an unexpected keyword argument '{}'",
+                name.str()?
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn missing(method: &str, names: &[&str]) -> PyErr {
     let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
     let list = match quoted.len() {
         1 => quoted[0].clone(),
-        _ => format!(
-            "{} and {}",
-            quoted[..quoted.len() - 1].join(", "),
-            quoted[quoted.len() - 1]
-        ),
+        _ => format!("{} and {}", quoted[..quoted.len() - 1].join(", "), quoted[quoted.len() - 1]),
     };
     let s = if names.len() == 1 { "" } else { "s" };
     PyTypeError::new_err(format!(
@@ -78,21 +100,15 @@ unsafe fn parse<'a, 'py>(
     let slf = unsafe { Bound::from_borrowed_ptr(py, slf) }.cast_into::<EventLoop>()?;
     // SAFETY: the interpreter's nargsf encoding; the flag bit is masked off.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
-    let mut context = None;
+    let mut kw = Vec::new();
     if !kwnames.is_null() {
-        // SAFETY: kwnames is a tuple of str; its values follow the positionals in `args`.
-        let names = unsafe { Bound::from_borrowed_ptr(py, kwnames) }.cast_into::<PyTuple>()?;
-        for (i, name) in names.iter().enumerate() {
-            let name = name.cast_into::<PyString>()?;
-            if name.to_str()? == "context" {
-                // SAFETY: index nargs + i is within the argument array (len nargs + len(kwnames)).
-                let v = unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs + i)) };
-                context = Some(v.unbind());
-            } else {
-                return Err(PyTypeError::new_err(format!(
-                    "BaseEventLoop.{method}() got an unexpected keyword argument '{}'",
-                    name.to_str()?
-                )));
+        // SAFETY: kwnames is a tuple of str whose values follow the positionals
+        // in `args` (the vectorcall protocol).
+        unsafe {
+            let n = ffi::PyTuple_GET_SIZE(kwnames) as usize;
+            kw.reserve(n);
+            for i in 0..n {
+                kw.push((ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t), *args.add(nargs + i)));
             }
         }
     }
@@ -105,7 +121,14 @@ unsafe fn parse<'a, 'py>(
         // SAFETY: `args` points to at least `nargs` valid object pointers.
         unsafe { std::slice::from_raw_parts(args, nargs) }
     };
-    Ok(Call { py, slf, pos, context })
+    Ok(Call { py, slf, pos, kw })
+}
+
+/// `context=` for the scheduling methods.
+fn context_kw(c: &mut Call<'_, '_>, method: &str) -> PyResult<Option<Py<PyAny>>> {
+    let ctx = c.take_kw(pyo3::intern!(c.py, "context")).map(Bound::unbind);
+    c.reject_unknown_kw(method)?;
+    Ok(ctx)
 }
 
 /// Run `body` with panics caught and errors raised.
@@ -135,7 +158,8 @@ macro_rules! entry {
             let py = unsafe { Python::assume_attached() };
             finish(py, || {
                 // SAFETY: the arguments are exactly what the interpreter passed.
-                let $c = unsafe { parse(py, $method, &[$($req),*], slf, args, nargsf, kwnames) }?;
+                #[allow(unused_mut)]
+                let mut $c = unsafe { parse(py, $method, &[$($req),*], slf, args, nargsf, kwnames) }?;
                 $body
             })
         }
@@ -143,23 +167,93 @@ macro_rules! entry {
 }
 
 entry!(call_soon, "call_soon", ["callback"], |c| {
+    let ctx = context_kw(&mut c, "call_soon")?;
     let rest = c.rest(1)?;
-    Ok(schedule::call_soon(&c.slf, c.arg(0), rest, c.context, "call_soon")?.into_any())
+    Ok(schedule::call_soon(&c.slf, c.arg(0), rest, ctx, "call_soon")?.into_any())
 });
 
 entry!(call_soon_threadsafe, "call_soon_threadsafe", ["callback"], |c| {
+    let ctx = context_kw(&mut c, "call_soon_threadsafe")?;
     let rest = c.rest(1)?;
-    Ok(schedule::call_soon(&c.slf, c.arg(0), rest, c.context, "call_soon_threadsafe")?.into_any())
+    Ok(schedule::call_soon(&c.slf, c.arg(0), rest, ctx, "call_soon_threadsafe")?.into_any())
 });
 
 entry!(call_later, "call_later", ["delay", "callback"], |c| {
+    let ctx = context_kw(&mut c, "call_later")?;
     let rest = c.rest(2)?;
-    Ok(schedule::call_later(&c.slf, &c.arg(0), c.arg(1), rest, c.context)?.into_any())
+    Ok(schedule::call_later(&c.slf, &c.arg(0), c.arg(1), rest, ctx)?.into_any())
 });
 
 entry!(call_at, "call_at", ["when", "callback"], |c| {
+    let ctx = context_kw(&mut c, "call_at")?;
     let rest = c.rest(2)?;
-    Ok(schedule::call_at(&c.slf, &c.arg(0), c.arg(1), rest, c.context)?.into_any())
+    Ok(schedule::call_at(&c.slf, &c.arg(0), c.arg(1), rest, ctx)?.into_any())
+});
+
+entry!(create_task, "create_task", ["coro"], |c| {
+    let py = c.py;
+    // Only the common case is native: no task factory, not in debug mode
+    // (where asyncio trims the task's source traceback), the documented
+    // keywords. Everything else is asyncio's own Python method.
+    let simple = c.pos.len() == 1
+        && c.kw.len() <= 2
+        && !c.slf.get().debug(py)
+        && c.slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none();
+    let mut name = None;
+    let mut context = None;
+    if simple {
+        name = c.take_kw(pyo3::intern!(py, "name"));
+        context = c.take_kw(pyo3::intern!(py, "context"));
+    }
+    if !simple || !c.kw.is_empty() {
+        let kwargs = pyo3::types::PyDict::new(py);
+        for (k, v) in &c.kw {
+            // SAFETY: borrowed pointers from the caller's argument array.
+            unsafe { kwargs.set_item(Bound::from_borrowed_ptr(py, *k), Bound::from_borrowed_ptr(py, *v))? };
+        }
+        if let Some(n) = &name {
+            kwargs.set_item("name", n)?;
+        }
+        if let Some(x) = &context {
+            kwargs.set_item("context", x)?;
+        }
+        let mut pos = vec![c.slf.clone().into_any()];
+        pos.extend((0..c.pos.len()).map(|i| c.arg(i)));
+        let base = crate::py::hooks::hooks(py)?.base_create_task.bind(py);
+        return Ok(base.call(PyTuple::new(py, pos)?, Some(&kwargs))?.unbind());
+    }
+    c.slf.get().check_closed(py)?;
+    let task_type = crate::py::hooks::hooks(py)?.tasks_module.bind(py).getattr(pyo3::intern!(py, "Task"))?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item(pyo3::intern!(py, "loop"), &c.slf)?;
+    kwargs.set_item(pyo3::intern!(py, "name"), name.unwrap_or_else(|| py.None().into_bound(py)))?;
+    kwargs.set_item(pyo3::intern!(py, "context"), context.unwrap_or_else(|| py.None().into_bound(py)))?;
+    Ok(task_type.call((c.arg(0),), Some(&kwargs))?.unbind())
+});
+
+entry!(create_future, "create_future", [], |c| {
+    c.reject_unknown_kw("create_future")?;
+    if !c.pos.is_empty() {
+        return Err(PyTypeError::new_err(format!(
+            "BaseEventLoop.create_future() takes 1 positional argument but {} were given",
+            c.pos.len() + 1
+        )));
+    }
+    let py = c.py;
+    let fut_type = crate::py::hooks::hooks(py)?.futures_module.bind(py).getattr(pyo3::intern!(py, "Future"))?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item(pyo3::intern!(py, "loop"), &c.slf)?;
+    Ok(fut_type.call((), Some(&kwargs))?.unbind())
+});
+
+entry!(get_debug, "get_debug", [], |c| {
+    c.reject_unknown_kw("get_debug")?;
+    Ok(pyo3::types::PyBool::new(c.py, c.slf.get().debug(c.py)).to_owned().into_any().unbind())
+});
+
+entry!(time, "time", [], |c| {
+    c.reject_unknown_kw("time")?;
+    Ok(pyo3::types::PyFloat::new(c.py, ferroloop_core::clock::monotonic()).into_any().unbind())
 });
 
 type Raw = unsafe extern "C" fn(
@@ -172,23 +266,15 @@ type Raw = unsafe extern "C" fn(
 /// Install the entry points as methods of `EventLoop` (once, at import).
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     let ty = py.get_type::<EventLoop>();
-    let methods: [(&'static std::ffi::CStr, Raw, &'static std::ffi::CStr); 4] = [
-        (
-            c"call_soon",
-            call_soon,
-            c"Arrange for a callback to be called as soon as possible.",
-        ),
-        (
-            c"call_soon_threadsafe",
-            call_soon_threadsafe,
-            c"Like call_soon(), but thread-safe.",
-        ),
-        (
-            c"call_later",
-            call_later,
-            c"Arrange for a callback to be called after `delay` seconds.",
-        ),
+    let methods: [(&'static std::ffi::CStr, Raw, &'static std::ffi::CStr); 8] = [
+        (c"call_soon", call_soon, c"Arrange for a callback to be called as soon as possible."),
+        (c"call_soon_threadsafe", call_soon_threadsafe, c"Like call_soon(), but thread-safe."),
+        (c"call_later", call_later, c"Arrange for a callback to be called after `delay` seconds."),
         (c"call_at", call_at, c"Like call_later(), but uses an absolute time."),
+        (c"create_task", create_task, c"Schedule a coroutine object. Return a task object."),
+        (c"create_future", create_future, c"Create a Future object attached to the loop."),
+        (c"get_debug", get_debug, c"Return True if the loop is in debug mode."),
+        (c"time", time, c"Return the time according to the event loop's clock."),
     ];
     for (name, func, doc) in methods {
         // The method table must outlive the type: leak it (four entries, once per process).

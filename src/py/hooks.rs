@@ -22,6 +22,12 @@ pub(crate) struct Hooks {
     pub extract_stack: Py<PyAny>,
     /// `fileobj_to_fd(obj)`: `selectors._fileobj_to_fd`.
     pub fileobj_to_fd: Py<PyAny>,
+    /// `asyncio.base_events.BaseEventLoop.create_task`, for the uncommon cases.
+    pub base_create_task: Py<PyAny>,
+    /// `asyncio.tasks` (its `Task` is looked up per call, as asyncio does).
+    pub tasks_module: Py<PyAny>,
+    /// `asyncio.futures` (its `Future` is looked up per call, as asyncio does).
+    pub futures_module: Py<PyAny>,
 }
 
 static HOOKS: PyOnceLock<Hooks> = PyOnceLock::new();
@@ -36,6 +42,10 @@ pub(crate) fn _set_hooks(
     extract_stack: Py<PyAny>,
     fileobj_to_fd: Py<PyAny>,
 ) -> PyResult<()> {
+    let base_events = py.import("asyncio.base_events")?;
+    let base_create_task = base_events.getattr("BaseEventLoop")?.getattr("create_task")?.unbind();
+    let tasks_module = py.import("asyncio.tasks")?.into_any().unbind();
+    let futures_module = py.import("asyncio.futures")?.into_any().unbind();
     HOOKS
         .set(
             py,
@@ -45,6 +55,9 @@ pub(crate) fn _set_hooks(
                 slow_callback,
                 extract_stack,
                 fileobj_to_fd,
+                base_create_task,
+                tasks_module,
+                futures_module,
             },
         )
         .map_err(|_| PyRuntimeError::new_err("ferroloop hooks are already set"))
