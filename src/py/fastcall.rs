@@ -28,8 +28,12 @@ struct Call<'a, 'py> {
     py: Python<'py>,
     slf: Bound<'py, EventLoop>,
     pos: &'a [*mut ffi::PyObject],
-    /// (name, value) pairs, borrowed from the caller's frame.
-    kw: Vec<(*mut ffi::PyObject, *mut ffi::PyObject)>,
+    /// The kwnames tuple (or null) and the keyword values after `pos`.
+    kwnames: *mut ffi::PyObject,
+    kwvalues: *const *mut ffi::PyObject,
+    nkw: usize,
+    /// Bit i set: keyword i was taken (at most 64 keywords are tracked).
+    taken: u64,
 }
 
 impl<'py> Call<'_, 'py> {
@@ -40,27 +44,51 @@ impl<'py> Call<'_, 'py> {
     }
 
     fn rest(&self, from: usize) -> PyResult<Bound<'py, PyTuple>> {
+        if from >= self.pos.len() {
+            return Ok(PyTuple::empty(self.py));
+        }
         let items = (from..self.pos.len()).map(|i| self.arg(i));
         PyTuple::new(self.py, items)
     }
 
     /// Take the keyword `name`; the interned string is compared by identity
     /// first (C Tasks and Futures pass interned names).
+    fn kw_name(&self, i: usize) -> Bound<'py, PyAny> {
+        // SAFETY: i < nkw = len(kwnames); the tuple holds borrowed str objects.
+        unsafe { Bound::from_borrowed_ptr(self.py, ffi::PyTuple_GET_ITEM(self.kwnames, i as ffi::Py_ssize_t)) }
+    }
+
+    fn kw_value(&self, i: usize) -> Bound<'py, PyAny> {
+        // SAFETY: i < nkw; the values follow the positionals in the argument array.
+        unsafe { Bound::from_borrowed_ptr(self.py, *self.kwvalues.add(i)) }
+    }
+
+    /// The keywords nobody took yet, as (name, value).
+    fn remaining_kw(&self) -> impl Iterator<Item = (Bound<'py, PyAny>, Bound<'py, PyAny>)> + '_ {
+        (0..self.nkw).filter(|i| self.taken & (1 << i) == 0).map(|i| (self.kw_name(i), self.kw_value(i)))
+    }
+
+    fn has_remaining_kw(&self) -> bool {
+        self.remaining_kw().next().is_some()
+    }
+
     fn take_kw(&mut self, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
-        let idx = self.kw.iter().position(|(k, _)| {
-            // SAFETY: `k` is a str from the caller's kwnames tuple.
-            *k == name.as_ptr() || unsafe { Bound::from_borrowed_ptr(self.py, *k) }.eq(name).unwrap_or(false)
-        })?;
-        let (_, v) = self.kw.swap_remove(idx);
-        // SAFETY: a borrowed value from the caller's argument array.
-        Some(unsafe { Bound::from_borrowed_ptr(self.py, v) })
+        for i in 0..self.nkw.min(64) {
+            if self.taken & (1 << i) != 0 {
+                continue;
+            }
+            let k = self.kw_name(i);
+            if k.is(name) || k.eq(name).unwrap_or(false) {
+                self.taken |= 1 << i;
+                return Some(self.kw_value(i));
+            }
+        }
+        None
     }
 
     /// TypeError for the first keyword nobody took (asyncio's message).
     fn reject_unknown_kw(&self, method: &str) -> PyResult<()> {
-        if let Some((k, _)) = self.kw.first() {
-            // SAFETY: `k` is a str from the caller's kwnames tuple.
-            let name = unsafe { Bound::from_borrowed_ptr(self.py, *k) };
+        if let Some((name, _)) = self.remaining_kw().next() {
             return Err(PyTypeError::new_err(format!(
                 "BaseEventLoop.{method}() got an unexpected keyword argument '{}'",
                 name.str()?
@@ -100,18 +128,12 @@ unsafe fn parse<'a, 'py>(
     let slf = unsafe { Bound::from_borrowed_ptr(py, slf) }.cast_into::<EventLoop>()?;
     // SAFETY: the interpreter's nargsf encoding; the flag bit is masked off.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
-    let mut kw = Vec::new();
-    if !kwnames.is_null() {
-        // SAFETY: kwnames is a tuple of str whose values follow the positionals
-        // in `args` (the vectorcall protocol).
-        unsafe {
-            let n = ffi::PyTuple_GET_SIZE(kwnames) as usize;
-            kw.reserve(n);
-            for i in 0..n {
-                kw.push((ffi::PyTuple_GET_ITEM(kwnames, i as ffi::Py_ssize_t), *args.add(nargs + i)));
-            }
-        }
-    }
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        // SAFETY: kwnames is a tuple (vectorcall protocol).
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
+    };
     if nargs < required.len() {
         return Err(missing(method, &required[nargs..]));
     }
@@ -121,7 +143,9 @@ unsafe fn parse<'a, 'py>(
         // SAFETY: `args` points to at least `nargs` valid object pointers.
         unsafe { std::slice::from_raw_parts(args, nargs) }
     };
-    Ok(Call { py, slf, pos, kw })
+    // SAFETY: the keyword values follow the `nargs` positionals in `args`.
+    let kwvalues = unsafe { args.add(nargs) };
+    Ok(Call { py, slf, pos, kwnames, kwvalues, nkw, taken: 0 })
 }
 
 /// `context=` for the scheduling methods.
@@ -196,7 +220,7 @@ entry!(create_task, "create_task", ["coro"], |c| {
     // (where asyncio trims the task's source traceback), the documented
     // keywords. Everything else is asyncio's own Python method.
     let simple = c.pos.len() == 1
-        && c.kw.len() <= 2
+        && c.nkw <= 2
         && !c.slf.get().debug(py)
         && c.slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none();
     let mut name = None;
@@ -205,11 +229,10 @@ entry!(create_task, "create_task", ["coro"], |c| {
         name = c.take_kw(pyo3::intern!(py, "name"));
         context = c.take_kw(pyo3::intern!(py, "context"));
     }
-    if !simple || !c.kw.is_empty() {
+    if !simple || c.has_remaining_kw() {
         let kwargs = pyo3::types::PyDict::new(py);
-        for (k, v) in &c.kw {
-            // SAFETY: borrowed pointers from the caller's argument array.
-            unsafe { kwargs.set_item(Bound::from_borrowed_ptr(py, *k), Bound::from_borrowed_ptr(py, *v))? };
+        for (k, v) in c.remaining_kw() {
+            kwargs.set_item(k, v)?;
         }
         if let Some(n) = &name {
             kwargs.set_item("name", n)?;
