@@ -25,8 +25,8 @@ use pyo3::prelude::*;
 
 use super::{EventLoop, Ready};
 use crate::handles::{release, run_handle, TimerHandle};
-use crate::py::held::Held;
 use crate::py::errors::os_error;
+use crate::py::held::Held;
 use crate::py::hooks::hooks;
 
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;

@@ -65,7 +65,9 @@ impl<'py> Call<'_, 'py> {
 
     /// The keywords nobody took yet, as (name, value).
     fn remaining_kw(&self) -> impl Iterator<Item = (Bound<'py, PyAny>, Bound<'py, PyAny>)> + '_ {
-        (0..self.nkw).filter(|i| self.taken & (1 << i) == 0).map(|i| (self.kw_name(i), self.kw_value(i)))
+        (0..self.nkw)
+            .filter(|i| self.taken & (1 << i) == 0)
+            .map(|i| (self.kw_name(i), self.kw_value(i)))
     }
 
     fn has_remaining_kw(&self) -> bool {
@@ -102,7 +104,11 @@ fn missing(method: &str, names: &[&str]) -> PyErr {
     let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
     let list = match quoted.len() {
         1 => quoted[0].clone(),
-        _ => format!("{} and {}", quoted[..quoted.len() - 1].join(", "), quoted[quoted.len() - 1]),
+        _ => format!(
+            "{} and {}",
+            quoted[..quoted.len() - 1].join(", "),
+            quoted[quoted.len() - 1]
+        ),
     };
     let s = if names.len() == 1 { "" } else { "s" };
     PyTypeError::new_err(format!(
@@ -145,7 +151,15 @@ unsafe fn parse<'a, 'py>(
     };
     // SAFETY: the keyword values follow the `nargs` positionals in `args`.
     let kwvalues = unsafe { args.add(nargs) };
-    Ok(Call { py, slf, pos, kwnames, kwvalues, nkw, taken: 0 })
+    Ok(Call {
+        py,
+        slf,
+        pos,
+        kwnames,
+        kwvalues,
+        nkw,
+        taken: 0,
+    })
 }
 
 /// `context=` for the scheduling methods.
@@ -246,11 +260,20 @@ entry!(create_task, "create_task", ["coro"], |c| {
         return Ok(base.call(PyTuple::new(py, pos)?, Some(&kwargs))?.unbind());
     }
     c.slf.get().check_closed(py)?;
-    let task_type = crate::py::hooks::hooks(py)?.tasks_module.bind(py).getattr(pyo3::intern!(py, "Task"))?;
+    let task_type = crate::py::hooks::hooks(py)?
+        .tasks_module
+        .bind(py)
+        .getattr(pyo3::intern!(py, "Task"))?;
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item(pyo3::intern!(py, "loop"), &c.slf)?;
-    kwargs.set_item(pyo3::intern!(py, "name"), name.unwrap_or_else(|| py.None().into_bound(py)))?;
-    kwargs.set_item(pyo3::intern!(py, "context"), context.unwrap_or_else(|| py.None().into_bound(py)))?;
+    kwargs.set_item(
+        pyo3::intern!(py, "name"),
+        name.unwrap_or_else(|| py.None().into_bound(py)),
+    )?;
+    kwargs.set_item(
+        pyo3::intern!(py, "context"),
+        context.unwrap_or_else(|| py.None().into_bound(py)),
+    )?;
     Ok(task_type.call((c.arg(0),), Some(&kwargs))?.unbind())
 });
 
@@ -263,7 +286,10 @@ entry!(create_future, "create_future", [], |c| {
         )));
     }
     let py = c.py;
-    let fut_type = crate::py::hooks::hooks(py)?.futures_module.bind(py).getattr(pyo3::intern!(py, "Future"))?;
+    let fut_type = crate::py::hooks::hooks(py)?
+        .futures_module
+        .bind(py)
+        .getattr(pyo3::intern!(py, "Future"))?;
     let kwargs = pyo3::types::PyDict::new(py);
     kwargs.set_item(pyo3::intern!(py, "loop"), &c.slf)?;
     Ok(fut_type.call((), Some(&kwargs))?.unbind())
@@ -271,12 +297,17 @@ entry!(create_future, "create_future", [], |c| {
 
 entry!(get_debug, "get_debug", [], |c| {
     c.reject_unknown_kw("get_debug")?;
-    Ok(pyo3::types::PyBool::new(c.py, c.slf.get().debug(c.py)).to_owned().into_any().unbind())
+    Ok(pyo3::types::PyBool::new(c.py, c.slf.get().debug(c.py))
+        .to_owned()
+        .into_any()
+        .unbind())
 });
 
 entry!(time, "time", [], |c| {
     c.reject_unknown_kw("time")?;
-    Ok(pyo3::types::PyFloat::new(c.py, ferroloop_core::clock::monotonic()).into_any().unbind())
+    Ok(pyo3::types::PyFloat::new(c.py, ferroloop_core::clock::monotonic())
+        .into_any()
+        .unbind())
 });
 
 type Raw = unsafe extern "C" fn(
@@ -290,12 +321,32 @@ type Raw = unsafe extern "C" fn(
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     let ty = py.get_type::<EventLoop>();
     let methods: [(&'static std::ffi::CStr, Raw, &'static std::ffi::CStr); 8] = [
-        (c"call_soon", call_soon, c"Arrange for a callback to be called as soon as possible."),
-        (c"call_soon_threadsafe", call_soon_threadsafe, c"Like call_soon(), but thread-safe."),
-        (c"call_later", call_later, c"Arrange for a callback to be called after `delay` seconds."),
+        (
+            c"call_soon",
+            call_soon,
+            c"Arrange for a callback to be called as soon as possible.",
+        ),
+        (
+            c"call_soon_threadsafe",
+            call_soon_threadsafe,
+            c"Like call_soon(), but thread-safe.",
+        ),
+        (
+            c"call_later",
+            call_later,
+            c"Arrange for a callback to be called after `delay` seconds.",
+        ),
         (c"call_at", call_at, c"Like call_later(), but uses an absolute time."),
-        (c"create_task", create_task, c"Schedule a coroutine object. Return a task object."),
-        (c"create_future", create_future, c"Create a Future object attached to the loop."),
+        (
+            c"create_task",
+            create_task,
+            c"Schedule a coroutine object. Return a task object.",
+        ),
+        (
+            c"create_future",
+            create_future,
+            c"Create a Future object attached to the loop.",
+        ),
         (c"get_debug", get_debug, c"Return True if the loop is in debug mode."),
         (c"time", time, c"Return the time according to the event loop's clock."),
     ];
