@@ -67,7 +67,7 @@ format: venv ## apply cargo fmt and ruff format
 test: test-rust lint ## everything CI runs: Rust tests, lints, pytest and conformance on 3.11, 3.12, 3.13
 	@set -e; for v in $(PYVERSIONS); do \
 	  echo "=== CPython $$v: pytest"; $(MAKE) --no-print-directory test-py PY=$$v; \
-	  echo "=== CPython $$v: pytest, asyncio debug mode"; $(MAKE) --no-print-directory test-debug PY=$$v PYTEST_ARGS="tests/test_scheduling.py tests/test_lifecycle.py tests/test_debug.py tests/test_tasks.py"; \
+	  echo "=== CPython $$v: pytest, asyncio debug mode"; $(MAKE) --no-print-directory test-debug PY=$$v; \
 	  echo "=== CPython $$v: conformance"; $(MAKE) --no-print-directory conformance PY=$$v; \
 	done
 

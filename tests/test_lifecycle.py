@@ -176,7 +176,10 @@ def test_exception_in_callback_does_not_stop_loop(loop, loop_errors):
     assert calls == [1]
     assert len(loop_errors) == 1
     ctx = loop_errors.pop()
-    assert set(ctx) == {"message", "exception", "handle"}
+    expected = {"message", "exception", "handle"}
+    if loop.get_debug():  # e.g. under PYTHONASYNCIODEBUG=1
+        expected.add("source_traceback")
+    assert set(ctx) == expected
     assert isinstance(ctx["exception"], ValueError)
     assert ctx["message"].startswith("Exception in callback ")
     assert "boom" in ctx["message"]

@@ -39,6 +39,19 @@ action = st.recursive(leaf, lambda kids: with_children(st.lists(kids, max_size=4
 script = st.lists(action, min_size=1, max_size=25)
 
 
+def run_until_idle(loop, limit=10_000):
+    """Run iterations until nothing is ready and no live timer is left.
+
+    Deterministic regardless of speed (debug mode is much slower), unlike
+    running for a fixed time."""
+    for _ in range(limit):
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        if not loop._ready and all(t.cancelled() for t in loop._scheduled):
+            return
+    raise AssertionError("the loop did not become idle")
+
+
 def execute(factory, actions):
     loop = factory()
     order = []
@@ -70,7 +83,7 @@ def execute(factory, actions):
 
     try:
         loop.call_soon(run, actions)
-        loop.run_until_complete(asyncio.sleep(0.02))
+        run_until_idle(loop)
         return order
     finally:
         loop.close()
@@ -99,7 +112,7 @@ def test_many_cancelled_timers_compaction_keeps_order(offsets, data):
             for h, c in zip(hs, cancel, strict=True):
                 if c:
                     h.cancel()
-            loop.run_until_complete(asyncio.sleep(0.05))
+            run_until_idle(loop)
             return order
         finally:
             loop.close()
