@@ -60,6 +60,7 @@ def test_shutdown_default_executor_timeout(loop):
     import warnings
 
     loop.run_in_executor(None, time.sleep, 0.3)
+    executor = loop._default_executor
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loop.run_until_complete(loop.shutdown_default_executor(timeout=0.05))
@@ -68,6 +69,8 @@ def test_shutdown_default_executor_timeout(loop):
     for w in caught:
         assert issubclass(w.category, RuntimeWarning)
         assert "The executor did not finishing joining its threads within 0.05 seconds" in str(w.message)
+    # The worker still holds its future (and so the loop) until it finishes.
+    executor.shutdown(wait=True)
 
 
 def test_to_thread(loop):

@@ -108,26 +108,20 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
                 continue;
             }
             let Some(reg) = st.fds.get(&ev.fd) else { continue };
-            let mut queue = Vec::with_capacity(2);
-            if ev.ready & READ != 0 && reg.mask & READ != 0 {
-                if let Some(r) = &reg.reader {
-                    if r.get().is_cancelled(py) {
-                        cancelled_watchers.push((ev.fd, READ));
-                    } else {
-                        queue.push(r.clone_ref(py));
-                    }
+            // Reader before writer, as `_process_events` does.
+            let mut queue: [Option<_>; 2] = [None, None];
+            for (slot, (bit, watcher)) in [(READ, &reg.reader), (WRITE, &reg.writer)].into_iter().enumerate() {
+                let Some(h) = watcher else { continue };
+                if ev.ready & bit == 0 || reg.mask & bit == 0 {
+                    continue;
+                }
+                if h.get().is_cancelled(py) {
+                    cancelled_watchers.push((ev.fd, bit));
+                } else {
+                    queue[slot] = Some(h.clone_ref(py));
                 }
             }
-            if ev.ready & WRITE != 0 && reg.mask & WRITE != 0 {
-                if let Some(w) = &reg.writer {
-                    if w.get().is_cancelled(py) {
-                        cancelled_watchers.push((ev.fd, WRITE));
-                    } else {
-                        queue.push(w.clone_ref(py));
-                    }
-                }
-            }
-            for h in queue {
+            for h in queue.into_iter().flatten() {
                 st.ready.push(Ready::Native(h));
             }
         }
