@@ -423,3 +423,42 @@ def test_call_soon_threadsafe_copies_the_calling_threads_context(loop):
     # Each callback runs in its own copy of the thread's context.
     assert seen == ["set-in-thread", "set-in-thread"]
     assert var.get() == "default"
+
+
+def test_finished_handle_keeps_its_callback_and_identity(loop):
+    def f(x):
+        pass
+
+    h = loop.call_soon(f, 1)
+    run_briefly(loop)
+    others = [loop.call_soon(print) for _ in range(5)]
+    assert all(o is not h for o in others)
+    # asyncio keeps the callback and args of a handle that ran.
+    assert h._callback is f and h._args == (1,) and not h.cancelled()
+    for o in others:
+        o.cancel()
+
+
+def test_weakly_referenced_handle_dies_after_run(loop):
+    import gc
+    import weakref
+
+    ref = weakref.ref(loop.call_soon(lambda: None))
+    run_briefly(loop)
+    gc.collect()
+    assert ref() is None
+
+
+def test_many_short_lived_handles(loop):
+    n = [0]
+
+    def step(i):
+        n[0] += i
+        if i < 2000:
+            loop.call_soon(step, i + 1)
+        else:
+            loop.stop()
+
+    loop.call_soon(step, 0)
+    loop.run_forever()
+    assert n[0] == sum(range(2001))

@@ -275,10 +275,16 @@ impl EventLoop {
     /// Release everything native: queued handles, timers, watchers, and the
     /// epoll and eventfd descriptors (part of `close()`).
     fn _close_native(&self, py: Python<'_>) {
-        let (ready, timers, fds) = {
+        let (ready, timers, fds, pool) = {
             let mut st = self.st.get_mut(py);
-            (st.ready.clear(), st.timers.clear(), std::mem::take(&mut st.fds))
+            (
+                st.ready.clear(),
+                st.timers.clear(),
+                std::mem::take(&mut st.fds),
+                std::mem::take(&mut st.pool),
+            )
         };
+        drop(pool);
         for t in &timers {
             t.get().set_scheduled(false);
             crate::handles::release(t.bind(py).as_super().as_unbound(), false);
@@ -326,7 +332,12 @@ impl EventLoop {
         Python::attach(|py| {
             let taken = {
                 let mut st = self.st.get_mut(py);
-                (st.ready.clear(), st.timers.clear(), std::mem::take(&mut st.fds))
+                (
+                    st.ready.clear(),
+                    st.timers.clear(),
+                    std::mem::take(&mut st.fds),
+                    std::mem::take(&mut st.pool),
+                )
             };
             drop(taken);
         });

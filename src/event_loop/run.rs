@@ -24,7 +24,7 @@ use ferroloop_core::reactor::{READ, WRITE};
 use pyo3::prelude::*;
 
 use super::{EventLoop, Ready};
-use crate::handles::{release, run_handle, TimerHandle};
+use crate::handles::{release, run_handle, try_recycle, TimerHandle};
 use crate::py::errors::os_error;
 use crate::py::held::Held;
 use crate::py::hooks::hooks;
@@ -221,10 +221,14 @@ pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
         } else {
             run_item(py, &item)
         };
-        if let Ready::Native(h) = &item {
-            release(h, false);
+        if let Ready::Native(h) = item {
+            release(&h, false);
+            if this.st.get(py).pool.len() < super::state::HANDLE_POOL_SIZE && try_recycle(py, &h) {
+                this.st.get_mut(py).pool.push(h);
+            }
+        } else {
+            drop(item);
         }
-        drop(item);
         res?;
     }
     Ok(())

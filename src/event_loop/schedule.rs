@@ -19,7 +19,7 @@ use pyo3::types::{PyFloat, PyInt, PyTuple};
 use pyo3::PyClassInitializer;
 
 use super::{EventLoop, Ready};
-use crate::handles::{ensure_tracked, untrack_owned, Handle, TimerHandle};
+use crate::handles::{ensure_tracked, reinit, untrack_owned, Handle, TimerHandle};
 use crate::py::call::copy_context;
 use crate::py::held::Held;
 use crate::py::hooks::hooks;
@@ -31,6 +31,30 @@ fn debug_checks(slf: &Bound<'_, EventLoop>, callback: &Bound<'_, PyAny>, method:
     }
     slf.call_method1("_check_callback", (callback, method))?;
     Ok(())
+}
+
+/// The fields of a new handle: callback, args, context (copied when not
+/// given), and the source traceback in debug mode.
+type Parts = (Py<PyAny>, Py<PyTuple>, Py<PyAny>, Option<Py<PyAny>>);
+
+fn handle_parts(
+    slf: &Bound<'_, EventLoop>,
+    callback: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+    context: Option<Py<PyAny>>,
+    debug: bool,
+) -> PyResult<Parts> {
+    let py = slf.py();
+    let context = match context {
+        Some(c) if !c.is_none(py) => c,
+        _ => copy_context(py)?,
+    };
+    let tb = if debug {
+        Some(hooks(py)?.extract_stack.call0(py)?)
+    } else {
+        None
+    };
+    Ok((callback.unbind(), args.unbind(), context, tb))
 }
 
 fn new_handle(
@@ -88,8 +112,14 @@ pub(crate) fn call_soon(
     if debug {
         debug_checks(slf, &callback, method)?;
     }
-    let base = new_handle(slf, callback, args, context, debug)?;
-    let handle = Py::new(py, base)?;
+    let pooled = this.st.get_mut(py).pool.pop();
+    let handle = if let Some(h) = pooled {
+        let (cb, a, ctx, tb) = handle_parts(slf, callback, args, context, debug)?;
+        reinit(py, &h, cb, a, ctx, slf.clone().unbind(), tb);
+        h.to_py(py)
+    } else {
+        Py::new(py, new_handle(slf, callback, args, context, debug)?)?
+    };
     if running {
         untrack_owned(handle.bind(py));
     } else {

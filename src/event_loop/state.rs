@@ -63,7 +63,12 @@ pub(crate) struct LoopState {
     pub woken: bool,
     /// `_run_forever_inner` is on the stack (handles it creates leave the GC, see `py::gc`).
     pub running: bool,
+    /// Finished, cleared `Handle` objects kept for reuse (`handles::try_recycle`).
+    pub pool: Vec<Held<Handle>>,
 }
+
+/// How many cleared handles a loop keeps for reuse.
+pub(crate) const HANDLE_POOL_SIZE: usize = 256;
 
 impl LoopState {
     /// Give every queued handle back to the cycle collector (the loop stops running).
@@ -92,6 +97,7 @@ impl LoopState {
             polling: false,
             woken: false,
             running: false,
+            pool: Vec::with_capacity(HANDLE_POOL_SIZE),
         }
     }
 }
