@@ -153,8 +153,10 @@ fn has_weakrefs(h: &Py<Handle>) -> bool {
         if offset <= 0 {
             return true;
         }
+        // The slot is pointer-aligned in practice; read_unaligned does not rely on it.
+        #[allow(clippy::cast_ptr_alignment)]
         let list = obj.cast::<u8>().offset(offset).cast::<*mut pyo3::ffi::PyObject>();
-        !(*list).is_null()
+        !list.read_unaligned().is_null()
     }
 }
 
