@@ -14,7 +14,7 @@
 //! - References dropped by `cancel()` are released after the borrow ends,
 //!   because dropping can run arbitrary `__del__` code.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
@@ -165,7 +165,11 @@ fn has_weakrefs(h: &Py<Handle>) -> bool {
 /// reuse and return true. Reusing such an object is unobservable, and it
 /// saves an allocation, a deallocation and the collector's bookkeeping.
 pub(crate) fn try_recycle(py: Python<'_>, h: &Py<Handle>) -> bool {
-    if gc::refcnt(h.as_ptr()) != 1 || !h.bind(py).is_exact_instance_of::<Handle>() || has_weakrefs(h) {
+    if gc::refcnt(h.as_ptr()) != 1 || has_weakrefs(h) {
+        return false;
+    }
+    let b = h.bind(py);
+    if !(b.is_exact_instance_of::<Handle>() || b.is_exact_instance_of::<TimerHandle>()) {
         return false;
     }
     let this = h.get();
@@ -315,16 +319,25 @@ impl Handle {
 #[pyclass(module = "ferroloop._ferroloop", extends = Handle, frozen)]
 #[derive(Debug)]
 pub struct TimerHandle {
-    pub(crate) when: f64,
+    /// The deadline's f64 bits (re-armed when a recycled timer is reused).
+    when: AtomicU64,
     pub(crate) scheduled: AtomicBool,
 }
 
 impl TimerHandle {
     pub(crate) fn new(when: f64) -> Self {
         Self {
-            when,
+            when: AtomicU64::new(when.to_bits()),
             scheduled: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn when(&self) -> f64 {
+        f64::from_bits(self.when.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_when(&self, when: f64) {
+        self.when.store(when.to_bits(), Ordering::Relaxed);
     }
 
     pub(crate) fn set_scheduled(&self, v: bool) {
@@ -337,7 +350,7 @@ impl TimerHandle {
 }
 
 fn timer_eq(py: Python<'_>, a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandle>) -> PyResult<bool> {
-    if a.get().when != b.get().when {
+    if a.get().when() != b.get().when() {
         return Ok(false);
     }
     let sa = a.as_super().get().st.get(py);
@@ -373,13 +386,14 @@ impl TimerHandle {
         Handle::cancel_impl(base)
     }
 
-    fn when(&self) -> f64 {
-        self.when
+    #[pyo3(name = "when")]
+    fn py_when(&self) -> f64 {
+        self.when()
     }
 
     #[getter]
     fn _when(&self) -> f64 {
-        self.when
+        self.when()
     }
 
     #[getter]
@@ -393,7 +407,7 @@ impl TimerHandle {
     }
 
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
-        PyFloat::new(py, self.when).hash()
+        PyFloat::new(py, self.when()).hash()
     }
 
     fn __richcmp__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<Py<PyAny>> {
@@ -401,7 +415,7 @@ impl TimerHandle {
         let Ok(other) = other.cast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
-        let (a, b) = (slf.get().when, other.get().when);
+        let (a, b) = (slf.get().when(), other.get().when());
         let r = match op {
             CompareOp::Lt => a < b,
             CompareOp::Gt => a > b,

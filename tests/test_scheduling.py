@@ -462,3 +462,14 @@ def test_many_short_lived_handles(loop):
     loop.call_soon(step, 0)
     loop.run_forever()
     assert n[0] == sum(range(2001))
+
+
+def test_fired_timer_keeps_its_deadline_and_identity(loop):
+    h = loop.call_later(0, print)
+    when = h.when()
+    run_briefly(loop, 2)
+    others = [loop.call_later(50, print) for _ in range(5)]
+    assert all(o is not h for o in others)
+    assert h.when() == when and not h._scheduled and h._callback is print
+    for o in others:
+        o.cancel()

@@ -281,7 +281,7 @@ impl EventLoop {
                 st.ready.clear(),
                 st.timers.clear(),
                 std::mem::take(&mut st.fds),
-                std::mem::take(&mut st.pool),
+                (std::mem::take(&mut st.pool), std::mem::take(&mut st.timer_pool)),
             )
         };
         drop(pool);
@@ -337,6 +337,7 @@ impl EventLoop {
                     st.timers.clear(),
                     std::mem::take(&mut st.fds),
                     std::mem::take(&mut st.pool),
+                    std::mem::take(&mut st.timer_pool),
                 )
             };
             drop(taken);

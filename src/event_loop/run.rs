@@ -24,7 +24,7 @@ use ferroloop_core::reactor::{READ, WRITE};
 use pyo3::prelude::*;
 
 use super::{EventLoop, Ready};
-use crate::handles::{release, run_handle, try_recycle, TimerHandle};
+use crate::handles::{release, run_handle, try_recycle, Handle, TimerHandle};
 use crate::py::errors::os_error;
 use crate::py::held::Held;
 use crate::py::hooks::hooks;
@@ -198,6 +198,40 @@ fn run_item_debug(slf: &Bound<'_, EventLoop>, item: &Ready) -> PyResult<()> {
     res
 }
 
+/// Keep a finished handle for reuse if nothing else can see it.
+fn recycle(py: Python<'_>, this: &EventLoop, h: Held<Handle>) {
+    let timer = h
+        .bind(py)
+        .cast::<TimerHandle>()
+        .ok()
+        .map(|t| Held::new(t.clone().unbind()));
+    let full = {
+        let st = this.st.get(py);
+        let len = if timer.is_some() {
+            st.timer_pool.len()
+        } else {
+            st.pool.len()
+        };
+        len >= super::state::HANDLE_POOL_SIZE
+    };
+    if full {
+        return;
+    }
+    match timer {
+        Some(t) => {
+            drop(h);
+            if try_recycle(py, t.bind(py).as_super().as_unbound()) {
+                this.st.get_mut(py).timer_pool.push(t);
+            }
+        }
+        None => {
+            if try_recycle(py, &h) {
+                this.st.get_mut(py).pool.push(h);
+            }
+        }
+    }
+}
+
 pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
@@ -223,9 +257,7 @@ pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
         };
         if let Ready::Native(h) = item {
             release(&h, false);
-            if this.st.get(py).pool.len() < super::state::HANDLE_POOL_SIZE && try_recycle(py, &h) {
-                this.st.get_mut(py).pool.push(h);
-            }
+            recycle(py, this, h);
         } else {
             drop(item);
         }

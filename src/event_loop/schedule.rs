@@ -203,10 +203,27 @@ fn schedule_timer(
         // (docs/compatibility.md, D-002).
         When::Object(obj) => obj.extract()?,
     };
-    let base = new_handle(slf, callback, args, context, debug)?;
-    let timer = TimerHandle::new(when);
-    timer.set_scheduled(true);
-    let handle = Py::new(py, PyClassInitializer::from(base).add_subclass(timer))?;
+    let pooled = this.st.get_mut(py).timer_pool.pop();
+    let handle = if let Some(t) = pooled {
+        let (cb, a, ctx, tb) = handle_parts(slf, callback, args, context, debug)?;
+        reinit(
+            py,
+            t.bind(py).as_super().as_unbound(),
+            cb,
+            a,
+            ctx,
+            slf.clone().unbind(),
+            tb,
+        );
+        t.get().set_when(when);
+        t.get().set_scheduled(true);
+        t.to_py(py)
+    } else {
+        let base = new_handle(slf, callback, args, context, debug)?;
+        let timer = TimerHandle::new(when);
+        timer.set_scheduled(true);
+        Py::new(py, PyClassInitializer::from(base).add_subclass(timer))?
+    };
     adopt(py, this, handle.bind(py).as_super());
     this.st.get_mut(py).timers.push(when, Held::new(handle.clone_ref(py)));
     Ok(handle)

@@ -65,6 +65,8 @@ pub(crate) struct LoopState {
     pub running: bool,
     /// Finished, cleared `Handle` objects kept for reuse (`handles::try_recycle`).
     pub pool: Vec<Held<Handle>>,
+    /// The same for `TimerHandle` objects.
+    pub timer_pool: Vec<Held<TimerHandle>>,
 }
 
 /// How many cleared handles a loop keeps for reuse.
@@ -98,6 +100,7 @@ impl LoopState {
             woken: false,
             running: false,
             pool: Vec::with_capacity(HANDLE_POOL_SIZE),
+            timer_pool: Vec::with_capacity(HANDLE_POOL_SIZE),
         }
     }
 }
