@@ -8,9 +8,14 @@
 //! `event & ~EPOLLOUT` to read-ready).
 //!
 //! # Timeouts
-//! A timeout in float seconds is rounded *up* to whole milliseconds, as
-//! `EpollSelector.select` does (`math.ceil(timeout * 1e3) * 1e-3`), so a
-//! sub-millisecond wait never turns into a busy poll.
+//! A positive timeout is passed to `epoll_pwait2` (Linux 5.11+), rounded up
+//! to a multiple of [`TIMEOUT_QUANTUM`] (50 µs): a timer due in 30 µs wakes
+//! the loop after 50 µs, not after a whole millisecond, while timers that are
+//! due within microseconds of each other still fire in one iteration. Where `epoll_pwait2` is missing (`ENOSYS`,
+//! remembered for the process), the timeout is rounded *up* to whole
+//! milliseconds as `EpollSelector.select` does (`math.ceil(timeout * 1e3)`).
+//! Either way a poll never returns before its timeout, so a timer never fires
+//! early and a sub-millisecond wait never becomes a busy loop.
 //!
 //! # Invariants
 //! - The `Poller` owns its epoll fd and closes it exactly once (on drop or
@@ -21,7 +26,10 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+/// Cleared once `epoll_pwait2` answered `ENOSYS` (kernel older than 5.11).
+static HAVE_EPOLL_PWAIT2: AtomicBool = AtomicBool::new(true);
 
 use crate::sys::syscall;
 
@@ -29,6 +37,9 @@ use crate::sys::syscall;
 pub const READ: u32 = 1;
 /// Interest bit for writability (`selectors.EVENT_WRITE`).
 pub const WRITE: u32 = 2;
+
+/// Granularity of positive poll timeouts with `epoll_pwait2` (seconds).
+pub const TIMEOUT_QUANTUM: f64 = 50e-6;
 
 /// Longest poll asyncio ever makes (`base_events.MAXIMUM_SELECT_TIMEOUT`, 24 h).
 pub const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
@@ -166,12 +177,16 @@ impl Poller {
     /// number of events. `EINTR` is returned as an error (see module docs).
     pub fn poll(&self, events: &mut Events, timeout: Option<f64>) -> io::Result<usize> {
         let cap = i32::try_from(events.raw.len()).unwrap_or(i32::MAX);
-        let n = syscall!(epoll_wait(
-            self.as_raw_fd(),
-            events.raw.as_mut_ptr(),
-            cap,
-            timeout_ms(timeout)
-        ));
+        let n = match timeout {
+            Some(t) if t > 0.0 && HAVE_EPOLL_PWAIT2.load(Ordering::Relaxed) => match self.pwait2(events, cap, t) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    HAVE_EPOLL_PWAIT2.store(false, Ordering::Relaxed);
+                    self.wait_ms(events, cap, timeout)
+                }
+                other => other,
+            },
+            _ => self.wait_ms(events, cap, timeout),
+        };
         match n {
             Ok(n) => {
                 events.len = n as usize;
@@ -181,6 +196,46 @@ impl Poller {
                 events.len = 0;
                 Err(e)
             }
+        }
+    }
+
+    /// `epoll_wait` with the timeout rounded up to milliseconds.
+    fn wait_ms(&self, events: &mut Events, cap: i32, timeout: Option<f64>) -> io::Result<i32> {
+        syscall!(epoll_wait(
+            self.as_raw_fd(),
+            events.raw.as_mut_ptr(),
+            cap,
+            timeout_ms(timeout)
+        ))
+    }
+
+    /// `epoll_pwait2` with a nanosecond timeout (seconds > 0).
+    fn pwait2(&self, events: &mut Events, cap: i32, timeout: f64) -> io::Result<i32> {
+        let t = ((timeout / TIMEOUT_QUANTUM).ceil() * TIMEOUT_QUANTUM).min(MAXIMUM_SELECT_TIMEOUT);
+        let secs = t.floor();
+        let nanos = ((t - secs) * 1e9).ceil().min(999_999_999.0);
+        let ts = libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: nanos as libc::c_long,
+        };
+        // SAFETY: the fd is our epoll instance, the buffer has room for `cap`
+        // events, `ts` lives across the call, and a null sigmask means "no
+        // mask change" (the sigsetsize argument is then ignored).
+        let res = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                self.as_raw_fd(),
+                events.raw.as_mut_ptr(),
+                cap,
+                &raw const ts,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if res < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(res as i32)
         }
     }
 
@@ -338,6 +393,17 @@ mod tests {
         assert_eq!(p.poll(&mut ev, Some(5.0)).unwrap(), 1);
         wk.drain();
         assert_eq!(p.poll(&mut ev, Some(0.0)).unwrap(), 0);
+    }
+
+    #[test]
+    fn sub_millisecond_timeout_never_returns_early() {
+        let p = Poller::new().unwrap();
+        let mut ev = Events::with_capacity(4);
+        for t in [0.000_05, 0.000_3, 0.002] {
+            let start = std::time::Instant::now();
+            assert_eq!(p.poll(&mut ev, Some(t)).unwrap(), 0);
+            assert!(start.elapsed().as_secs_f64() >= t);
+        }
     }
 
     #[test]
