@@ -130,8 +130,10 @@ unsafe fn parse<'a, 'py>(
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<Call<'a, 'py>> {
-    // SAFETY: `slf` is the bound instance the method was looked up on.
-    let slf = unsafe { Bound::from_borrowed_ptr(py, slf) }.cast_into::<EventLoop>()?;
+        // SAFETY: `slf` is the instance the method was called on, and the method
+    // descriptor has already checked that it is an EventLoop (or subclass)
+    // instance before calling us (`method_check_args` in CPython).
+    let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<EventLoop>() };
     // SAFETY: the interpreter's nargsf encoding; the flag bit is masked off.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
     let nkw = if kwnames.is_null() {
