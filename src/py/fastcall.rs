@@ -130,7 +130,7 @@ unsafe fn parse<'a, 'py>(
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<Call<'a, 'py>> {
-        // SAFETY: `slf` is the instance the method was called on, and the method
+    // SAFETY: `slf` is the instance the method was called on, and the method
     // descriptor has already checked that it is an EventLoop (or subclass)
     // instance before calling us (`method_check_args` in CPython).
     let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<EventLoop>() };
