@@ -7,12 +7,20 @@ code.
 
 from __future__ import annotations
 
-import pytest
-
 import ferroloop
+import pytest
 from ferroloop import _ferroloop
 
-RAW = ["call_soon", "call_soon_threadsafe", "call_later", "call_at", "create_task", "create_future", "get_debug", "time"]
+RAW = [
+    "call_soon",
+    "call_soon_threadsafe",
+    "call_later",
+    "call_at",
+    "create_task",
+    "create_future",
+    "get_debug",
+    "time",
+]
 
 
 @pytest.mark.parametrize("name", RAW)
