@@ -150,9 +150,7 @@ fn fire_timers(py: Python<'_>, this: &EventLoop) {
         }
         if let Some((_, t)) = st.timers.pop() {
             t.get().set_scheduled(false);
-            let h = t.to_py(py).into_bound(py).into_super().unbind();
-            drop(t);
-            st.ready.push(Ready::Native(Held::new(h)));
+            st.ready.push(Ready::Native(t.into_handle(py)));
         }
     }
 }
@@ -200,32 +198,16 @@ fn run_item_debug(slf: &Bound<'_, EventLoop>, item: &Ready) -> PyResult<()> {
 
 /// Keep a finished handle for reuse if nothing else can see it.
 fn recycle(py: Python<'_>, this: &EventLoop, h: Held<Handle>) {
-    let timer = h
-        .bind(py)
-        .cast::<TimerHandle>()
-        .ok()
-        .map(|t| Held::new(t.clone().unbind()));
-    let full = {
-        let st = this.st.get(py);
-        let len = if timer.is_some() {
-            st.timer_pool.len()
-        } else {
-            st.pool.len()
-        };
-        len >= super::state::HANDLE_POOL_SIZE
-    };
-    if full {
-        return;
-    }
-    match timer {
-        Some(t) => {
-            drop(h);
-            if try_recycle(py, t.bind(py).as_super().as_unbound()) {
+    match h.into_timer(py) {
+        Ok(t) => {
+            if this.st.get(py).timer_pool.len() < super::state::HANDLE_POOL_SIZE
+                && try_recycle(py, t.bind(py).as_super().as_unbound())
+            {
                 this.st.get_mut(py).timer_pool.push(t);
             }
         }
-        None => {
-            if try_recycle(py, &h) {
+        Err(h) => {
+            if this.st.get(py).pool.len() < super::state::HANDLE_POOL_SIZE && try_recycle(py, &h) {
                 this.st.get_mut(py).pool.push(h);
             }
         }

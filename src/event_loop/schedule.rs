@@ -64,23 +64,8 @@ fn new_handle(
     context: Option<Py<PyAny>>,
     debug: bool,
 ) -> PyResult<Handle> {
-    let py = slf.py();
-    let context = match context {
-        Some(c) if !c.is_none(py) => c,
-        _ => copy_context(py)?,
-    };
-    let tb = if debug {
-        Some(hooks(py)?.extract_stack.call0(py)?)
-    } else {
-        None
-    };
-    Ok(Handle::new(
-        callback.unbind(),
-        args.unbind(),
-        context,
-        slf.clone().unbind(),
-        tb,
-    ))
+    let (callback, args, context, tb) = handle_parts(slf, callback, args, context, debug)?;
+    Ok(Handle::new(callback, args, context, slf.clone().unbind(), tb))
 }
 
 /// GC bookkeeping for a new handle (see `py::gc`).
