@@ -86,6 +86,7 @@ pub(crate) fn call_soon(
 ) -> PyResult<Py<Handle>> {
     let py = slf.py();
     let this = slf.get();
+    let threadsafe = method == "call_soon_threadsafe";
     let (debug, running) = {
         let st = this.st.get(py);
         if st.closed {
@@ -112,7 +113,7 @@ pub(crate) fn call_soon(
     }
     let mut st = this.st.get_mut(py);
     st.ready.push(Ready::Native(Held::new(handle.clone_ref(py))));
-    if method == "call_soon_threadsafe" && st.polling && !st.woken {
+    if threadsafe && st.polling && !st.woken {
         st.woken = true;
         this.waker.wake();
     }
