@@ -171,6 +171,53 @@ fn context_kw(c: &mut Call<'_, '_>, method: &str) -> PyResult<Option<Py<PyAny>>>
     Ok(ctx)
 }
 
+/// `callable(*args, **dict(zip(kwnames, kwvalues)))` through vectorcall:
+/// `args` holds the positionals followed by the keyword values.
+fn vectorcall<'py>(
+    py: Python<'py>,
+    callable: &Bound<'py, PyAny>,
+    args: &[&Bound<'py, PyAny>],
+    npos: usize,
+    kwnames: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // The fast paths pass at most four arguments; keep them on the stack.
+    let mut ptrs = [std::ptr::null_mut::<ffi::PyObject>(); 4];
+    if args.len() > ptrs.len() {
+        return Err(pyo3::exceptions::PySystemError::new_err(
+            "ferroloop: too many arguments for vectorcall",
+        ));
+    }
+    for (slot, a) in ptrs.iter_mut().zip(args) {
+        *slot = a.as_ptr();
+    }
+    // SAFETY: `ptrs` holds borrowed references kept alive by `args` for the
+    // duration of the call; kwnames has exactly `args.len() - npos` names; the
+    // result is a new reference or NULL with an exception set.
+    let res = unsafe { ffi::PyObject_Vectorcall(callable.as_ptr(), ptrs.as_ptr(), npos, kwnames.as_ptr()) };
+    if res.is_null() {
+        Err(PyErr::fetch(py))
+    } else {
+        // SAFETY: a new, non-null reference that we take ownership of.
+        Ok(unsafe { Bound::from_owned_ptr(py, res) })
+    }
+}
+
+/// Interned keyword-name tuples for the calls the fast paths make.
+fn kwnames<'py>(
+    py: Python<'py>,
+    cell: &'static pyo3::sync::PyOnceLock<Py<PyTuple>>,
+    names: &[&str],
+) -> PyResult<Bound<'py, PyTuple>> {
+    let t = cell.get_or_try_init(py, || {
+        let items: Vec<Bound<'_, PyString>> = names.iter().map(|n| PyString::intern(py, n)).collect();
+        PyTuple::new(py, items).map(Bound::unbind)
+    })?;
+    Ok(t.bind(py).clone())
+}
+
+static TASK_KWNAMES: pyo3::sync::PyOnceLock<Py<PyTuple>> = pyo3::sync::PyOnceLock::new();
+static FUTURE_KWNAMES: pyo3::sync::PyOnceLock<Py<PyTuple>> = pyo3::sync::PyOnceLock::new();
+
 /// Run `body` with panics caught and errors raised.
 fn finish(py: Python<'_>, body: impl FnOnce() -> PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
     match catch_unwind(AssertUnwindSafe(body)) {
@@ -266,17 +313,12 @@ entry!(create_task, "create_task", ["coro"], |c| {
         .tasks_module
         .bind(py)
         .getattr(pyo3::intern!(py, "Task"))?;
-    let kwargs = pyo3::types::PyDict::new(py);
-    kwargs.set_item(pyo3::intern!(py, "loop"), &c.slf)?;
-    kwargs.set_item(
-        pyo3::intern!(py, "name"),
-        name.unwrap_or_else(|| py.None().into_bound(py)),
-    )?;
-    kwargs.set_item(
-        pyo3::intern!(py, "context"),
-        context.unwrap_or_else(|| py.None().into_bound(py)),
-    )?;
-    Ok(task_type.call((c.arg(0),), Some(&kwargs))?.unbind())
+    let none = py.None().into_bound(py);
+    let name = name.unwrap_or_else(|| none.clone());
+    let context = context.unwrap_or(none);
+    let names = kwnames(py, &TASK_KWNAMES, &["loop", "name", "context"])?;
+    let slf = c.slf.as_any();
+    Ok(vectorcall(py, &task_type, &[&c.arg(0), slf, &name, &context], 1, &names)?.unbind())
 });
 
 entry!(create_future, "create_future", [], |c| {
@@ -292,9 +334,8 @@ entry!(create_future, "create_future", [], |c| {
         .futures_module
         .bind(py)
         .getattr(pyo3::intern!(py, "Future"))?;
-    let kwargs = pyo3::types::PyDict::new(py);
-    kwargs.set_item(pyo3::intern!(py, "loop"), &c.slf)?;
-    Ok(fut_type.call((), Some(&kwargs))?.unbind())
+    let names = kwnames(py, &FUTURE_KWNAMES, &["loop"])?;
+    Ok(vectorcall(py, &fut_type, &[c.slf.as_any()], 0, &names)?.unbind())
 });
 
 entry!(get_debug, "get_debug", [], |c| {
