@@ -473,3 +473,11 @@ def test_fired_timer_keeps_its_deadline_and_identity(loop):
     assert h.when() == when and not h._scheduled and h._callback is print
     for o in others:
         o.cancel()
+
+
+@pytest.mark.parametrize("method", ["time", "get_debug", "create_future"])
+def test_no_argument_methods_reject_arguments(loop, method):
+    with pytest.raises(TypeError, match=rf"BaseEventLoop.{method}\(\) takes 1 positional argument but 2 were given"):
+        getattr(loop, method)(1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
+        getattr(loop, method)(x=1)

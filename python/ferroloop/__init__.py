@@ -38,9 +38,6 @@ class EventLoopPolicy(_compat.BaseDefaultEventLoopPolicy):
     def _loop_factory(self) -> Loop:
         return new_event_loop()
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__}>"
-
 
 def install() -> None:
     """Make ferroloop the loop that ``asyncio.run`` and ``asyncio.new_event_loop`` create."""

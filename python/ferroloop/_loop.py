@@ -89,6 +89,3 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
     def _close_self_pipe(self) -> None:
         self._self_reading = False
         super()._close_self_pipe()  # type: ignore[misc]
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} running={self.is_running()} closed={self.is_closed()} debug={self.get_debug()}>"

@@ -88,6 +88,18 @@ impl<'py> Call<'_, 'py> {
         None
     }
 
+    /// The checks of a Python method that takes only `self`.
+    fn no_arguments(&self, method: &str) -> PyResult<()> {
+        self.reject_unknown_kw(method)?;
+        if !self.pos.is_empty() {
+            return Err(PyTypeError::new_err(format!(
+                "BaseEventLoop.{method}() takes 1 positional argument but {} were given",
+                self.pos.len() + 1
+            )));
+        }
+        Ok(())
+    }
+
     /// TypeError for the first keyword nobody took (asyncio's message).
     fn reject_unknown_kw(&self, method: &str) -> PyResult<()> {
         if let Some((name, _)) = self.remaining_kw().next() {
@@ -322,13 +334,7 @@ entry!(create_task, "create_task", ["coro"], |c| {
 });
 
 entry!(create_future, "create_future", [], |c| {
-    c.reject_unknown_kw("create_future")?;
-    if !c.pos.is_empty() {
-        return Err(PyTypeError::new_err(format!(
-            "BaseEventLoop.create_future() takes 1 positional argument but {} were given",
-            c.pos.len() + 1
-        )));
-    }
+    c.no_arguments("create_future")?;
     let py = c.py;
     let fut_type = crate::py::hooks::hooks(py)?
         .futures_module
@@ -339,7 +345,7 @@ entry!(create_future, "create_future", [], |c| {
 });
 
 entry!(get_debug, "get_debug", [], |c| {
-    c.reject_unknown_kw("get_debug")?;
+    c.no_arguments("get_debug")?;
     Ok(pyo3::types::PyBool::new(c.py, c.slf.get().debug(c.py))
         .to_owned()
         .into_any()
@@ -347,7 +353,7 @@ entry!(get_debug, "get_debug", [], |c| {
 });
 
 entry!(time, "time", [], |c| {
-    c.reject_unknown_kw("time")?;
+    c.no_arguments("time")?;
     Ok(pyo3::types::PyFloat::new(c.py, ferroloop_core::clock::monotonic())
         .into_any()
         .unbind())
