@@ -16,11 +16,21 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.ready: requirements-dev.txt
-	@PYBIN=$$(scripts/find-python.sh $(PY)) && $$PYBIN -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -r requirements-dev.txt
+# One pattern rule per interpreter: the version comes from the target's own
+# name ($*), never from a variable a target may override (`bench: PY = ...`
+# would not reach a prerequisite's name, which is expanded when make reads this file).
+.venv-%/.ready: requirements-dev.txt
+	@PYBIN=$$(scripts/find-python.sh $*) && $$PYBIN -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --upgrade pip
+	.venv-$*/bin/python -m pip install -q -r requirements-dev.txt
 	touch $@
+
+.venv-%/.bench-ready: .venv-%/.ready requirements-bench.txt
+	.venv-$*/bin/python -m pip install -q -r requirements-bench.txt
+	touch $@
+
+# Keep the stamps: they are real outputs, not intermediates to delete.
+.PRECIOUS: .venv-%/.ready .venv-%/.bench-ready
 
 .PHONY: venv
 venv: $(VENV)/.ready ## create .venv-$(PY) with the dev requirements
@@ -71,11 +81,14 @@ test: test-rust lint ## everything CI runs: Rust tests, lints, pytest and confor
 	  echo "=== CPython $$v: conformance"; $(MAKE) --no-print-directory conformance PY=$$v; \
 	done
 
+# The benchmark interpreter (the peers' wheels exist for it).
+BENCH_PY ?= 3.12
+
 .PHONY: bench
-bench: PY = 3.12
-bench: build-release ## release build, then the benchmark comparison (table, JSON, PNG)
-	$(VPY) -m pip install -q -r requirements-bench.txt
-	$(VPY) benchmarks/run.py $(BENCH_ARGS)
+bench: ## release build on CPython 3.12 (BENCH_PY=3.x to change), then the benchmark comparison (table, JSON, PNG)
+	@$(MAKE) --no-print-directory build-release PY=$(BENCH_PY)
+	@$(MAKE) --no-print-directory .venv-$(BENCH_PY)/.bench-ready
+	.venv-$(BENCH_PY)/bin/python benchmarks/run.py $(BENCH_ARGS)
 
 .PHONY: clean
 clean: ## remove build outputs and virtual environments
