@@ -41,6 +41,17 @@ pub(crate) struct HandleState {
     pub cancelled: bool,
 }
 
+impl gc::GcRefs for HandleState {
+    fn visit_refs(&self, v: &gc::Visitor<'_, '_>) -> Result<(), gc::GcStop> {
+        v.visit(self.callback.as_deref())?;
+        v.visit(self.args.as_deref())?;
+        v.visit(self.context.as_deref())?;
+        v.visit(self.loop_.as_deref())?;
+        v.visit(self.source_traceback.as_deref())?;
+        v.visit(self.repr.as_deref())
+    }
+}
+
 /// `asyncio.Handle`'s native counterpart.
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen, weakref)]
 #[derive(Debug)]
@@ -141,31 +152,12 @@ pub(crate) fn untrack_owned(h: &Bound<'_, Handle>) {
     h.get().gc_flags.store(UNTRACKED_HANDLE, Ordering::Relaxed);
 }
 
-/// True if any weak reference points at `h` (then it must not be reused).
-fn has_weakrefs(h: &Py<Handle>) -> bool {
-    let obj = h.as_ptr();
-    // SAFETY: `obj` is a live Handle; `tp_weaklistoffset` of its type is the
-    // byte offset of the weak-reference list pointer inside the object (PyO3
-    // lays it out in the instance; a non-positive offset is treated as
-    // "unknown", i.e. assume weak references exist).
-    unsafe {
-        let offset = (*pyo3::ffi::Py_TYPE(obj)).tp_weaklistoffset;
-        if offset <= 0 {
-            return true;
-        }
-        // The slot is pointer-aligned in practice; read_unaligned does not rely on it.
-        #[allow(clippy::cast_ptr_alignment)]
-        let list = obj.cast::<u8>().offset(offset).cast::<*mut pyo3::ffi::PyObject>();
-        !list.read_unaligned().is_null()
-    }
-}
-
 /// The loop is done with `h`: if nothing else can ever see it again (only
 /// the loop references it, no weak reference, a plain `Handle`), clear it for
 /// reuse and return true. Reusing such an object is unobservable, and it
 /// saves an allocation, a deallocation and the collector's bookkeeping.
 pub(crate) fn try_recycle(py: Python<'_>, h: &Py<Handle>) -> bool {
-    if gc::refcnt(h.as_ptr()) != 1 || has_weakrefs(h) {
+    if gc::refcnt(h.as_ptr()) != 1 || gc::has_weakrefs(h.as_ptr()) {
         return false;
     }
     let b = h.bind(py);
@@ -294,24 +286,11 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(st) = self.st.try_get() {
-            visit.call(st.callback.as_deref())?;
-            visit.call(st.args.as_deref())?;
-            visit.call(st.context.as_deref())?;
-            visit.call(st.loop_.as_deref())?;
-            visit.call(st.source_traceback.as_deref())?;
-            visit.call(st.repr.as_deref())?;
-        }
-        Ok(())
+        gc::traverse(&self.st, &visit)
     }
 
     fn __clear__(&self) {
-        // Called by the cycle collector with the GIL held; move the references
-        // out first so that their release cannot observe a live borrow.
-        Python::attach(|py| {
-            let taken = std::mem::take(&mut *self.st.get_mut(py));
-            drop(taken);
-        });
+        gc::clear(&self.st);
     }
 }
 
@@ -425,5 +404,27 @@ impl TimerHandle {
             CompareOp::Ne => !timer_eq(py, slf, other)?,
         };
         Ok(pyo3::types::PyBool::new(py, r).to_owned().into_any().unbind())
+    }
+}
+
+/// Moving one owned reference between a class and its native base, without
+/// touching the reference count (the object is the same; only the static
+/// type changes).
+impl Held<TimerHandle> {
+    /// The same object, typed as its `Handle` base.
+    pub(crate) fn into_handle(self, py: Python<'_>) -> Held<Handle> {
+        // SAFETY: TimerHandle extends Handle, so the object is a valid Handle.
+        unsafe { self.cast_unchecked(py) }
+    }
+}
+
+impl Held<Handle> {
+    /// The same object typed as `TimerHandle`, if it is exactly one.
+    pub(crate) fn into_timer(self, py: Python<'_>) -> Result<Held<TimerHandle>, Self> {
+        if !self.bind(py).is_exact_instance_of::<TimerHandle>() {
+            return Err(self);
+        }
+        // SAFETY: the exact type was checked above.
+        Ok(unsafe { self.cast_unchecked(py) })
     }
 }

@@ -22,12 +22,11 @@ static ATFORK: Once = Once::new();
 #[pymodule]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ATFORK.call_once(|| {
-        // SAFETY: registers a plain extern "C" function with no captured state;
-        // it only touches an atomic, which is safe in the child after fork.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        // The hook only touches an atomic, which is safe in the child after fork.
+        ferroloop_core::sys::at_fork_child(after_fork_in_child);
     });
     m.add_class::<event_loop::EventLoop>()?;
-    py::fastcall::install(m.py())?;
+    event_loop::entry::install(m.py())?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_function(wrap_pyfunction!(py::hooks::_set_hooks, m)?)?;

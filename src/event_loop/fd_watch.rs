@@ -20,6 +20,9 @@ use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
+use ferroloop_core::reactor::Trigger;
+
+use super::registrations::Reg;
 use super::{EventLoop, FdReg};
 use crate::handles::{ensure_tracked, Handle};
 use crate::py::call::copy_context;
@@ -46,11 +49,12 @@ fn lookup(slf: &Bound<'_, EventLoop>, obj: &Bound<'_, PyAny>) -> PyResult<RawFd>
         Ok(fd) => Ok(fd),
         Err(err) if err.is_instance_of::<PyValueError>(py) => {
             let st = slf.get().st.get(py);
-            st.fds
+            let found = st
+                .fds
                 .iter()
-                .find(|(_, reg)| reg.fileobj.is(obj))
-                .map(|(fd, _)| *fd)
-                .ok_or(err)
+                .find(|(_, Reg::Watch(reg))| reg.fileobj.is(obj))
+                .map(|(fd, _)| fd);
+            found.ok_or(err)
         }
         Err(err) => Err(err),
     }
@@ -95,11 +99,12 @@ pub(super) fn add(
     let fd = to_fd(py, fileobj)?;
     let old = {
         let mut st = this.st.get_mut(py);
-        if let Some(reg) = st.fds.get_mut(&fd) {
+        let token = st.fds.token(fd);
+        if let (Some(token), Some(Reg::Watch(reg))) = (token, st.fds.get_mut(fd)) {
             let mask = reg.mask | which;
             if mask != reg.mask {
-                if let Err(e) = this.poller.modify(fd, mask) {
-                    let gone = st.fds.remove(&fd);
+                if let Err(e) = this.poller.modify(fd, mask, token, Trigger::Level) {
+                    let gone = st.fds.remove(fd);
                     drop(st);
                     drop(gone);
                     return Err(os_error(&e));
@@ -113,21 +118,26 @@ pub(super) fn add(
             };
             slot.replace(Held::new(handle.clone_ref(py)))
         } else {
-            this.poller.register(fd, which).map_err(|e| os_error(&e))?;
             let (reader, writer) = if which == ferroloop_core::reactor::READ {
                 (Some(Held::new(handle.clone_ref(py))), None)
             } else {
                 (None, Some(Held::new(handle.clone_ref(py))))
             };
-            st.fds.insert(
+            let token = st.fds.insert(
                 fd,
-                FdReg {
+                Reg::Watch(FdReg {
                     fileobj: Held::new(fileobj.clone().unbind()),
                     mask: which,
                     reader,
                     writer,
-                },
+                }),
             );
+            if let Err(e) = this.poller.register(fd, which, token, Trigger::Level) {
+                let gone = st.fds.remove(fd);
+                drop(st);
+                drop(gone);
+                return Err(os_error(&e));
+            }
             None
         }
     };
@@ -151,7 +161,10 @@ pub(super) fn remove_fd(slf: &Bound<'_, EventLoop>, fd: RawFd, which: u32) -> Py
     let mut error = None;
     let (old, gone) = {
         let mut st = this.st.get_mut(py);
-        let Some(reg) = st.fds.get_mut(&fd) else {
+        let Some(token) = st.fds.token(fd) else {
+            return Ok(false);
+        };
+        let Some(Reg::Watch(reg)) = st.fds.get_mut(fd) else {
             return Ok(false);
         };
         let mask = reg.mask & !which;
@@ -165,12 +178,12 @@ pub(super) fn remove_fd(slf: &Bound<'_, EventLoop>, fd: RawFd, which: u32) -> Py
                 // The fd may already be closed: EpollSelector ignores that error as well.
                 let _ = this.poller.deregister(fd);
             }
-            (old, st.fds.remove(&fd))
+            (old, st.fds.remove(fd))
         } else if mask == reg.mask {
             (old, None)
-        } else if let Err(e) = this.poller.modify(fd, mask) {
+        } else if let Err(e) = this.poller.modify(fd, mask, token, Trigger::Level) {
             error = Some(os_error(&e));
-            (old, st.fds.remove(&fd))
+            (old, st.fds.remove(fd))
         } else {
             reg.mask = mask;
             (old, None)
@@ -188,7 +201,7 @@ pub(super) fn key(slf: &Bound<'_, EventLoop>, fileobj: &Bound<'_, PyAny>) -> PyR
     let py = slf.py();
     let fd = lookup(slf, fileobj)?;
     let st = slf.get().st.get(py);
-    let Some(reg) = st.fds.get(&fd) else {
+    let Some(Reg::Watch(reg)) = st.fds.get(fd) else {
         return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
     };
     let t = (

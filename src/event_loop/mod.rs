@@ -12,6 +12,7 @@
 //! - `run`: `_run_once`, the loop iteration.
 //! - `fd_watch`: `_add_reader`/`_remove_reader`/`_add_writer`/`_remove_writer`.
 //! - `state`: the attributes `BaseEventLoop.__init__` creates.
+//! - `entry`: raw vectorcall entry points of the hot methods.
 //!
 //! # Invariants
 //! - `st` is never borrowed across a call into Python or across `detach`.
@@ -20,14 +21,16 @@
 //! - After `fork()`, the child never touches the epoll instance it inherited:
 //!   every entry point compares the fork generation first.
 
+pub(crate) mod entry;
 mod fd_watch;
+pub(crate) mod registrations;
 mod run;
 pub(crate) mod schedule;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferroloop_core::reactor::{Poller, Waker, READ};
+use ferroloop_core::reactor::{Poller, Trigger, Waker, READ};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -37,6 +40,10 @@ use crate::handles::{Handle, TimerHandle};
 use crate::py::cell::GilCell;
 use crate::py::errors::os_error;
 pub(crate) use state::{FdReg, LoopState, Ready};
+
+/// The reactor token of the loop's own waker (never a registry token: slot
+/// indexes stay far below `u32::MAX`).
+pub(crate) const WAKER_TOKEN: u64 = u64::MAX;
 
 /// Incremented in every child process right after `fork()` (see `lib.rs`).
 pub(crate) static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -110,7 +117,9 @@ impl EventLoop {
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let poller = Poller::new().map_err(|e| os_error(&e))?;
         let waker = Waker::new().map_err(|e| os_error(&e))?;
-        poller.register(waker.as_raw_fd(), READ).map_err(|e| os_error(&e))?;
+        poller
+            .register(waker.as_raw_fd(), READ, WAKER_TOKEN, Trigger::Edge)
+            .map_err(|e| os_error(&e))?;
         Ok(Self {
             st: GilCell::new(LoopState::new()),
             poller,
@@ -120,7 +129,7 @@ impl EventLoop {
     }
 
     // call_soon, call_soon_threadsafe, call_later and call_at are raw
-    // vectorcall methods installed by `py::fastcall::install`.
+    // vectorcall methods installed by `entry::install`.
 
     /// `BaseEventLoop._add_callback`: queue an existing handle unless cancelled.
     fn _add_callback(slf: &Bound<'_, Self>, handle: Bound<'_, PyAny>) -> PyResult<()> {
@@ -269,7 +278,7 @@ impl EventLoop {
 
     /// The watched fds.
     fn _selector_fds(&self, py: Python<'_>) -> Vec<i32> {
-        self.st.get(py).fds.keys().copied().collect()
+        self.st.get(py).fds.fds().collect()
     }
 
     /// Release everything native: queued handles, timers, watchers, and the
@@ -280,7 +289,7 @@ impl EventLoop {
             (
                 st.ready.clear(),
                 st.timers.clear(),
-                std::mem::take(&mut st.fds),
+                st.fds.drain(),
                 (std::mem::take(&mut st.pool), std::mem::take(&mut st.timer_pool)),
             )
         };
@@ -302,45 +311,10 @@ impl EventLoop {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(st) = self.st.try_get() {
-            // A running loop is referenced from the stack, so it cannot be
-            // garbage; leaving out its queues only makes the collector more
-            // conservative, and saves visiting every pending handle (mostly
-            // untracked ones, see `py::gc`) in each full collection.
-            if st.running {
-                return Ok(());
-            }
-            for r in st.ready.iter() {
-                match r {
-                    Ready::Native(h) => visit.call(&**h)?,
-                    Ready::Foreign(o) => visit.call(&**o)?,
-                }
-            }
-            for (_, t) in st.timers.iter() {
-                visit.call(&**t)?;
-            }
-            for reg in st.fds.values() {
-                visit.call(&*reg.fileobj)?;
-                visit.call(reg.reader.as_deref())?;
-                visit.call(reg.writer.as_deref())?;
-            }
-        }
-        Ok(())
+        crate::py::gc::traverse(&self.st, &visit)
     }
 
     fn __clear__(&self) {
-        Python::attach(|py| {
-            let taken = {
-                let mut st = self.st.get_mut(py);
-                (
-                    st.ready.clear(),
-                    st.timers.clear(),
-                    std::mem::take(&mut st.fds),
-                    std::mem::take(&mut st.pool),
-                    std::mem::take(&mut st.timer_pool),
-                )
-            };
-            drop(taken);
-        });
+        crate::py::gc::clear(&self.st);
     }
 }

@@ -23,6 +23,7 @@
 use ferroloop_core::reactor::{READ, WRITE};
 use pyo3::prelude::*;
 
+use super::registrations::Reg;
 use super::{EventLoop, Ready};
 use crate::handles::{release, run_handle, try_recycle, Handle, TimerHandle};
 use crate::py::errors::os_error;
@@ -97,17 +98,22 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
         let poller = &this.poller;
         py.detach(|| poller.poll(&mut events, timeout))
     };
-    let waker_fd = this.waker.as_raw_fd();
     let mut cancelled_watchers = Vec::new();
     {
         let mut st = this.st.get_mut(py);
         st.polling = false;
         for ev in events.iter() {
-            if ev.fd == waker_fd {
-                this.waker.drain();
+            if ev.token == super::WAKER_TOKEN {
+                // Edge-triggered: nothing to drain.
                 continue;
             }
-            let Some(reg) = st.fds.get(&ev.fd) else { continue };
+            // A dead token is an event of a registration removed since (its
+            // fd may already belong to somebody else): drop it.
+            let Some(entry) = st.fds.by_token(ev.token) else {
+                continue;
+            };
+            let fd = entry.fd;
+            let Reg::Watch(reg) = &entry.reg;
             // Reader before writer, as `_process_events` does.
             let mut queue: [Option<_>; 2] = [None, None];
             for (slot, (bit, watcher)) in [(READ, &reg.reader), (WRITE, &reg.writer)].into_iter().enumerate() {
@@ -116,7 +122,7 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
                     continue;
                 }
                 if h.get().is_cancelled(py) {
-                    cancelled_watchers.push((ev.fd, bit));
+                    cancelled_watchers.push((fd, bit));
                 } else {
                     queue[slot] = Some(h.clone_ref(py));
                 }
@@ -132,7 +138,7 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
     }
     match res {
         Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EINTR) => py.check_signals(),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals(),
         Err(e) => Err(os_error(&e)),
     }
 }

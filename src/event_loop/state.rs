@@ -5,9 +5,6 @@
 //! `_stopping`, `_closed`, `_debug`, `_timer_cancelled_count`,
 //! `_clock_resolution`, plus the selector's fd → (reader, writer) map.
 
-use std::collections::HashMap;
-use std::os::fd::RawFd;
-
 use ferroloop_core::reactor::Events;
 use ferroloop_core::ready::ReadyQueue;
 use ferroloop_core::timers::TimerHeap;
@@ -49,7 +46,8 @@ pub(crate) struct FdReg {
 pub(crate) struct LoopState {
     pub ready: ReadyQueue<Ready>,
     pub timers: TimerHeap<Held<TimerHandle>>,
-    pub fds: HashMap<RawFd, FdReg>,
+    /// The watched fds (the selector's key map).
+    pub fds: super::registrations::Registrations,
     /// The epoll result buffer; taken out while the GIL is released for a poll.
     pub events: Option<Events>,
     pub stopping: bool,
@@ -93,7 +91,7 @@ impl LoopState {
         Self {
             ready: ReadyQueue::default(),
             timers: TimerHeap::default(),
-            fds: HashMap::new(),
+            fds: super::registrations::Registrations::default(),
             events: Some(Events::with_capacity(256)),
             stopping: false,
             closed: false,
@@ -106,5 +104,58 @@ impl LoopState {
             pool: Vec::with_capacity(HANDLE_POOL_SIZE),
             timer_pool: Vec::with_capacity(HANDLE_POOL_SIZE),
         }
+    }
+}
+
+/// An empty state with nothing allocated (what `__clear__` leaves behind).
+impl Default for LoopState {
+    fn default() -> Self {
+        Self {
+            ready: ReadyQueue::default(),
+            timers: TimerHeap::default(),
+            fds: super::registrations::Registrations::default(),
+            events: None,
+            stopping: false,
+            closed: true,
+            debug: false,
+            timer_cancelled_count: 0,
+            clock_resolution: 1e-9,
+            polling: false,
+            woken: false,
+            running: false,
+            pool: Vec::new(),
+            timer_pool: Vec::new(),
+        }
+    }
+}
+
+impl crate::py::gc::GcRefs for LoopState {
+    fn visit_refs(&self, v: &crate::py::gc::Visitor<'_, '_>) -> Result<(), crate::py::gc::GcStop> {
+        // A running loop is referenced from the stack, so it cannot be
+        // garbage; leaving out its queues only makes the collector more
+        // conservative, and saves visiting every pending handle (mostly
+        // untracked ones, see `py::gc`) in each full collection.
+        if self.running {
+            return Ok(());
+        }
+        for r in self.ready.iter() {
+            match r {
+                Ready::Native(h) => v.visit(Some(&**h))?,
+                Ready::Foreign(o) => v.visit(Some(&**o))?,
+            }
+        }
+        for (_, t) in self.timers.iter() {
+            v.visit(Some(&**t))?;
+        }
+        for (_, reg) in self.fds.iter() {
+            match reg {
+                super::registrations::Reg::Watch(w) => {
+                    v.visit(Some(&*w.fileobj))?;
+                    v.visit(w.reader.as_deref())?;
+                    v.visit(w.writer.as_deref())?;
+                }
+            }
+        }
+        Ok(())
     }
 }

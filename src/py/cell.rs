@@ -36,8 +36,13 @@ impl<T> GilCell<T> {
         self.0.borrow_mut()
     }
 
-    /// Exclusive borrow if nobody holds one (used by `__traverse__`, which must not panic).
+    /// Shared borrow if nobody holds an exclusive one (used by `__traverse__`, which must not panic).
     pub(crate) fn try_get(&self) -> Option<Ref<'_, T>> {
         self.0.try_borrow().ok()
+    }
+
+    /// Exclusive borrow if nobody holds any (used by `__clear__`, which must not panic).
+    pub(crate) fn try_get_mut(&self) -> Option<RefMut<'_, T>> {
+        self.0.try_borrow_mut().ok()
     }
 }

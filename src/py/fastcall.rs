@@ -1,11 +1,15 @@
-//! Raw vectorcall entry points for the loop's scheduling methods.
+//! Raw vectorcall methods: argument parsing, error messages, installation.
 //!
-//! `call_soon` is called for every Future callback and every Task step, so its
-//! fixed cost matters more than anything else in the loop. These entry points
-//! are installed on `EventLoop` at import (`install`) as `METH_FASTCALL |
-//! METH_KEYWORDS` methods: the interpreter hands us the argument array
-//! directly, with no PyO3 argument-description parsing in between. Argument
-//! errors use the messages CPython gives for asyncio's Python methods.
+//! Hot methods (the loop's `call_soon`, a transport's `write`) are installed
+//! as `METH_FASTCALL | METH_KEYWORDS` functions: the interpreter hands over
+//! the argument array directly, with no PyO3 argument-description parsing in
+//! between. [`Call`] gives typed access to the arguments, and argument errors
+//! use the messages CPython gives for the Python methods they replace
+//! (`"{Class}.{method}() missing 1 required positional argument: 'x'"`).
+//!
+//! The [`fastcall_method!`] macro turns a closure-like body into an
+//! `extern "C"` method; [`install`] adds such methods to a PyO3 class and
+//! [`method_def`] builds the `PyMethodDef` of a raw type (`py::native_type`).
 //!
 //! # Invariants
 //! - Called by the interpreter with the GIL held (a method call).
@@ -15,35 +19,45 @@
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PySystemError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
-
-use crate::event_loop::{schedule, EventLoop};
+use pyo3::types::{PyString, PyTuple, PyType};
 
 /// The arguments of one vectorcall: positionals and keyword arguments.
-struct Call<'a, 'py> {
-    py: Python<'py>,
-    slf: Bound<'py, EventLoop>,
-    pos: &'a [*mut ffi::PyObject],
+pub(crate) struct Call<'a, 'py> {
+    pub py: Python<'py>,
+    /// The instance the method was called on (type-checked by the descriptor).
+    pub slf: Bound<'py, PyAny>,
+    /// `Class.method` for error messages.
+    pub qualname: &'static str,
+    pub pos: &'a [*mut ffi::PyObject],
     /// The kwnames tuple (or null) and the keyword values after `pos`.
     kwnames: *mut ffi::PyObject,
     kwvalues: *const *mut ffi::PyObject,
-    nkw: usize,
+    pub nkw: usize,
     /// Bit i set: keyword i was taken (at most 64 keywords are tracked).
     taken: u64,
 }
 
 impl<'py> Call<'_, 'py> {
-    fn arg(&self, i: usize) -> Bound<'py, PyAny> {
-        // SAFETY: `i < pos.len()` is checked by `parse`; the array entries are
-        // borrowed references kept alive by the caller's frame.
+    /// Positional argument `i` (the caller checked `i < pos.len()`).
+    pub fn arg(&self, i: usize) -> Bound<'py, PyAny> {
+        // SAFETY: `i < pos.len()` is checked by `parse` for the required ones
+        // and by callers for optional ones; the array entries are borrowed
+        // references kept alive by the caller's frame.
         unsafe { Bound::from_borrowed_ptr(self.py, self.pos[i]) }
     }
 
-    fn rest(&self, from: usize) -> PyResult<Bound<'py, PyTuple>> {
+    /// Positional argument `i` if given.
+    #[allow(dead_code, reason = "used by the native transports")]
+    pub fn opt(&self, i: usize) -> Option<Bound<'py, PyAny>> {
+        (i < self.pos.len()).then(|| self.arg(i))
+    }
+
+    /// The positionals from `from` on, as a tuple.
+    pub fn rest(&self, from: usize) -> PyResult<Bound<'py, PyTuple>> {
         if from >= self.pos.len() {
             return Ok(PyTuple::empty(self.py));
         }
@@ -51,8 +65,6 @@ impl<'py> Call<'_, 'py> {
         PyTuple::new(self.py, items)
     }
 
-    /// Take the keyword `name`; the interned string is compared by identity
-    /// first (C Tasks and Futures pass interned names).
     fn kw_name(&self, i: usize) -> Bound<'py, PyAny> {
         // SAFETY: i < nkw = len(kwnames); the tuple holds borrowed str objects.
         unsafe { Bound::from_borrowed_ptr(self.py, ffi::PyTuple_GET_ITEM(self.kwnames, i as ffi::Py_ssize_t)) }
@@ -64,17 +76,19 @@ impl<'py> Call<'_, 'py> {
     }
 
     /// The keywords nobody took yet, as (name, value).
-    fn remaining_kw(&self) -> impl Iterator<Item = (Bound<'py, PyAny>, Bound<'py, PyAny>)> + '_ {
+    pub fn remaining_kw(&self) -> impl Iterator<Item = (Bound<'py, PyAny>, Bound<'py, PyAny>)> + '_ {
         (0..self.nkw)
             .filter(|i| self.taken & (1 << i) == 0)
             .map(|i| (self.kw_name(i), self.kw_value(i)))
     }
 
-    fn has_remaining_kw(&self) -> bool {
+    pub fn has_remaining_kw(&self) -> bool {
         self.remaining_kw().next().is_some()
     }
 
-    fn take_kw(&mut self, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
+    /// Take the keyword `name`; the interned string is compared by identity
+    /// first (C Tasks and Futures pass interned names).
+    pub fn take_kw(&mut self, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
         for i in 0..self.nkw.min(64) {
             if self.taken & (1 << i) != 0 {
                 continue;
@@ -89,22 +103,34 @@ impl<'py> Call<'_, 'py> {
     }
 
     /// The checks of a Python method that takes only `self`.
-    fn no_arguments(&self, method: &str) -> PyResult<()> {
-        self.reject_unknown_kw(method)?;
-        if !self.pos.is_empty() {
+    pub fn no_arguments(&self) -> PyResult<()> {
+        self.at_most(0)
+    }
+
+    /// At most `n` positionals (besides `self`) and no unknown keyword.
+    pub fn at_most(&self, n: usize) -> PyResult<()> {
+        self.reject_unknown_kw()?;
+        if self.pos.len() > n {
+            let takes = if n == 0 {
+                "1 positional argument".to_string()
+            } else {
+                format!("{} positional arguments", n + 1)
+            };
             return Err(PyTypeError::new_err(format!(
-                "BaseEventLoop.{method}() takes 1 positional argument but {} were given",
+                "{}() takes {takes} but {} were given",
+                self.qualname,
                 self.pos.len() + 1
             )));
         }
         Ok(())
     }
 
-    /// TypeError for the first keyword nobody took (asyncio's message).
-    fn reject_unknown_kw(&self, method: &str) -> PyResult<()> {
+    /// TypeError for the first keyword nobody took (the Python method's message).
+    pub fn reject_unknown_kw(&self) -> PyResult<()> {
         if let Some((name, _)) = self.remaining_kw().next() {
             return Err(PyTypeError::new_err(format!(
-                "BaseEventLoop.{method}() got an unexpected keyword argument '{}'",
+                "{}() got an unexpected keyword argument '{}'",
+                self.qualname,
                 name.str()?
             )));
         }
@@ -112,7 +138,7 @@ impl<'py> Call<'_, 'py> {
     }
 }
 
-fn missing(method: &str, names: &[&str]) -> PyErr {
+fn missing(qualname: &str, names: &[&str]) -> PyErr {
     let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
     let list = match quoted.len() {
         1 => quoted[0].clone(),
@@ -124,7 +150,7 @@ fn missing(method: &str, names: &[&str]) -> PyErr {
     };
     let s = if names.len() == 1 { "" } else { "s" };
     PyTypeError::new_err(format!(
-        "BaseEventLoop.{method}() missing {} required positional argument{s}: {list}",
+        "{qualname}() missing {} required positional argument{s}: {list}",
         names.len()
     ))
 }
@@ -133,19 +159,17 @@ fn missing(method: &str, names: &[&str]) -> PyErr {
 ///
 /// # Safety
 /// The pointers are those the interpreter passed to a METH_FASTCALL|METH_KEYWORDS method.
-unsafe fn parse<'a, 'py>(
+pub(crate) unsafe fn parse<'a, 'py>(
     py: Python<'py>,
-    method: &str,
+    qualname: &'static str,
     required: &[&str],
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<Call<'a, 'py>> {
-    // SAFETY: `slf` is the instance the method was called on, and the method
-    // descriptor has already checked that it is an EventLoop (or subclass)
-    // instance before calling us (`method_check_args` in CPython).
-    let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<EventLoop>() };
+    // SAFETY: `slf` is the instance the method was called on.
+    let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
     // SAFETY: the interpreter's nargsf encoding; the flag bit is masked off.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
     let nkw = if kwnames.is_null() {
@@ -155,7 +179,7 @@ unsafe fn parse<'a, 'py>(
         unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
     };
     if nargs < required.len() {
-        return Err(missing(method, &required[nargs..]));
+        return Err(missing(qualname, &required[nargs..]));
     }
     let pos = if nargs == 0 {
         &[][..]
@@ -168,6 +192,7 @@ unsafe fn parse<'a, 'py>(
     Ok(Call {
         py,
         slf,
+        qualname,
         pos,
         kwnames,
         kwvalues,
@@ -176,36 +201,28 @@ unsafe fn parse<'a, 'py>(
     })
 }
 
-/// `context=` for the scheduling methods.
-fn context_kw(c: &mut Call<'_, '_>, method: &str) -> PyResult<Option<Py<PyAny>>> {
-    let ctx = c.take_kw(pyo3::intern!(c.py, "context")).map(Bound::unbind);
-    c.reject_unknown_kw(method)?;
-    Ok(ctx)
-}
-
 /// `callable(*args, **dict(zip(kwnames, kwvalues)))` through vectorcall:
 /// `args` holds the positionals followed by the keyword values.
-fn vectorcall<'py>(
+pub(crate) fn vectorcall<'py>(
     py: Python<'py>,
     callable: &Bound<'py, PyAny>,
     args: &[&Bound<'py, PyAny>],
     npos: usize,
-    kwnames: &Bound<'py, PyTuple>,
+    kwnames: Option<&Bound<'py, PyTuple>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    // The fast paths pass at most four arguments; keep them on the stack.
+    // Callers pass at most four arguments; keep them on the stack.
     let mut ptrs = [std::ptr::null_mut::<ffi::PyObject>(); 4];
     if args.len() > ptrs.len() {
-        return Err(pyo3::exceptions::PySystemError::new_err(
-            "ferroloop: too many arguments for vectorcall",
-        ));
+        return Err(PySystemError::new_err("ferroloop: too many arguments for vectorcall"));
     }
     for (slot, a) in ptrs.iter_mut().zip(args) {
         *slot = a.as_ptr();
     }
+    let names = kwnames.map_or(std::ptr::null_mut(), Bound::as_ptr);
     // SAFETY: `ptrs` holds borrowed references kept alive by `args` for the
     // duration of the call; kwnames has exactly `args.len() - npos` names; the
     // result is a new reference or NULL with an exception set.
-    let res = unsafe { ffi::PyObject_Vectorcall(callable.as_ptr(), ptrs.as_ptr(), npos, kwnames.as_ptr()) };
+    let res = unsafe { ffi::PyObject_Vectorcall(callable.as_ptr(), ptrs.as_ptr(), npos, names) };
     if res.is_null() {
         Err(PyErr::fetch(py))
     } else {
@@ -215,7 +232,7 @@ fn vectorcall<'py>(
 }
 
 /// Interned keyword-name tuples for the calls the fast paths make.
-fn kwnames<'py>(
+pub(crate) fn kwnames<'py>(
     py: Python<'py>,
     cell: &'static pyo3::sync::PyOnceLock<Py<PyTuple>>,
     names: &[&str],
@@ -227,11 +244,8 @@ fn kwnames<'py>(
     Ok(t.bind(py).clone())
 }
 
-static TASK_KWNAMES: pyo3::sync::PyOnceLock<Py<PyTuple>> = pyo3::sync::PyOnceLock::new();
-static FUTURE_KWNAMES: pyo3::sync::PyOnceLock<Py<PyTuple>> = pyo3::sync::PyOnceLock::new();
-
 /// Run `body` with panics caught and errors raised.
-fn finish(py: Python<'_>, body: impl FnOnce() -> PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
+pub(crate) fn finish(py: Python<'_>, body: impl FnOnce() -> PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(obj)) => obj.into_ptr(),
         Ok(Err(err)) => {
@@ -245,170 +259,70 @@ fn finish(py: Python<'_>, body: impl FnOnce() -> PyResult<Py<PyAny>>) -> *mut ff
     }
 }
 
-macro_rules! entry {
-    ($fn_name:ident, $method:literal, [$($req:literal),*], |$c:ident| $body:expr) => {
-        unsafe extern "C" fn $fn_name(
-            slf: *mut ffi::PyObject,
-            args: *const *mut ffi::PyObject,
-            nargsf: ffi::Py_ssize_t,
-            kwnames: *mut ffi::PyObject,
-        ) -> *mut ffi::PyObject {
+/// Define an `extern "C"` METH_FASTCALL|METH_KEYWORDS method.
+///
+/// `fastcall_method!(name, "Class.method", ["required", ...], |c| body)`:
+/// `c` is the parsed [`Call`]; `body` evaluates to `PyResult<Py<PyAny>>`.
+macro_rules! fastcall_method {
+    ($fn_name:ident, $qualname:literal, [$($req:literal),*], |$c:ident| $body:expr) => {
+        pub(crate) unsafe extern "C" fn $fn_name(
+            slf: *mut pyo3::ffi::PyObject,
+            args: *const *mut pyo3::ffi::PyObject,
+            nargsf: pyo3::ffi::Py_ssize_t,
+            kwnames: *mut pyo3::ffi::PyObject,
+        ) -> *mut pyo3::ffi::PyObject {
             // SAFETY: the interpreter calls methods with the GIL held.
-            let py = unsafe { Python::assume_attached() };
-            finish(py, || {
+            let py = unsafe { pyo3::Python::assume_attached() };
+            $crate::py::fastcall::finish(py, || {
                 // SAFETY: the arguments are exactly what the interpreter passed.
                 #[allow(unused_mut)]
-                let mut $c = unsafe { parse(py, $method, &[$($req),*], slf, args, nargsf, kwnames) }?;
+                let mut $c = unsafe {
+                    $crate::py::fastcall::parse(py, $qualname, &[$($req),*], slf, args, nargsf, kwnames)
+                }?;
                 $body
             })
         }
     };
 }
+pub(crate) use fastcall_method;
 
-entry!(call_soon, "call_soon", ["callback"], |c| {
-    let ctx = context_kw(&mut c, "call_soon")?;
-    let rest = c.rest(1)?;
-    Ok(schedule::call_soon(&c.slf, c.arg(0), rest, ctx, "call_soon")?.into_any())
-});
-
-entry!(call_soon_threadsafe, "call_soon_threadsafe", ["callback"], |c| {
-    let ctx = context_kw(&mut c, "call_soon_threadsafe")?;
-    let rest = c.rest(1)?;
-    Ok(schedule::call_soon(&c.slf, c.arg(0), rest, ctx, "call_soon_threadsafe")?.into_any())
-});
-
-entry!(call_later, "call_later", ["delay", "callback"], |c| {
-    let ctx = context_kw(&mut c, "call_later")?;
-    let rest = c.rest(2)?;
-    Ok(schedule::call_later(&c.slf, &c.arg(0), c.arg(1), rest, ctx)?.into_any())
-});
-
-entry!(call_at, "call_at", ["when", "callback"], |c| {
-    let ctx = context_kw(&mut c, "call_at")?;
-    let rest = c.rest(2)?;
-    Ok(schedule::call_at(&c.slf, &c.arg(0), c.arg(1), rest, ctx)?.into_any())
-});
-
-entry!(create_task, "create_task", ["coro"], |c| {
-    let py = c.py;
-    // Only the common case is native: no task factory, not in debug mode
-    // (where asyncio trims the task's source traceback), the documented
-    // keywords. Everything else is asyncio's own Python method.
-    let simple = c.pos.len() == 1
-        && c.nkw <= 2
-        && !c.slf.get().debug(py)
-        && c.slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none();
-    let mut name = None;
-    let mut context = None;
-    if simple {
-        name = c.take_kw(pyo3::intern!(py, "name"));
-        context = c.take_kw(pyo3::intern!(py, "context"));
-    }
-    if !simple || c.has_remaining_kw() {
-        let kwargs = pyo3::types::PyDict::new(py);
-        for (k, v) in c.remaining_kw() {
-            kwargs.set_item(k, v)?;
-        }
-        if let Some(n) = &name {
-            kwargs.set_item("name", n)?;
-        }
-        if let Some(x) = &context {
-            kwargs.set_item("context", x)?;
-        }
-        let mut pos = vec![c.slf.clone().into_any()];
-        pos.extend((0..c.pos.len()).map(|i| c.arg(i)));
-        let base = crate::py::hooks::hooks(py)?.base_create_task.bind(py);
-        return Ok(base.call(PyTuple::new(py, pos)?, Some(&kwargs))?.unbind());
-    }
-    c.slf.get().check_closed(py)?;
-    let task_type = crate::py::hooks::hooks(py)?
-        .tasks_module
-        .bind(py)
-        .getattr(pyo3::intern!(py, "Task"))?;
-    let none = py.None().into_bound(py);
-    let name = name.unwrap_or_else(|| none.clone());
-    let context = context.unwrap_or(none);
-    let names = kwnames(py, &TASK_KWNAMES, &["loop", "name", "context"])?;
-    let slf = c.slf.as_any();
-    Ok(vectorcall(py, &task_type, &[&c.arg(0), slf, &name, &context], 1, &names)?.unbind())
-});
-
-entry!(create_future, "create_future", [], |c| {
-    c.no_arguments("create_future")?;
-    let py = c.py;
-    let fut_type = crate::py::hooks::hooks(py)?
-        .futures_module
-        .bind(py)
-        .getattr(pyo3::intern!(py, "Future"))?;
-    let names = kwnames(py, &FUTURE_KWNAMES, &["loop"])?;
-    Ok(vectorcall(py, &fut_type, &[c.slf.as_any()], 0, &names)?.unbind())
-});
-
-entry!(get_debug, "get_debug", [], |c| {
-    c.no_arguments("get_debug")?;
-    Ok(pyo3::types::PyBool::new(c.py, c.slf.get().debug(c.py))
-        .to_owned()
-        .into_any()
-        .unbind())
-});
-
-entry!(time, "time", [], |c| {
-    c.no_arguments("time")?;
-    Ok(pyo3::types::PyFloat::new(c.py, ferroloop_core::clock::monotonic())
-        .into_any()
-        .unbind())
-});
-
-type Raw = unsafe extern "C" fn(
+/// The signature of a METH_FASTCALL|METH_KEYWORDS function.
+pub(crate) type RawMethod = unsafe extern "C" fn(
     *mut ffi::PyObject,
     *const *mut ffi::PyObject,
     ffi::Py_ssize_t,
     *mut ffi::PyObject,
 ) -> *mut ffi::PyObject;
 
-/// Install the entry points as methods of `EventLoop` (once, at import).
-pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
-    let ty = py.get_type::<EventLoop>();
-    let methods: [(&'static std::ffi::CStr, Raw, &'static std::ffi::CStr); 8] = [
-        (
-            c"call_soon",
-            call_soon,
-            c"Arrange for a callback to be called as soon as possible.",
-        ),
-        (
-            c"call_soon_threadsafe",
-            call_soon_threadsafe,
-            c"Like call_soon(), but thread-safe.",
-        ),
-        (
-            c"call_later",
-            call_later,
-            c"Arrange for a callback to be called after `delay` seconds.",
-        ),
-        (c"call_at", call_at, c"Like call_later(), but uses an absolute time."),
-        (
-            c"create_task",
-            create_task,
-            c"Schedule a coroutine object. Return a task object.",
-        ),
-        (
-            c"create_future",
-            create_future,
-            c"Create a Future object attached to the loop.",
-        ),
-        (c"get_debug", get_debug, c"Return True if the loop is in debug mode."),
-        (c"time", time, c"Return the time according to the event loop's clock."),
-    ];
-    for (name, func, doc) in methods {
-        // The method table must outlive the type: leak it (four entries, once per process).
-        let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
-            ml_name: name.as_ptr(),
-            ml_meth: ffi::PyMethodDefPointer {
-                PyCFunctionFastWithKeywords: func,
-            },
-            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-            ml_doc: doc.as_ptr().cast::<c_char>(),
-        }));
+/// A `PyMethodDef` for a fastcall method (names and docs are 'static).
+pub(crate) fn method_def(
+    name: &'static std::ffi::CStr,
+    func: RawMethod,
+    doc: &'static std::ffi::CStr,
+) -> ffi::PyMethodDef {
+    ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: func,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: doc.as_ptr().cast::<c_char>(),
+    }
+}
+
+/// Install fastcall methods on a PyO3 class (once, at import).
+///
+/// # Safety
+/// Every function must treat its `self` argument as an instance of `ty`
+/// (the method descriptor guarantees that much, and nothing more).
+pub(crate) unsafe fn install(
+    ty: &Bound<'_, PyType>,
+    methods: &[(&'static std::ffi::CStr, RawMethod, &'static std::ffi::CStr)],
+) -> PyResult<()> {
+    let py = ty.py();
+    for &(name, func, doc) in methods {
+        // The method table must outlive the type: leak it (a few entries, once per process).
+        let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(method_def(name, func, doc)));
         // SAFETY: `ty` is a live type object and `def` is 'static.
         let descr = unsafe { ffi::PyDescr_NewMethod(ty.as_type_ptr(), def) };
         if descr.is_null() {

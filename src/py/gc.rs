@@ -1,4 +1,5 @@
-//! Cycle-collector tracking of loop-owned objects.
+//! The cycle collector: tracking of loop-owned objects, and the one
+//! traverse/clear helper every ferroloop class uses ([`GcRefs`]).
 //!
 //! Handles are GC objects, as in
 //! asyncio: a handle that user code keeps can sit in a reference cycle. But a
@@ -48,4 +49,112 @@ pub(crate) fn track(obj: *mut ffi::PyObject) {
 pub(crate) fn refcnt(obj: *mut ffi::PyObject) -> isize {
     // SAFETY: `obj` is live for the duration of the call.
     unsafe { ffi::Py_REFCNT(obj) }
+}
+
+/// True if any weak reference points at `obj` (or its type's weak-reference
+/// slot is unknown).
+pub(crate) fn has_weakrefs(obj: *mut ffi::PyObject) -> bool {
+    // SAFETY: `obj` is live; `tp_weaklistoffset` of its type is the byte
+    // offset of the weak-reference list pointer inside the object (a
+    // non-positive offset is treated as "unknown": assume references exist).
+    unsafe {
+        let offset = (*ffi::Py_TYPE(obj)).tp_weaklistoffset;
+        if offset <= 0 {
+            return true;
+        }
+        // The slot is pointer-aligned in practice; read_unaligned does not rely on it.
+        #[allow(clippy::cast_ptr_alignment)]
+        let list = obj.cast::<u8>().offset(offset).cast::<*mut ffi::PyObject>();
+        !list.read_unaligned().is_null()
+    }
+}
+
+/// The collector stopped a traversal (a visit returned non-zero).
+pub(crate) enum GcStop {
+    Pyo3(pyo3::PyTraverseError),
+    Raw(std::os::raw::c_int),
+}
+
+impl std::fmt::Debug for GcStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GcStop::Pyo3(_) => f.write_str("GcStop::Pyo3"),
+            GcStop::Raw(rc) => write!(f, "GcStop::Raw({rc})"),
+        }
+    }
+}
+
+/// A `visitproc` of either a PyO3 class (`__traverse__`) or a raw type (`tp_traverse`).
+#[allow(dead_code, reason = "raw types arrive with the native transports")]
+pub(crate) enum Visitor<'a, 'b> {
+    Pyo3(&'a pyo3::PyVisit<'b>),
+    Raw(ffi::visitproc, *mut std::os::raw::c_void),
+}
+
+impl Visitor<'_, '_> {
+    /// Visit one strong reference (`None` is skipped).
+    pub(crate) fn visit<T>(&self, obj: Option<&pyo3::Py<T>>) -> Result<(), GcStop> {
+        let Some(obj) = obj else { return Ok(()) };
+        match self {
+            Visitor::Pyo3(v) => v.call(obj).map_err(GcStop::Pyo3),
+            Visitor::Raw(visit, arg) => {
+                // SAFETY: the collector's visitproc with its own argument, on a
+                // live object this traversal owns a reference to.
+                let rc = unsafe { visit(obj.as_ptr(), *arg) };
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(GcStop::Raw(rc))
+                }
+            }
+        }
+    }
+}
+
+/// State holding Python references: what `__traverse__` visits and
+/// `__clear__` releases. Every ferroloop class with Python references keeps
+/// them in one such state behind a `GilCell` and uses [`traverse`]/[`clear`].
+pub(crate) trait GcRefs: Default {
+    /// Visit every strong reference.
+    fn visit_refs(&self, v: &Visitor<'_, '_>) -> Result<(), GcStop>;
+}
+
+/// `__traverse__` for a PyO3 class whose references live in `cell`. A state
+/// borrowed right now (the collector ran inside a method) is skipped: the
+/// collector then treats its references as external, which is conservative.
+pub(crate) fn traverse<T: GcRefs>(
+    cell: &super::cell::GilCell<T>,
+    visit: &pyo3::PyVisit<'_>,
+) -> Result<(), pyo3::PyTraverseError> {
+    let Some(st) = cell.try_get() else { return Ok(()) };
+    match st.visit_refs(&Visitor::Pyo3(visit)) {
+        Err(GcStop::Pyo3(e)) => Err(e),
+        // A PyO3 visitor only produces PyO3 errors.
+        Ok(()) | Err(GcStop::Raw(_)) => Ok(()),
+    }
+}
+
+/// `tp_traverse` for a raw type whose references live in `cell`.
+#[allow(dead_code, reason = "raw types arrive with the native transports")]
+pub(crate) fn traverse_raw<T: GcRefs>(
+    cell: &super::cell::GilCell<T>,
+    visit: ffi::visitproc,
+    arg: *mut std::os::raw::c_void,
+) -> std::os::raw::c_int {
+    let Some(st) = cell.try_get() else { return 0 };
+    match st.visit_refs(&Visitor::Raw(visit, arg)) {
+        Err(GcStop::Raw(rc)) => rc,
+        _ => 0,
+    }
+}
+
+/// `__clear__`/`tp_clear`: move the state out, then release it, so that code
+/// run by the releases (`__del__`) never sees a live borrow.
+/// The collector calls it with the GIL held.
+pub(crate) fn clear<T: GcRefs>(cell: &super::cell::GilCell<T>) {
+    let taken = match cell.try_get_mut() {
+        Some(mut st) => std::mem::take(&mut *st),
+        None => return,
+    };
+    drop(taken);
 }

@@ -66,31 +66,17 @@ unsafe impl<T> Send for Held<T> {}
 // SAFETY: see above; shared access only reads the pointer.
 unsafe impl<T> Sync for Held<T> {}
 
-/// Moving one owned reference between a class and its native base, without
-/// touching the reference count (the object is the same; only the static
-/// type changes).
-impl Held<crate::handles::TimerHandle> {
-    /// The same object, typed as its `Handle` base.
-    pub(crate) fn into_handle(self, py: Python<'_>) -> Held<crate::handles::Handle> {
+impl<T> Held<T> {
+    /// The same object and the same owned reference, typed as `U`, without
+    /// touching the reference count.
+    ///
+    /// # Safety
+    /// The object must be an instance of `U`.
+    pub(crate) unsafe fn cast_unchecked<U>(self, py: Python<'_>) -> Held<U> {
         let me = ManuallyDrop::new(self);
-        // SAFETY: TimerHandle extends Handle, so the object is a valid Handle;
-        // the single reference owned by `me` moves into the new Held (`me` is
-        // never dropped).
-        let obj = unsafe { Bound::from_owned_ptr(py, me.0.as_ptr()).cast_into_unchecked() };
+        // SAFETY: the caller guarantees the type; the single reference owned
+        // by `me` moves into the new Held (`me` is never dropped).
+        let obj = unsafe { Bound::from_owned_ptr(py, me.0.as_ptr()).cast_into_unchecked::<U>() };
         Held::new(obj.unbind())
-    }
-}
-
-impl Held<crate::handles::Handle> {
-    /// The same object typed as `TimerHandle`, if it is exactly one.
-    pub(crate) fn into_timer(self, py: Python<'_>) -> Result<Held<crate::handles::TimerHandle>, Self> {
-        if !self.bind(py).is_exact_instance_of::<crate::handles::TimerHandle>() {
-            return Err(self);
-        }
-        let me = ManuallyDrop::new(self);
-        // SAFETY: the exact type was checked above; the one owned reference
-        // moves into the new Held (`me` is never dropped).
-        let obj = unsafe { Bound::from_owned_ptr(py, me.0.as_ptr()).cast_into_unchecked() };
-        Ok(Held::new(obj.unbind()))
     }
 }

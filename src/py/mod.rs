@@ -1,11 +1,14 @@
 //! Everything that touches the raw Python C API, and the helpers around it.
 //!
+//! A leaf: nothing here depends on the loop, the handles or the transports.
+//!
 //! - [`cell`]: `GilCell`, interior mutability for pyclass state guarded by the GIL.
 //! - [`call`]: running a callback inside a `contextvars.Context` (what
 //!   `Handle._run` does with `context.run`), without building a bound method.
 //! - [`errors`]: `OSError(errno, strerror)` construction that keeps `errno`.
-//! - [`fastcall`]: raw vectorcall entry points for `call_soon` & co.
-//! - [`gc`]: cycle-collector tracking of loop-owned handles.
+//! - [`fastcall`]: raw vectorcall methods: argument parsing, installation.
+//! - [`gc`]: cycle-collector tracking of loop-owned handles, and the
+//!   traverse/clear helper ([`gc::GcRefs`]) every class uses.
 //! - [`held`]: owned references released without a thread-state lookup.
 //! - [`hooks`]: the cold-path helpers written in Python (`ferroloop._hooks`).
 

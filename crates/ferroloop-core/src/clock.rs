@@ -14,11 +14,7 @@ pub fn monotonic() -> f64 {
 /// Current monotonic time in nanoseconds.
 #[must_use]
 pub fn monotonic_ns() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    debug_assert_eq!(rc, 0);
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    crate::sys::monotonic_ns()
 }
 
 #[cfg(test)]

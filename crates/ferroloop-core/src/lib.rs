@@ -4,17 +4,26 @@
 //! be tested with `cargo test` alone and can never touch a Python object while
 //! the GIL is released.
 //!
-//! - [`reactor`]: a thin epoll wrapper with *level-triggered* registrations (the
-//!   semantics of `selectors.EpollSelector`, which asyncio's `add_reader` relies
-//!   on) and an eventfd [`reactor::Waker`].
+//! - [`reactor`]: a thin epoll wrapper with per-registration *level* (the
+//!   semantics of `selectors.EpollSelector`, which asyncio's `add_reader`
+//!   relies on) or *edge* triggering, token-addressed events, and an eventfd
+//!   [`reactor::Waker`].
+//! - [`registry`]: the slab of registrations behind the tokens, with
+//!   generations so that a stale event never reaches a new owner.
 //! - [`timers`]: the timer heap, a binary heap that performs exactly the
 //!   comparisons and moves of CPython's `heapq`, so that timers with equal
 //!   deadlines come out in the same order as on stdlib asyncio.
 //! - [`ready`]: the ready queue with `_run_once`'s batch rule.
 //! - [`clock`]: `CLOCK_MONOTONIC` as float seconds, the clock of `time.monotonic()`.
+//! - [`net`]: owned fds, compact socket addresses, non-blocking socket calls.
+//! - [`buffer`]: the write queue of a stream transport.
+//! - [`sys`]: every raw libc call, each behind a safe wrapper.
 
+pub mod buffer;
 pub mod clock;
+pub mod net;
 pub mod reactor;
 pub mod ready;
-mod sys;
+pub mod registry;
+pub mod sys;
 pub mod timers;

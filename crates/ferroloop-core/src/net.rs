@@ -1,0 +1,300 @@
+//! Socket helpers for the native transports: an owned fd, compact socket
+//! addresses, and the non-blocking calls a stream transport makes.
+//!
+//! Addresses are kept as the kernel's bytes (16 for IPv4, 28 for IPv6, up to
+//! 110 for a unix path) and decoded only when Python asks for them, with the
+//! rules of Python's `socket` module (`makesockaddr`): numeric host from
+//! `getnameinfo(NI_NUMERICHOST)` (so scoped IPv6 keeps its `%zone`), the
+//! flow info and scope id of IPv6, a unix path up to its first NUL, the
+//! Linux abstract namespace as raw bytes.
+//!
+//! # Invariants
+//! - An [`Fd`] closes its descriptor exactly once, on drop, unless released
+//!   with [`Fd::into_raw`].
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::sys;
+
+pub use crate::sys::{read, recv, send, sendmsg, shutdown, write};
+
+/// An owned file descriptor, closed on drop.
+#[derive(Debug)]
+pub struct Fd(RawFd);
+
+impl Fd {
+    /// Take ownership of `fd`.
+    #[must_use]
+    pub fn from_raw(fd: RawFd) -> Self {
+        Self(fd)
+    }
+
+    /// The descriptor, still owned by `self`.
+    #[must_use]
+    pub fn raw(&self) -> RawFd {
+        self.0
+    }
+
+    /// Give up ownership without closing.
+    #[must_use]
+    pub fn into_raw(self) -> RawFd {
+        let fd = self.0;
+        std::mem::forget(self);
+        fd
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        sys::close(self.0);
+    }
+}
+
+/// A non-blocking, close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(Fd, Fd)> {
+    let (r, w) = sys::pipe()?;
+    Ok((Fd(r), Fd(w)))
+}
+
+/// A non-blocking, close-on-exec unix stream socket pair.
+pub fn socketpair() -> io::Result<(Fd, Fd)> {
+    let (a, b) = sys::socketpair()?;
+    Ok((Fd(a), Fd(b)))
+}
+
+/// A close-on-exec duplicate of `fd`.
+pub fn dup(fd: RawFd) -> io::Result<Fd> {
+    sys::dup(fd).map(Fd)
+}
+
+/// Duplicate `fd` onto the number `target` (closing what was there).
+pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<Fd> {
+    sys::dup_to(fd, target).map(Fd)
+}
+
+/// Close `fd` (the caller gives up ownership).
+pub fn close(fd: RawFd) {
+    sys::close(fd);
+}
+
+/// Bytes of a socket address that fit without a heap allocation (IPv6).
+const INLINE: usize = 28;
+
+/// A socket address as the kernel gave it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SockAddr {
+    /// Short addresses (IPv4, IPv6, an unnamed unix socket).
+    Inline { len: u8, bytes: [u8; INLINE] },
+    /// Longer ones (unix paths).
+    Heap(Box<[u8]>),
+}
+
+impl std::fmt::Debug for SockAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SockAddr({:?})", self.decode())
+    }
+}
+
+/// A decoded address, as Python's `socket` module presents it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// `(host, port)`.
+    V4 { host: String, port: u16 },
+    /// `(host, port, flowinfo, scope_id)`.
+    V6 {
+        host: String,
+        port: u16,
+        flowinfo: u32,
+        scope_id: u32,
+    },
+    /// A path (`str` in Python) up to its first NUL; empty when unnamed.
+    UnixPath(Vec<u8>),
+    /// The Linux abstract namespace (`bytes` in Python, leading NUL included).
+    UnixAbstract(Vec<u8>),
+    /// No address at all (`None`).
+    Empty,
+    /// Another family: `(family, raw bytes)`.
+    Other(i32, Vec<u8>),
+}
+
+impl SockAddr {
+    fn from_bytes(b: &[u8]) -> Self {
+        if b.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            bytes[..b.len()].copy_from_slice(b);
+            SockAddr::Inline {
+                len: b.len() as u8,
+                bytes,
+            }
+        } else {
+            SockAddr::Heap(b.into())
+        }
+    }
+
+    fn from_raw(raw: &sys::RawAddr) -> Self {
+        let len = (raw.len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+        // SAFETY: the storage is `size_of::<sockaddr_storage>()` initialised bytes.
+        let all = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const raw.storage).cast::<u8>(),
+                std::mem::size_of::<libc::sockaddr_storage>(),
+            )
+        };
+        Self::from_bytes(&all[..len])
+    }
+
+    /// The kernel's bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            SockAddr::Inline { len, bytes } => &bytes[..*len as usize],
+            SockAddr::Heap(b) => b,
+        }
+    }
+
+    /// The address family (`AF_UNSPEC` when empty).
+    #[must_use]
+    pub fn family(&self) -> i32 {
+        let b = self.as_bytes();
+        if b.len() < 2 {
+            return libc::AF_UNSPEC;
+        }
+        i32::from(u16::from_ne_bytes([b[0], b[1]]))
+    }
+
+    /// Decode as Python's `socket.makesockaddr` would.
+    #[must_use]
+    pub fn decode(&self) -> Decoded {
+        let b = self.as_bytes();
+        if b.is_empty() {
+            return Decoded::Empty;
+        }
+        match self.family() {
+            libc::AF_INET if b.len() >= 16 => Decoded::V4 {
+                host: sys::numeric_host(b),
+                port: u16::from_be_bytes([b[2], b[3]]),
+            },
+            libc::AF_INET6 if b.len() >= 28 => Decoded::V6 {
+                host: sys::numeric_host(b),
+                port: u16::from_be_bytes([b[2], b[3]]),
+                flowinfo: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                scope_id: u32::from_ne_bytes([b[24], b[25], b[26], b[27]]),
+            },
+            libc::AF_UNIX => {
+                let path = &b[2.min(b.len())..];
+                if !path.is_empty() && path[0] == 0 {
+                    Decoded::UnixAbstract(path.to_vec())
+                } else {
+                    let end = path.iter().position(|&c| c == 0).unwrap_or(path.len());
+                    Decoded::UnixPath(path[..end].to_vec())
+                }
+            }
+            fam => Decoded::Other(fam, b.to_vec()),
+        }
+    }
+}
+
+/// `accept4` a connection: the new non-blocking, close-on-exec socket and
+/// the peer's address.
+pub fn accept(fd: RawFd) -> io::Result<(Fd, SockAddr)> {
+    let (conn, raw) = sys::accept(fd)?;
+    Ok((Fd(conn), SockAddr::from_raw(&raw)))
+}
+
+/// `getsockname(fd)`.
+pub fn local_addr(fd: RawFd) -> io::Result<SockAddr> {
+    sys::getsockname(fd).map(|raw| SockAddr::from_raw(&raw))
+}
+
+/// `getpeername(fd)`.
+pub fn peer_addr(fd: RawFd) -> io::Result<SockAddr> {
+    sys::getpeername(fd).map(|raw| SockAddr::from_raw(&raw))
+}
+
+/// Turn off Nagle's algorithm (`TCP_NODELAY`).
+pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+    sys::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
+/// The pending socket error (`SO_ERROR`), 0 if none.
+pub fn take_error(fd: RawFd) -> io::Result<i32> {
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
+}
+
+/// `(SO_DOMAIN, SO_TYPE)` of a socket.
+pub fn domain_and_type(fd: RawFd) -> io::Result<(i32, i32)> {
+    Ok((
+        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?,
+        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?,
+    ))
+}
+
+/// `SHUT_WR`.
+pub const SHUT_WR: i32 = libc::SHUT_WR;
+
+/// True for `EAGAIN`/`EWOULDBLOCK` and `EINTR`: retry when ready
+/// (asyncio's `except (BlockingIOError, InterruptedError)`).
+#[must_use]
+pub fn would_block(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EINTR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unnamed_unix_socket_pair_decodes_to_empty_path() {
+        let (a, _b) = socketpair().unwrap();
+        assert_eq!(local_addr(a.raw()).unwrap().decode(), Decoded::UnixPath(vec![]));
+        assert_eq!(domain_and_type(a.raw()).unwrap(), (libc::AF_UNIX, libc::SOCK_STREAM));
+    }
+
+    #[test]
+    fn ipv4_bytes_decode_like_python() {
+        let mut b = [0u8; 16];
+        b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        b[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        b[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        let a = SockAddr::from_bytes(&b);
+        assert_eq!(
+            a.decode(),
+            Decoded::V4 {
+                host: "127.0.0.1".into(),
+                port: 8080
+            }
+        );
+    }
+
+    #[test]
+    fn abstract_and_long_unix_paths() {
+        let mut b = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        b.extend_from_slice(b"\0abstract");
+        assert_eq!(
+            SockAddr::from_bytes(&b).decode(),
+            Decoded::UnixAbstract(b"\0abstract".to_vec())
+        );
+        let mut b = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        let long = "/tmp/".to_string() + &"x".repeat(60);
+        b.extend_from_slice(long.as_bytes());
+        b.push(0);
+        let a = SockAddr::from_bytes(&b);
+        assert!(matches!(a, SockAddr::Heap(_)));
+        assert_eq!(a.decode(), Decoded::UnixPath(long.into_bytes()));
+    }
+
+    #[test]
+    fn send_recv_and_shutdown_over_a_socketpair() {
+        let (a, b) = socketpair().unwrap();
+        assert_eq!(send(a.raw(), b"hello").unwrap(), 5);
+        let mut buf = [0u8; 16];
+        assert_eq!(recv(b.raw(), &mut buf).unwrap(), 5);
+        assert!(would_block(&recv(b.raw(), &mut buf).unwrap_err()));
+        let n = sendmsg(a.raw(), &[io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")]).unwrap();
+        assert_eq!(n, 4);
+        shutdown(a.raw(), SHUT_WR).unwrap();
+        assert_eq!(recv(b.raw(), &mut buf).unwrap(), 4);
+        assert_eq!(recv(b.raw(), &mut buf).unwrap(), 0);
+    }
+}

@@ -1,0 +1,172 @@
+//! The loop's hot methods as raw vectorcall entry points.
+//!
+//! `call_soon` is called for every Future callback and every Task step, so its
+//! fixed cost matters more than anything else in the loop. These entry points
+//! are installed on `EventLoop` at import ([`install`]) as fastcall methods
+//! (see `py::fastcall`); argument errors use the messages CPython gives for
+//! asyncio's `BaseEventLoop` methods.
+//!
+//! # Invariants
+//! - `c.slf` is an `EventLoop` (or subclass) instance: the method descriptor
+//!   checked it before calling us (`method_check_args` in CPython).
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use super::{schedule, EventLoop};
+use crate::py::fastcall::{fastcall_method, kwnames, vectorcall, Call};
+
+static TASK_KWNAMES: pyo3::sync::PyOnceLock<Py<PyTuple>> = pyo3::sync::PyOnceLock::new();
+static FUTURE_KWNAMES: pyo3::sync::PyOnceLock<Py<PyTuple>> = pyo3::sync::PyOnceLock::new();
+
+fn this<'a, 'py>(c: &'a Call<'_, 'py>) -> &'a Bound<'py, EventLoop> {
+    // SAFETY: see the module invariant: the descriptor type-checked `self`.
+    unsafe { c.slf.cast_unchecked::<EventLoop>() }
+}
+
+/// `context=` for the scheduling methods.
+fn context_kw(c: &mut Call<'_, '_>) -> PyResult<Option<Py<PyAny>>> {
+    let ctx = c.take_kw(pyo3::intern!(c.py, "context")).map(Bound::unbind);
+    c.reject_unknown_kw()?;
+    Ok(ctx)
+}
+
+fastcall_method!(call_soon, "BaseEventLoop.call_soon", ["callback"], |c| {
+    let ctx = context_kw(&mut c)?;
+    let rest = c.rest(1)?;
+    Ok(schedule::call_soon(this(&c), c.arg(0), rest, ctx, "call_soon")?.into_any())
+});
+
+fastcall_method!(
+    call_soon_threadsafe,
+    "BaseEventLoop.call_soon_threadsafe",
+    ["callback"],
+    |c| {
+        let ctx = context_kw(&mut c)?;
+        let rest = c.rest(1)?;
+        Ok(schedule::call_soon(this(&c), c.arg(0), rest, ctx, "call_soon_threadsafe")?.into_any())
+    }
+);
+
+fastcall_method!(call_later, "BaseEventLoop.call_later", ["delay", "callback"], |c| {
+    let ctx = context_kw(&mut c)?;
+    let rest = c.rest(2)?;
+    Ok(schedule::call_later(this(&c), &c.arg(0), c.arg(1), rest, ctx)?.into_any())
+});
+
+fastcall_method!(call_at, "BaseEventLoop.call_at", ["when", "callback"], |c| {
+    let ctx = context_kw(&mut c)?;
+    let rest = c.rest(2)?;
+    Ok(schedule::call_at(this(&c), &c.arg(0), c.arg(1), rest, ctx)?.into_any())
+});
+
+fastcall_method!(create_task, "BaseEventLoop.create_task", ["coro"], |c| {
+    let py = c.py;
+    // Only the common case is native: no task factory, not in debug mode
+    // (where asyncio trims the task's source traceback), the documented
+    // keywords. Everything else is asyncio's own Python method.
+    let simple = c.pos.len() == 1
+        && c.nkw <= 2
+        && !this(&c).get().debug(py)
+        && c.slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none();
+    let mut name = None;
+    let mut context = None;
+    if simple {
+        name = c.take_kw(pyo3::intern!(py, "name"));
+        context = c.take_kw(pyo3::intern!(py, "context"));
+    }
+    if !simple || c.has_remaining_kw() {
+        let kwargs = pyo3::types::PyDict::new(py);
+        for (k, v) in c.remaining_kw() {
+            kwargs.set_item(k, v)?;
+        }
+        if let Some(n) = &name {
+            kwargs.set_item("name", n)?;
+        }
+        if let Some(x) = &context {
+            kwargs.set_item("context", x)?;
+        }
+        let mut pos = vec![c.slf.clone()];
+        pos.extend((0..c.pos.len()).map(|i| c.arg(i)));
+        let base = crate::py::hooks::hooks(py)?.base_create_task.bind(py);
+        return Ok(base.call(PyTuple::new(py, pos)?, Some(&kwargs))?.unbind());
+    }
+    this(&c).get().check_closed(py)?;
+    let task_type = crate::py::hooks::hooks(py)?
+        .tasks_module
+        .bind(py)
+        .getattr(pyo3::intern!(py, "Task"))?;
+    let none = py.None().into_bound(py);
+    let name = name.unwrap_or_else(|| none.clone());
+    let context = context.unwrap_or(none);
+    let names = kwnames(py, &TASK_KWNAMES, &["loop", "name", "context"])?;
+    Ok(vectorcall(py, &task_type, &[&c.arg(0), &c.slf, &name, &context], 1, Some(&names))?.unbind())
+});
+
+fastcall_method!(create_future, "BaseEventLoop.create_future", [], |c| {
+    c.no_arguments()?;
+    let py = c.py;
+    let fut_type = crate::py::hooks::hooks(py)?
+        .futures_module
+        .bind(py)
+        .getattr(pyo3::intern!(py, "Future"))?;
+    let names = kwnames(py, &FUTURE_KWNAMES, &["loop"])?;
+    Ok(vectorcall(py, &fut_type, &[&c.slf], 0, Some(&names))?.unbind())
+});
+
+fastcall_method!(get_debug, "BaseEventLoop.get_debug", [], |c| {
+    c.no_arguments()?;
+    Ok(pyo3::types::PyBool::new(c.py, this(&c).get().debug(c.py))
+        .to_owned()
+        .into_any()
+        .unbind())
+});
+
+fastcall_method!(time, "BaseEventLoop.time", [], |c| {
+    c.no_arguments()?;
+    Ok(pyo3::types::PyFloat::new(c.py, ferroloop_core::clock::monotonic())
+        .into_any()
+        .unbind())
+});
+
+/// Install the entry points as methods of `EventLoop` (once, at import).
+pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
+    let ty = py.get_type::<EventLoop>();
+    // SAFETY: every entry point treats `self` as an EventLoop, which the
+    // method descriptor of `EventLoop` guarantees.
+    unsafe {
+        crate::py::fastcall::install(
+            &ty,
+            &[
+                (
+                    c"call_soon",
+                    call_soon,
+                    c"Arrange for a callback to be called as soon as possible.",
+                ),
+                (
+                    c"call_soon_threadsafe",
+                    call_soon_threadsafe,
+                    c"Like call_soon(), but thread-safe.",
+                ),
+                (
+                    c"call_later",
+                    call_later,
+                    c"Arrange for a callback to be called after `delay` seconds.",
+                ),
+                (c"call_at", call_at, c"Like call_later(), but uses an absolute time."),
+                (
+                    c"create_task",
+                    create_task,
+                    c"Schedule a coroutine object. Return a task object.",
+                ),
+                (
+                    c"create_future",
+                    create_future,
+                    c"Create a Future object attached to the loop.",
+                ),
+                (c"get_debug", get_debug, c"Return True if the loop is in debug mode."),
+                (c"time", time, c"Return the time according to the event loop's clock."),
+            ],
+        )
+    }
+}
