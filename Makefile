@@ -44,8 +44,9 @@ build-release: venv ## build the extension (release, LTO) into .venv-$(PY)
 	CARGO_TARGET_DIR=$(TARGET) VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop -q --release
 
 .PHONY: test-rust
-test-rust: ## cargo test of the pure-Rust core
+test-rust: ## cargo test of the pure-Rust core (and of the benchmarks' netbench)
 	cargo test -q -p ferroloop-core
+	cargo test -q $(NETBENCH_CARGO)
 
 .PHONY: test-py
 test-py: build-dev ## pytest on one interpreter (PY=3.x)
@@ -63,6 +64,8 @@ conformance: build-dev ## CPython's own test_asyncio against ferroloop (PY=3.x)
 lint: venv ## cargo fmt --check, clippy -D warnings, ruff
 	cargo fmt --all -- --check
 	CARGO_TARGET_DIR=$(TARGET) PYO3_PYTHON=$(abspath $(VPY)) cargo clippy -q --all-targets -- -D warnings
+	cargo fmt --manifest-path benchmarks/netbench/Cargo.toml -- --check
+	cargo clippy -q $(NETBENCH_CARGO) --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benchmarks scripts
 	$(VENV)/bin/ruff format --check python tests benchmarks scripts
 	$(VENV)/bin/mypy python/ferroloop
@@ -70,6 +73,7 @@ lint: venv ## cargo fmt --check, clippy -D warnings, ruff
 .PHONY: format
 format: venv ## apply cargo fmt and ruff format
 	cargo fmt --all
+	cargo fmt --manifest-path benchmarks/netbench/Cargo.toml
 	$(VENV)/bin/ruff format python tests benchmarks scripts
 	$(VENV)/bin/ruff check --fix python tests benchmarks scripts
 
@@ -83,12 +87,32 @@ test: test-rust lint ## everything CI runs: Rust tests, lints, pytest and confor
 
 # The benchmark interpreter (the peers' wheels exist for it).
 BENCH_PY ?= 3.12
+# netbench (the network group's client and reference servers) is its own cargo
+# project with its own target dir: not part of the extension's workspace.
+NETBENCH_CARGO = --manifest-path benchmarks/netbench/Cargo.toml --target-dir target/netbench
 
 .PHONY: bench
-bench: ## release build on CPython 3.12 (BENCH_PY=3.x to change), then the benchmark comparison (table, JSON, PNG)
+bench: ## release builds on CPython 3.12 (BENCH_PY=3.x to change), then both benchmark groups (tables, JSON, PNG)
 	@$(MAKE) --no-print-directory build-release PY=$(BENCH_PY)
 	@$(MAKE) --no-print-directory .venv-$(BENCH_PY)/.bench-ready
+	@$(MAKE) --no-print-directory netbench bench-tools
 	.venv-$(BENCH_PY)/bin/python benchmarks/run.py $(BENCH_ARGS)
+
+.PHONY: netbench
+netbench: ## build the network group's load generator and reference servers (release)
+	cargo build -q --release $(NETBENCH_CARGO)
+
+# wrk is optional (the HTTP rows fall back to netbench's own client): install
+# it only if it is missing, we are root and apt works; never fail the bench.
+.PHONY: bench-tools
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "wrk is missing: installing it with apt-get"; \
+	    { apt-get install -y -qq wrk >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; }; } || \
+	      echo "could not install wrk: the HTTP rows use netbench's client"; \
+	  fi; }
 
 .PHONY: clean
 clean: ## remove build outputs and virtual environments

@@ -1,11 +1,13 @@
 """Compare ferroloop with stdlib asyncio, uvloop, rloop and veloxloop.
 
-Every (workload, loop) pair runs in a fresh process; pairs are interleaved
-and the whole round is repeated, so that machine noise hits every loop alike.
-Prints medians and ratios, writes JSON and a PNG bar chart to
-benchmarks/results/.
+Two groups. sched: in-process workloads (benchmarks/workloads.py), every
+(workload, loop) pair in a fresh process. net: servers on each loop driven by
+the compiled netbench client (benchmarks/net/run.py, benchmarks/README.md).
+In both, pairs are interleaved and the whole round is repeated, so that
+machine noise hits every loop alike. Prints medians and ratios, writes JSON
+and PNG bar charts to benchmarks/results/ (bench-<date>.* and net-<date>.*).
 
-usage: python benchmarks/run.py [--repeat N] [--scale F] [--workloads a,b] [--loops a,b]
+usage: python benchmarks/run.py [--groups sched,net] [--repeat N] [--scale F] [--workloads a,b] [--loops a,b]
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ def run_one(loop: str, workload: str, size: int) -> float | None:
         timeout=600,
     )
     if proc.returncode != 0:
-        sys.stderr.write(f"  {loop}/{workload} failed: {proc.stderr.strip().splitlines()[-1:]}\n")
+        last = (proc.stderr.strip().splitlines() or [""])[-1]
+        what = "unsupported" if last.startswith("NotImplementedError") else "failed"
+        sys.stderr.write(f"  {loop}/{workload} {what}: {last}\n")
         return None
     d = json.loads(proc.stdout.strip().splitlines()[-1])
     return d["ops"] / d["seconds"]
@@ -59,13 +63,31 @@ def fmt_rate(x: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--groups", default="sched,net", help="which groups to run: sched, net or both")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size and network duration")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="sched group workloads")
     ap.add_argument("--loops", default=",".join(ALL_LOOPS))
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
 
+    groups = args.groups.split(",")
+    unknown = [g for g in groups if g not in ("sched", "net")]
+    if unknown:
+        raise SystemExit(f"unknown groups {unknown}: use sched, net")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if "sched" in groups:
+        run_sched(args, stamp)
+    if "net" in groups:
+        from net import run as net_run
+
+        print("\n== network group ==", flush=True)
+        argv = ["--repeat", str(args.repeat), "--scale", str(args.scale), "--loops", args.loops]
+        net_run.main([*argv, "--out", args.out, "--stamp", stamp])
+
+
+def run_sched(args: argparse.Namespace, stamp: str) -> None:
+    print("== scheduling group ==", flush=True)
     loops = [lp for lp in args.loops.split(",") if available(lp)]
     workloads = args.workloads.split(",")
     samples: dict[str, dict[str, list[float]]] = {w: {lp: [] for lp in loops} for w in workloads}
@@ -116,7 +138,6 @@ def main() -> None:
     )
 
     os.makedirs(args.out, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     meta = {
         "date": stamp,
         "python": platform.python_version(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -186,6 +187,49 @@ def semaphore_sleepers(loop: Any, n: int) -> tuple[float, int]:
     return max(time.perf_counter() - t0 - ideal, 1e-9), n
 
 
+def sock_pingpong(loop: Any, n: int) -> tuple[float, int]:
+    """n round trips of 1 KiB over a socketpair: one task sends with sock_sendall
+    and reads the echo with sock_recv_into, the other echoes with
+    sock_recv_into / sock_sendall. The echo is checked once at the end."""
+    size = 1024
+    msg = bytes(range(256)) * (size // 256)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    async def echo() -> None:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        while k := await loop.sock_recv_into(b, buf):
+            await loop.sock_sendall(b, view[:k])
+
+    async def main() -> float:
+        server = loop.create_task(echo())
+        buf = bytearray(size)
+        view = memoryview(buf)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await loop.sock_sendall(a, msg)
+            got = 0
+            while got < size:
+                k = await loop.sock_recv_into(a, view[got:])
+                if not k:
+                    raise ConnectionError("echo side closed")
+                got += k
+        dt = time.perf_counter() - t0
+        if buf != msg:
+            raise AssertionError("the echo differs from the message")
+        a.shutdown(socket.SHUT_WR)  # the echo task reads EOF and returns
+        await server
+        return dt
+
+    try:
+        return loop.run_until_complete(main()), n
+    finally:
+        a.close()
+        b.close()
+
+
 #: name -> (function, default size, what an operation is)
 WORKLOADS: dict[str, tuple[Workload, int, str]] = {
     "call_soon": (call_soon_chain, 500_000, "callbacks"),
@@ -197,4 +241,5 @@ WORKLOADS: dict[str, tuple[Workload, int, str]] = {
     "future_roundtrip": (future_roundtrip, 200_000, "round trips"),
     "executor": (executor_roundtrip, 10_000, "round trips"),
     "semaphore_sleep": (semaphore_sleepers, 10_000, "tasks (overhead)"),
+    "sock_pingpong": (sock_pingpong, 50_000, "1 KiB round trips"),
 }

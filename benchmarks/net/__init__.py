@@ -1,0 +1,1 @@
+"""The network benchmark group: Python servers on each loop, driven by the compiled netbench client."""
