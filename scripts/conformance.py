@@ -38,7 +38,29 @@ MODULES = [
     "test_context",
     "test_threads",
     "test_events",
+    "test_sock_lowlevel",
+    "test_server",
+    "test_buffered_proto",
+    "test_sendfile",
+    "test_streams",
+    "test_sslproto",
+    "test_ssl",
+    "test_base_events",
+    "test_selector_events",
+    "test_unix_events",
+    "test_protocols",
+    "test_transports",
 ]
+
+# Concrete test classes that bind a loop-parametrised mixin to one stdlib
+# selector loop: each gets a ferroloop twin (same tests, loop from
+# ferroloop.new_event_loop). The epoll variant is the one to mirror.
+SELECTOR_CLASSES = (
+    "EPollEventLoopTests",
+    "SelectorStartServerTests",
+    "BufferedProtocolSelectorTests",
+    "SelectorStartTLSTests",
+)
 
 # test id suffix -> reason. Only tests that cannot apply to a non-selector
 # native loop belong here; a failing test that should pass is a bug, not an
@@ -78,6 +100,21 @@ def worker(module: str, timeout: float) -> None:
 
         suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(FerroloopEventLoopTests))
 
+    for name in SELECTOR_CLASSES if module != "test_events" else ():
+        base = getattr(mod, name, None)
+        if base is None:
+            continue
+
+        def make_loop(self):  # type: ignore[no-untyped-def]
+            return ferroloop.new_event_loop()
+
+        twin = type(
+            "Ferroloop" + name,
+            (base,),
+            {"create_event_loop": make_loop, "new_loop": make_loop, "__module__": mod.__name__},
+        )
+        suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(twin))
+
     def flatten(s):  # type: ignore[no-untyped-def]
         for t in s:
             if isinstance(t, unittest.TestSuite):
@@ -109,6 +146,12 @@ def worker(module: str, timeout: float) -> None:
             out.flush()
 
         def addError(self, test, err):  # type: ignore[no-untyped-def]
+            if not hasattr(test, "_testMethodName"):
+                # A class or module fixture failed (unittest's _ErrorHolder):
+                # no test of it ran, so report it as one failure.
+                rec = {"id": str(test), "outcome": "error", "ferro": 1, "stdlib": 0, "detail": str(err[1])[-1500:]}
+                out.write("RESULT " + json.dumps(rec) + "\n")
+                return
             self._outcome, self._detail = "error", self._exc_info_to_string(err, test)
 
         def addFailure(self, test, err):  # type: ignore[no-untyped-def]
@@ -129,13 +172,16 @@ def worker(module: str, timeout: float) -> None:
                 self._outcome, self._detail = kind, f"{subtest}: " + self._exc_info_to_string(err, test)
 
     result = Result()
+    selected = []
     for test in flatten(suite):
         tid = test.id()
         reason = next((r for k, r in EXCLUDED.items() if tid.endswith(k)), None)
         if reason is not None:
             out.write("RESULT " + json.dumps({"id": tid, "outcome": "excluded", "detail": reason}) + "\n")
             continue
-        test(result)
+        selected.append(test)
+    # A suite (not test by test) so that setUpClass/setUpModule fixtures run.
+    unittest.TestSuite(selected).run(result)
     asyncio.set_event_loop_policy(None)
 
 

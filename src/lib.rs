@@ -6,6 +6,8 @@
 mod event_loop;
 mod handles;
 mod py;
+mod server;
+mod transports;
 
 use std::sync::atomic::Ordering;
 use std::sync::Once;
@@ -30,6 +32,9 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_function(wrap_pyfunction!(py::hooks::_set_hooks, m)?)?;
+    transports::register(m)?;
+    m.add_class::<server::Listener>()?;
+    m.add_function(wrap_pyfunction!(server::_start_listener, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

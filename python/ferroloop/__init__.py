@@ -32,7 +32,7 @@ def new_event_loop() -> Loop:
     return Loop()
 
 
-class EventLoopPolicy(_compat.BaseDefaultEventLoopPolicy):
+class EventLoopPolicy(_compat.DefaultEventLoopPolicy):
     """An asyncio event loop policy whose loops are ferroloop loops."""
 
     def _loop_factory(self) -> Loop:

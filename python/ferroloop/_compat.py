@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.unix_events
 import inspect
 import sys
 from asyncio import base_events, format_helpers
@@ -29,3 +30,7 @@ def format_callback_source(func: Any, args: Any, debug: bool) -> str:
 BaseDefaultEventLoopPolicy: Any = getattr(
     asyncio.events, "BaseDefaultEventLoopPolicy", getattr(asyncio.events, "_BaseDefaultEventLoopPolicy", None)
 )
+
+#: The platform's default policy class (on Unix it carries the child-watcher
+#: methods that asyncio's subprocess code calls before 3.14).
+DefaultEventLoopPolicy: Any = getattr(asyncio.unix_events, "_UnixDefaultEventLoopPolicy", BaseDefaultEventLoopPolicy)

@@ -56,3 +56,88 @@ def extract_stack() -> Any:
 
 
 fileobj_to_fd = selectors._fileobj_to_fd  # type: ignore[attr-defined]
+
+
+# ----- native transports (cold paths: errors, warnings, logging, objects made on demand)
+
+import socket as _socket  # noqa: E402
+import warnings as _warnings  # noqa: E402
+from asyncio import constants as _constants  # noqa: E402
+from asyncio import futures as _futures  # noqa: E402
+from asyncio import protocols as _protocols  # noqa: E402
+from asyncio import transports as _transports  # noqa: E402
+from asyncio import trsock as _trsock  # noqa: E402
+
+BufferedProtocol = _protocols.BufferedProtocol
+set_result_unless_cancelled = _futures._set_result_unless_cancelled  # type: ignore[attr-defined]
+set_nodelay = base_events._set_nodelay  # type: ignore[attr-defined]
+LOG_THRESHOLD_FOR_CONNLOST_WRITES = _constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
+#: 3.13 passes the transport to Server._attach/_detach and detaches in __del__.
+SERVER_TRACKS_TRANSPORTS = _compat.PY313
+#: 3.12 queues the caller's buffers; 3.11 copies into a bytearray.
+ZERO_COPY_WRITES = _compat.PY312
+
+
+def transport_fatal_error(transport: Any, exc: BaseException, message: str) -> None:
+    """The reporting half of ``_SelectorTransport._fatal_error``."""
+    loop = transport._loop
+    if isinstance(exc, OSError):
+        if loop.get_debug():
+            logger.debug("%r: %s", transport, message, exc_info=exc)
+    else:
+        loop.call_exception_handler(
+            {"message": message, "exception": exc, "transport": transport, "protocol": transport._protocol}
+        )
+
+
+def transport_report(transport: Any, message: str, exc: BaseException) -> None:
+    """``protocol.pause_writing()/resume_writing() failed`` (``_FlowControlMixin``)."""
+    transport._loop.call_exception_handler(
+        {"message": message, "exception": exc, "transport": transport, "protocol": transport._protocol}
+    )
+
+
+def warn_unclosed(transport: Any) -> None:
+    # stacklevel 1, as _SelectorTransport.__del__ warns.
+    _warnings.warn(f"unclosed transport {transport!r}", ResourceWarning, source=transport)  # noqa: B028
+
+
+def server_attach(server: Any, transport: Any) -> None:
+    if SERVER_TRACKS_TRANSPORTS:
+        server._attach(transport)
+    else:
+        server._attach()
+
+
+def server_detach(server: Any, transport: Any) -> None:
+    if SERVER_TRACKS_TRANSPORTS:
+        server._detach(transport)
+    else:
+        server._detach()
+
+
+def transport_socket(sock: Any) -> Any:
+    return _trsock.TransportSocket(sock)
+
+
+def socket_for_fd(fd: int, family: int, type: int, proto: int) -> Any:
+    """The Python socket object of a natively accepted connection (made on demand)."""
+    sock = _socket.socket(family, type, proto, fileno=fd)
+    sock.setblocking(False)
+    return sock
+
+
+def write_buffer_limits(high: Any, low: Any) -> tuple[Any, Any]:
+    """``_FlowControlMixin._set_write_buffer_limits`` without the assignment."""
+    mixin: Any = _transports._FlowControlMixin
+    probe = mixin.__new__(mixin)
+    mixin._set_write_buffer_limits(probe, high=high, low=low)
+    return probe._high_water, probe._low_water
+
+
+def log_debug(msg: str, *args: Any) -> None:
+    logger.debug(msg, *args)
+
+
+def log_warning(msg: str, *args: Any) -> None:
+    logger.warning(msg, *args)

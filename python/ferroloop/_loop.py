@@ -20,7 +20,7 @@ import asyncio
 import socket
 import sys
 import threading
-from asyncio import events
+from asyncio import constants, events, sslproto
 from typing import Any
 
 from . import _compat, _ferroloop
@@ -70,6 +70,86 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
                 events._set_running_loop(None)
                 self._set_coroutine_origin_tracking(False)  # type: ignore[attr-defined]
                 sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    # ----- native transports
+
+    def _make_socket_transport(
+        self, sock: socket.socket, protocol: Any, waiter: Any = None, *, extra: Any = None, server: Any = None
+    ) -> Any:
+        if _compat.PY312:
+            self._ensure_fd_no_transport(sock)
+        return _ferroloop._stream_transport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock: socket.socket,
+        protocol: Any,
+        sslcontext: Any,
+        waiter: Any = None,
+        *,
+        server_side: bool = False,
+        server_hostname: Any = None,
+        extra: Any = None,
+        server: Any = None,
+        ssl_handshake_timeout: Any = constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout: Any = constants.SSL_SHUTDOWN_TIMEOUT,
+    ) -> Any:
+        if _compat.PY312:
+            self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = sslproto.SSLProtocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        _ferroloop._stream_transport(self, rawsock, ssl_protocol, None, extra, server)
+        return ssl_protocol._app_transport
+
+    def _start_serving(
+        self,
+        protocol_factory: Any,
+        sock: socket.socket,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        ssl_handshake_timeout: Any = constants.SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout: Any = constants.SSL_SHUTDOWN_TIMEOUT,
+    ) -> None:
+        if sslcontext is not None:
+            # TLS servers accept in asyncio's Python (one task per connection).
+            super()._start_serving(  # type: ignore[misc]
+                protocol_factory, sock, sslcontext, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout
+            )
+            return
+        _ferroloop._start_listener(
+            self, protocol_factory, sock, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout
+        )
+
+    def _ensure_fd_no_transport(self, fd: Any) -> None:
+        super()._ensure_fd_no_transport(fd)  # type: ignore[misc]
+        fileno = fd if isinstance(fd, int) else int(fd.fileno())
+        transport = self._native_transport_at(fileno)
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
+
+    async def _sendfile_native(self, transp: Any, file: Any, offset: int, count: int | None) -> int:
+        if not isinstance(transp, _ferroloop._SelectorSocketTransport):
+            return await super()._sendfile_native(transp, file, offset, count)  # type: ignore[misc]
+        transp._set_sendfile_active(True)
+        resume_reading = transp.is_reading()
+        transp.pause_reading()
+        await transp._make_empty_waiter()
+        try:
+            return await self.sock_sendfile(transp._sock, file, offset, count, fallback=False)
+        finally:
+            transp._reset_empty_waiter()
+            if resume_reading:
+                transp.resume_reading()
+            transp._set_sendfile_active(False)
 
     # ----- self-pipe: only signals use it
 

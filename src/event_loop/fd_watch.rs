@@ -52,7 +52,7 @@ fn lookup(slf: &Bound<'_, EventLoop>, obj: &Bound<'_, PyAny>) -> PyResult<RawFd>
             let found = st
                 .fds
                 .iter()
-                .find(|(_, Reg::Watch(reg))| reg.fileobj.is(obj))
+                .find(|(_, reg)| matches!(reg, Reg::Watch(w) if w.fileobj.is(obj)))
                 .map(|(fd, _)| fd);
             found.ok_or(err)
         }
@@ -97,8 +97,22 @@ pub(super) fn add(
     )?;
     ensure_tracked(handle.bind(py));
     let fd = to_fd(py, fileobj)?;
+    let mut replaced = None;
     let old = {
         let mut st = this.st.get_mut(py);
+        if let Some(Reg::Stream(_)) = st.fds.get(fd) {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "File descriptor {fd} is used by a transport"
+            )));
+        }
+        if let Some(Reg::Listener(_)) = st.fds.get(fd) {
+            // A new reader replaces the native accept loop (asyncio's
+            // `_add_reader` replaces the reader handle).
+            if !this.is_forked() {
+                let _ = this.poller.deregister(fd);
+            }
+            replaced = st.fds.remove(fd);
+        }
         let token = st.fds.token(fd);
         if let (Some(token), Some(Reg::Watch(reg))) = (token, st.fds.get_mut(fd)) {
             let mask = reg.mask | which;
@@ -141,6 +155,7 @@ pub(super) fn add(
             None
         }
     };
+    drop(replaced);
     cancel(py, old)?;
     Ok(handle)
 }
@@ -164,6 +179,18 @@ pub(super) fn remove_fd(slf: &Bound<'_, EventLoop>, fd: RawFd, which: u32) -> Py
         let Some(token) = st.fds.token(fd) else {
             return Ok(false);
         };
+        if let Some(Reg::Listener(_)) = st.fds.get(fd) {
+            if which != ferroloop_core::reactor::READ {
+                return Ok(false);
+            }
+            if !this.is_forked() {
+                let _ = this.poller.deregister(fd);
+            }
+            let gone = st.fds.remove(fd);
+            drop(st);
+            drop(gone);
+            return Ok(true);
+        }
         let Some(Reg::Watch(reg)) = st.fds.get_mut(fd) else {
             return Ok(false);
         };

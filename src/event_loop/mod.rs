@@ -45,6 +45,9 @@ pub(crate) use state::{FdReg, LoopState, Ready};
 /// indexes stay far below `u32::MAX`).
 pub(crate) const WAKER_TOKEN: u64 = u64::MAX;
 
+/// Bytes a transport reads per readiness event (asyncio's `max_size`, 256 KiB).
+pub(crate) const READ_SIZE: usize = 256 * 1024;
+
 /// Incremented in every child process right after `fork()` (see `lib.rs`).
 pub(crate) static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
@@ -88,6 +91,91 @@ impl EventLoop {
             return Err(PyRuntimeError::new_err("Event loop is closed"));
         }
         self.check_forked()
+    }
+
+    /// `_transports[fd] = transport` (a weak entry: the payload's address).
+    pub(crate) fn remember_transport(&self, py: Python<'_>, fd: std::os::fd::RawFd, payload: usize) {
+        self.st.get_mut(py).streams.insert(fd, payload);
+    }
+
+    /// Drop `fd`'s entry if it is still this transport's.
+    pub(crate) fn forget_transport(&self, py: Python<'_>, fd: std::os::fd::RawFd, payload: usize) {
+        if let Some(mut st) = self.st.try_get_mut() {
+            if st.streams.get(&fd) == Some(&payload) {
+                st.streams.remove(&fd);
+            }
+        }
+        let _ = py;
+    }
+
+    /// Serve `fd` natively (`_start_serving`): replaces any reader of `fd`.
+    pub(crate) fn add_listener(
+        &self,
+        py: Python<'_>,
+        fd: std::os::fd::RawFd,
+        listener: crate::py::held::Held<crate::server::Listener>,
+    ) -> PyResult<()> {
+        self.check_closed(py)?;
+        let old = {
+            let mut st = self.st.get_mut(py);
+            let old = st.fds.remove(fd);
+            if old.is_some() {
+                let _ = self.poller.deregister(fd);
+            }
+            let token = st.fds.insert(fd, registrations::Reg::Listener(listener));
+            if let Err(e) = self.poller.register(fd, READ, token, Trigger::Level) {
+                let gone = st.fds.remove(fd);
+                drop(st);
+                drop(gone);
+                drop(old);
+                return Err(os_error(&e));
+            }
+            old
+        };
+        if let Some(registrations::Reg::Watch(w)) = old {
+            for h in [w.reader, w.writer].into_iter().flatten() {
+                h.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queue a listener's next step.
+    pub(crate) fn queue_listener(
+        &self,
+        py: Python<'_>,
+        listener: crate::py::held::Held<crate::server::Listener>,
+        step: crate::server::Step,
+    ) {
+        self.st.get_mut(py).ready.push(Ready::Listener(listener, step));
+    }
+
+    /// Flush `stream`'s queued writes right before the next poll.
+    pub(crate) fn want_flush(&self, py: Python<'_>, stream: crate::transports::stream::StreamRef) {
+        self.st.get_mut(py).flush.push(stream);
+    }
+
+    /// One `recv` into the shared read buffer, returned as exact-size
+    /// `bytes` (`None` at end of file).
+    pub(crate) fn recv_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        fd: std::os::fd::RawFd,
+    ) -> std::io::Result<Option<Bound<'py, pyo3::types::PyBytes>>> {
+        let mut st = self.st.get_mut(py);
+        if st.scratch.is_empty() {
+            st.scratch = vec![0; READ_SIZE];
+        }
+        let n = ferroloop_core::net::recv(fd, &mut st.scratch)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        // Allocating a bytes object runs no Python code, so the borrow may stay.
+        Ok(Some(pyo3::types::PyBytes::new(py, &st.scratch[..n])))
+    }
+
+    pub(crate) fn is_closed_flag(&self, py: Python<'_>) -> bool {
+        self.st.get(py).closed
     }
 
     /// Wake a poll blocked in another thread (only needed while one is in progress).
@@ -276,23 +364,45 @@ impl EventLoop {
         fd_watch::key(slf, &fileobj)
     }
 
-    /// The watched fds.
+    /// The fds watched by `add_reader`/`add_writer`.
     fn _selector_fds(&self, py: Python<'_>) -> Vec<i32> {
-        self.st.get(py).fds.fds().collect()
+        let st = self.st.get(py);
+        st.fds
+            .iter()
+            .filter(|(_, r)| matches!(r, registrations::Reg::Watch(_)))
+            .map(|(fd, _)| fd)
+            .collect()
+    }
+
+    /// The native transport using `fd` (asyncio's `_transports.get(fd)`).
+    fn _native_transport_at(&self, py: Python<'_>, fd: i32) -> Option<Py<PyAny>> {
+        let addr = *self.st.get(py).streams.get(&fd)?;
+        let class = crate::transports::stream::class();
+        // SAFETY: entries are removed before their transport dies (see
+        // `LoopState::streams`), so the address is a live payload.
+        let obj = unsafe { class.object_of(addr as *const crate::transports::stream::StreamTransport) };
+        // SAFETY: a live object; we take a new reference.
+        Some(unsafe { Bound::from_borrowed_ptr(py, obj) }.unbind())
     }
 
     /// Release everything native: queued handles, timers, watchers, and the
     /// epoll and eventfd descriptors (part of `close()`).
     fn _close_native(&self, py: Python<'_>) {
-        let (ready, timers, fds, pool) = {
+        let (ready, timers, fds, pool, extra) = {
             let mut st = self.st.get_mut(py);
             (
                 st.ready.clear(),
                 st.timers.clear(),
                 st.fds.drain(),
                 (std::mem::take(&mut st.pool), std::mem::take(&mut st.timer_pool)),
+                (
+                    std::mem::take(&mut st.flush),
+                    std::mem::take(&mut st.streams),
+                    std::mem::take(&mut st.scratch),
+                ),
             )
         };
+        drop(extra);
         drop(pool);
         for t in &timers {
             t.get().set_scheduled(false);

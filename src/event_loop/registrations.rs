@@ -24,6 +24,10 @@ use super::FdReg;
 pub(crate) enum Reg {
     /// A user watcher from `add_reader`/`add_writer`.
     Watch(FdReg),
+    /// A native stream transport (while it wants events).
+    Stream(crate::transports::stream::StreamRef),
+    /// A listening socket served natively (`_start_serving`).
+    Listener(crate::py::held::Held<crate::server::Listener>),
 }
 
 /// One registration and its fd.
@@ -76,11 +80,6 @@ impl Registrations {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.by_fd.is_empty()
-    }
-
-    /// The registered fds.
-    pub(crate) fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.by_fd.keys().copied()
     }
 
     /// Every `(fd, registration)`.

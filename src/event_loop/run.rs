@@ -29,6 +29,8 @@ use crate::handles::{release, run_handle, try_recycle, Handle, TimerHandle};
 use crate::py::errors::os_error;
 use crate::py::held::Held;
 use crate::py::hooks::hooks;
+use crate::transports::stream::{self, StreamRef};
+use crate::transports::stream_io::{self, IoItem, IoKind};
 
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
 const MIN_CANCELLED_TIMER_HANDLES_FRACTION: f64 = 0.5;
@@ -113,7 +115,23 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
                 continue;
             };
             let fd = entry.fd;
-            let Reg::Watch(reg) = &entry.reg;
+            let reg = match &entry.reg {
+                Reg::Watch(reg) => reg,
+                Reg::Stream(stream) => {
+                    let items = stream_events(py, stream, ev.ready);
+                    for item in items.into_iter().flatten() {
+                        st.ready.push(Ready::Io(item));
+                    }
+                    continue;
+                }
+                Reg::Listener(listener) => {
+                    if ev.ready & READ != 0 {
+                        let l = listener.clone_ref(py);
+                        st.ready.push(Ready::Listener(l, crate::server::Step::Accept));
+                    }
+                    continue;
+                }
+            };
             // Reader before writer, as `_process_events` does.
             let mut queue: [Option<_>; 2] = [None, None];
             for (slot, (bit, watcher)) in [(READ, &reg.reader), (WRITE, &reg.writer)].into_iter().enumerate() {
@@ -140,6 +158,39 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals(),
         Err(e) => Err(os_error(&e)),
+    }
+}
+
+/// The ready items of a transport event: reader before writer, each only
+/// if that side is registered, tagged with its current epoch.
+fn stream_events(py: Python<'_>, stream: &StreamRef, ready: u32) -> [Option<IoItem>; 2] {
+    let st = stream.get().st.get(py);
+    let read = (ready & READ != 0 && st.interest & READ != 0).then(|| IoItem {
+        stream: stream.clone_ref(py),
+        kind: IoKind::Read,
+        epoch: st.read_epoch,
+    });
+    let write = (ready & WRITE != 0 && st.interest & WRITE != 0).then(|| IoItem {
+        stream: stream.clone_ref(py),
+        kind: IoKind::Write,
+        epoch: st.write_epoch,
+    });
+    [read, write]
+}
+
+/// The pre-poll step: send what transports queued during the iteration.
+fn flush_writes(py: Python<'_>, this: &EventLoop) {
+    if this.st.get(py).flush.is_empty() {
+        return;
+    }
+    let pending = std::mem::take(&mut this.st.get_mut(py).flush);
+    for stream in pending {
+        if let Some(kind) = stream_io::flush(py, &stream) {
+            this.st
+                .get_mut(py)
+                .ready
+                .push(Ready::Io(IoItem { stream, kind, epoch: 0 }));
+        }
     }
 }
 
@@ -174,7 +225,55 @@ fn run_item(py: Python<'_>, item: &Ready) -> PyResult<()> {
     match item {
         Ready::Native(h) => run_handle(py, h),
         Ready::Foreign(o) => run_foreign(py, o),
+        Ready::Io(io) => run_io(py, io),
+        Ready::Listener(l, step) => crate::server::on_ready(py, l, *step),
     }
+}
+
+/// A transport event, with `Handle._run`'s error handling: `SystemExit` and
+/// `KeyboardInterrupt` propagate, anything else goes to the exception
+/// handler as "Exception in callback <the transport's method>".
+fn run_io(py: Python<'_>, io: &IoItem) -> PyResult<()> {
+    match stream_io::on_event(py, io) {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+                || err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+            {
+                return Err(err);
+            }
+            let handle = io_handle(py, io)?;
+            let exc = err.into_value(py);
+            hooks(py)?.report_error.call1(py, (handle, exc))?;
+            Ok(())
+        }
+    }
+}
+
+/// A Python handle describing a transport event (for error reports and
+/// debug mode, which need one; never made on the normal path).
+fn io_handle(py: Python<'_>, io: &IoItem) -> PyResult<Py<Handle>> {
+    let obj = io.stream.bind(py);
+    let method = match io.kind {
+        IoKind::Read => "_read_ready",
+        _ => "_write_ready",
+    };
+    let callback = obj.getattr(method)?;
+    let lp = stream::loop_of(py, io.stream.get());
+    let Some(lp) = lp else {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err("transport has no loop"));
+    };
+    let ctx = crate::py::call::copy_context(py)?;
+    Py::new(
+        py,
+        Handle::new(
+            callback.unbind(),
+            pyo3::types::PyTuple::empty(py).unbind(),
+            ctx,
+            lp.to_py(py),
+            None,
+        ),
+    )
 }
 
 /// The debug branch of step 5.
@@ -185,7 +284,13 @@ fn run_item_debug(slf: &Bound<'_, EventLoop>, item: &Ready) -> PyResult<()> {
             return Ok(());
         }
     }
-    let handle = item.as_any(py);
+    let handle = match item {
+        Ready::Io(io) => match io_handle(py, io) {
+            Ok(h) => h.into_any(),
+            Err(_) => item.as_any(py),
+        },
+        _ => item.as_any(py),
+    };
     let current = pyo3::intern!(py, "_current_handle");
     slf.setattr(current, &handle)?;
     let t0 = ferroloop_core::clock::monotonic();
@@ -229,6 +334,7 @@ pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
         release(t.bind(py).as_super().as_unbound(), false);
     }
     drop(dropped);
+    flush_writes(py, this);
     let timeout = poll_timeout(py, this);
     poll_and_dispatch(slf, timeout)?;
     fire_timers(py, this);

@@ -12,6 +12,8 @@ use pyo3::prelude::*;
 
 use crate::handles::{Handle, TimerHandle};
 use crate::py::held::Held;
+use crate::transports::stream::StreamRef;
+use crate::transports::stream_io::IoItem;
 
 /// One entry of the ready queue.
 #[derive(Debug)]
@@ -21,6 +23,10 @@ pub(crate) enum Ready {
     /// Any other object with `_cancelled` and `_run()` (an `asyncio.Handle`
     /// queued through `_add_callback`, e.g. by asyncio's signal handling).
     Foreign(Held<PyAny>),
+    /// A native transport event (no Python object per event).
+    Io(IoItem),
+    /// A listening socket's accept or set-up step.
+    Listener(Held<crate::server::Listener>, crate::server::Step),
 }
 
 impl Ready {
@@ -28,6 +34,8 @@ impl Ready {
         match self {
             Ready::Native(h) => h.to_py(py).into_any(),
             Ready::Foreign(o) => o.to_py(py),
+            Ready::Io(item) => item.stream.as_py().clone_ref(py),
+            Ready::Listener(l, _) => l.to_py(py).into_any(),
         }
     }
 }
@@ -65,6 +73,14 @@ pub(crate) struct LoopState {
     pub pool: Vec<Held<Handle>>,
     /// The same for `TimerHandle` objects.
     pub timer_pool: Vec<Held<TimerHandle>>,
+    /// Native stream transports by fd (payload addresses, not references:
+    /// asyncio's `_transports` is a weak map). Entries are removed when the
+    /// transport closes its socket or dies.
+    pub streams: std::collections::HashMap<std::os::fd::RawFd, usize>,
+    /// Transports with writes queued during this iteration (pre-poll flush).
+    pub flush: Vec<StreamRef>,
+    /// The read buffer shared by all transports (only one reads at a time).
+    pub scratch: Vec<u8>,
 }
 
 /// How many cleared handles of each kind a loop keeps for reuse (about
@@ -103,6 +119,9 @@ impl LoopState {
             running: false,
             pool: Vec::with_capacity(HANDLE_POOL_SIZE),
             timer_pool: Vec::with_capacity(HANDLE_POOL_SIZE),
+            streams: std::collections::HashMap::new(),
+            flush: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -125,6 +144,9 @@ impl Default for LoopState {
             running: false,
             pool: Vec::new(),
             timer_pool: Vec::new(),
+            streams: std::collections::HashMap::new(),
+            flush: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -142,6 +164,8 @@ impl crate::py::gc::GcRefs for LoopState {
             match r {
                 Ready::Native(h) => v.visit(Some(&**h))?,
                 Ready::Foreign(o) => v.visit(Some(&**o))?,
+                Ready::Io(item) => v.visit(Some(item.stream.as_py()))?,
+                Ready::Listener(l, _) => v.visit(Some(&**l))?,
             }
         }
         for (_, t) in self.timers.iter() {
@@ -154,7 +178,12 @@ impl crate::py::gc::GcRefs for LoopState {
                     v.visit(w.reader.as_deref())?;
                     v.visit(w.writer.as_deref())?;
                 }
+                super::registrations::Reg::Stream(t) => v.visit(Some(t.as_py()))?,
+                super::registrations::Reg::Listener(l) => v.visit(Some(&**l))?,
             }
+        }
+        for t in &self.flush {
+            v.visit(Some(t.as_py()))?;
         }
         Ok(())
     }

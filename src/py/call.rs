@@ -58,3 +58,63 @@ pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // SAFETY: `ctx` is a new, non-null reference whose ownership we take.
     Ok(unsafe { Bound::from_owned_ptr(py, ctx) }.unbind())
 }
+
+/// A copy of the context `ctx` (`ctx.copy()`).
+pub(crate) fn copy_of(py: Python<'_>, ctx: &Py<PyAny>) -> PyResult<Py<PyAny>> {
+    // SAFETY: `ctx` is a live object; PyContext_Copy type-checks it and
+    // returns a new reference or NULL with an exception set.
+    let c = unsafe { ffi::PyContext_Copy(ctx.as_ptr()) };
+    if c.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: a new, non-null reference whose ownership we take.
+    Ok(unsafe { Bound::from_owned_ptr(py, c) }.unbind())
+}
+
+/// Run `f` inside the context `ctx` (entered and exited around it), as
+/// `ctx.run(f)` does.
+pub(crate) fn in_context<R>(py: Python<'_>, ctx: Option<&Py<PyAny>>, f: impl FnOnce() -> PyResult<R>) -> PyResult<R> {
+    let Some(ctx) = ctx else { return f() };
+    // SAFETY: `ctx` is kept alive by the caller's reference; PyContext_Enter
+    // type-checks it and sets an exception on failure.
+    if unsafe { ffi::PyContext_Enter(ctx.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = f();
+    // SAFETY: we entered this very context above.
+    if unsafe { ffi::PyContext_Exit(ctx.as_ptr()) } != 0 {
+        let exit_err = PyErr::fetch(py);
+        return result.and(Err(exit_err));
+    }
+    result
+}
+
+/// `obj.name(*args)` through `PyObject_VectorcallMethod` (no argument tuple).
+pub(crate) fn call_method<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, pyo3::types::PyString>,
+    args: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let mut ptrs = [std::ptr::null_mut::<ffi::PyObject>(); 4];
+    if args.len() >= ptrs.len() {
+        return Err(pyo3::exceptions::PySystemError::new_err(
+            "ferroloop: too many arguments for a method call",
+        ));
+    }
+    ptrs[0] = obj.as_ptr();
+    for (slot, a) in ptrs[1..].iter_mut().zip(args) {
+        *slot = a.as_ptr();
+    }
+    // SAFETY: `ptrs` holds borrowed references kept alive by the caller for
+    // the call; the name is a str; the result is a new reference or NULL
+    // with an exception set.
+    let res =
+        unsafe { ffi::PyObject_VectorcallMethod(name.as_ptr(), ptrs.as_ptr(), args.len() + 1, std::ptr::null_mut()) };
+    if res.is_null() {
+        Err(PyErr::fetch(py))
+    } else {
+        // SAFETY: a new, non-null reference that we take ownership of.
+        Ok(unsafe { Bound::from_owned_ptr(py, res) })
+    }
+}

@@ -12,6 +12,7 @@
 //! - [`held`]: owned references released without a thread-state lookup.
 //! - [`hooks`]: the cold-path helpers written in Python (`ferroloop._hooks`).
 
+pub(crate) mod buffer;
 pub(crate) mod call;
 pub(crate) mod cell;
 pub(crate) mod errors;
@@ -19,3 +20,4 @@ pub(crate) mod fastcall;
 pub(crate) mod gc;
 pub(crate) mod held;
 pub(crate) mod hooks;
+pub(crate) mod native_type;

@@ -133,6 +133,11 @@ impl<K> WriteQueue<K> {
         chunks.into_iter().map(|c| c.keep).collect()
     }
 
+    /// Call `f` on every `keep` (e.g. to show them to a garbage collector).
+    pub fn for_each_keep<E>(&self, mut f: impl FnMut(&K) -> Result<(), E>) -> Result<(), E> {
+        self.chunks.iter().try_for_each(|c| f(&c.keep))
+    }
+
     /// Release memory kept from a burst, once the queue is empty.
     pub fn shrink(&mut self) {
         if self.chunks.is_empty() && self.chunks.capacity() > 16 {

@@ -212,6 +212,12 @@ pub fn peer_addr(fd: RawFd) -> io::Result<SockAddr> {
     sys::getpeername(fd).map(|raw| SockAddr::from_raw(&raw))
 }
 
+/// True for a TCP socket (`base_events._set_nodelay`'s condition).
+#[must_use]
+pub fn is_tcp(family: i32, type_: i32, proto: i32) -> bool {
+    matches!(family, libc::AF_INET | libc::AF_INET6) && type_ == libc::SOCK_STREAM && proto == libc::IPPROTO_TCP
+}
+
 /// Turn off Nagle's algorithm (`TCP_NODELAY`).
 pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
     sys::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
@@ -229,6 +235,12 @@ pub fn domain_and_type(fd: RawFd) -> io::Result<(i32, i32)> {
         sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?,
     ))
 }
+
+/// `ECONNABORTED` (an accepted connection was reset before `accept`).
+pub const ECONNABORTED: i32 = libc::ECONNABORTED;
+
+/// The `accept` errors asyncio retries later: `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`.
+pub const OUT_OF_RESOURCES: [i32; 4] = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
 
 /// `SHUT_WR`.
 pub const SHUT_WR: i32 = libc::SHUT_WR;

@@ -1,0 +1,136 @@
+//! The transports' cold paths written in Python (`ferroloop._hooks`):
+//! error reports, warnings, debug logging, objects made on demand, and the
+//! Python-version differences of asyncio's transport code.
+//!
+//! Nothing here runs per read or per write on a healthy connection.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyModule;
+
+static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static BUFFERED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static FLAGS: PyOnceLock<(bool, bool, u32)> = PyOnceLock::new();
+
+fn module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    Ok(MODULE
+        .get_or_try_init(py, || py.import("ferroloop._hooks").map(Bound::unbind))?
+        .bind(py))
+}
+
+fn hook<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    module(py)?.getattr(name)
+}
+
+fn flags(py: Python<'_>) -> (bool, bool, u32) {
+    *FLAGS.get_or_init(py, || {
+        let get = |n: &str| hook(py, n).and_then(|v| v.extract::<bool>()).unwrap_or(false);
+        let threshold = hook(py, "LOG_THRESHOLD_FOR_CONNLOST_WRITES")
+            .and_then(|v| v.extract::<u32>())
+            .unwrap_or(5);
+        (get("SERVER_TRACKS_TRANSPORTS"), get("ZERO_COPY_WRITES"), threshold)
+    })
+}
+
+/// 3.13: `Server._attach(transport)`, and `__del__` detaches from the server.
+pub(crate) fn detach_in_del(py: Python<'_>) -> bool {
+    flags(py).0
+}
+
+/// 3.12+: writes keep the caller's buffers (3.11 copies them).
+pub(crate) fn zero_copy_writes(py: Python<'_>) -> bool {
+    flags(py).1
+}
+
+/// `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+pub(crate) fn connlost_threshold(py: Python<'_>) -> u32 {
+    flags(py).2
+}
+
+/// `asyncio.BufferedProtocol`.
+pub(crate) fn buffered_protocol(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    Ok(BUFFERED
+        .get_or_try_init(py, || hook(py, "BufferedProtocol").map(Bound::unbind))?
+        .bind(py)
+        .clone())
+}
+
+pub(crate) fn set_result_unless_cancelled(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    hook(py, "set_result_unless_cancelled")
+}
+
+/// `base_events._set_nodelay(sock)`.
+pub(crate) fn set_nodelay(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<()> {
+    hook(py, "set_nodelay")?.call1((sock,))?;
+    Ok(())
+}
+
+pub(crate) fn server_attach(py: Python<'_>, server: &Bound<'_, PyAny>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
+    hook(py, "server_attach")?.call1((server, transport))?;
+    Ok(())
+}
+
+pub(crate) fn server_detach(py: Python<'_>, server: &Bound<'_, PyAny>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
+    hook(py, "server_detach")?.call1((server, transport))?;
+    Ok(())
+}
+
+/// The reporting half of `_fatal_error`.
+pub(crate) fn fatal_error(
+    py: Python<'_>,
+    transport: &Bound<'_, PyAny>,
+    exc: &Bound<'_, PyAny>,
+    message: &str,
+) -> PyResult<()> {
+    hook(py, "transport_fatal_error")?.call1((transport, exc, message))?;
+    Ok(())
+}
+
+/// `protocol.pause_writing() failed` & co.
+pub(crate) fn report(
+    py: Python<'_>,
+    transport: &Bound<'_, PyAny>,
+    message: &str,
+    exc: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    hook(py, "transport_report")?.call1((transport, message, exc))?;
+    Ok(())
+}
+
+pub(crate) fn warn_unclosed(py: Python<'_>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
+    hook(py, "warn_unclosed")?.call1((transport,))?;
+    Ok(())
+}
+
+pub(crate) fn transport_socket<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    hook(py, "transport_socket")?.call1((sock,))
+}
+
+pub(crate) fn socket_for_fd(
+    py: Python<'_>,
+    fd: i32,
+    family: i32,
+    type_: i32,
+    proto: i32,
+) -> PyResult<Bound<'_, PyAny>> {
+    hook(py, "socket_for_fd")?.call1((fd, family, type_, proto))
+}
+
+/// `_set_write_buffer_limits(high, low)`'s computation and checks.
+pub(crate) fn write_buffer_limits<'py>(
+    py: Python<'py>,
+    high: &Bound<'py, PyAny>,
+    low: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    hook(py, "write_buffer_limits")?.call1((high, low))?.extract()
+}
+
+pub(crate) fn log_debug(py: Python<'_>, msg: &str, arg: &Bound<'_, PyAny>) -> PyResult<()> {
+    hook(py, "log_debug")?.call1((msg, arg))?;
+    Ok(())
+}
+
+pub(crate) fn log_warning(py: Python<'_>, msg: &str) -> PyResult<()> {
+    hook(py, "log_warning")?.call1((msg,))?;
+    Ok(())
+}

@@ -1,0 +1,376 @@
+//! The native stream transport: asyncio's `_SelectorSocketTransport` for TCP
+//! and unix stream sockets.
+//!
+//! Mirrors `selector_events._SelectorTransport` + `_SelectorSocketTransport`
+//! (and `transports._FlowControlMixin`) attribute for attribute: the same
+//! flags (`_closing`, `_paused`, `_eof`, `_conn_lost`, `_protocol_paused`),
+//! the same order of protocol calls, the same exceptions and messages, the
+//! same contexts (`connection_made` runs in a copy of the creator's context,
+//! `data_received` in the context copied when reading started or resumed,
+//! write-completion callbacks in the context copied when the writer was
+//! registered, exactly like the handles asyncio creates for them).
+//!
+//! This module holds the state and the lifecycle (creation, reader/writer
+//! registration, close, abort, `connection_lost`, `__del__`);
+//! `stream_io` the read and write paths; `stream_api` the Python methods.
+//!
+//! # Invariants
+//! - `st` is never borrowed across a call into Python.
+//! - The loop's registration of the fd (a strong reference to the transport)
+//!   exists exactly while the transport wants events (`interest != 0`), as
+//!   asyncio's selector key exists while a reader or writer is registered;
+//!   so an idle, unreferenced transport is collected and warns as on asyncio.
+//! - `fd` keeps the socket's number after close (`_sock_fd`); `sock` owns
+//!   the descriptor until `_call_connection_lost` closes it.
+//! - `read_epoch`/`write_epoch` change whenever the reader/writer is removed
+//!   or re-added: a queued event of an older epoch is a cancelled handle.
+
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+
+use ferroloop_core::buffer::WriteQueue;
+use ferroloop_core::net::{Fd, SockAddr};
+use ferroloop_core::reactor::{Trigger, READ, WRITE};
+use ferroloop_core::registry::Token;
+use pyo3::prelude::*;
+
+use super::keep::Keep;
+use crate::event_loop::registrations::Reg;
+use crate::event_loop::EventLoop;
+use crate::py::cell::GilCell;
+use crate::py::errors::os_error;
+use crate::py::gc::{self, GcRefs, GcStop, Visitor};
+use crate::py::held::Held;
+use crate::py::native_type::{RawClass, RawPayload};
+
+/// The socket a transport owns.
+#[derive(Debug, Default)]
+pub(crate) enum Sock {
+    /// A Python `socket.socket` (given by the caller, or made on demand).
+    Py(Held<PyAny>),
+    /// A descriptor accepted natively; no Python object exists yet.
+    Raw(Fd),
+    /// Closed (`_sock is None`).
+    #[default]
+    Closed,
+}
+
+/// A socket address: as the kernel gave it, as a Python object, or unknown
+/// (the call failed: `None`).
+#[derive(Debug, Default)]
+pub(crate) enum Addr {
+    #[default]
+    None,
+    Native(SockAddr),
+    Py(Held<PyAny>),
+}
+
+/// Write-buffer limits (`_high_water`, `_low_water`) as given, and as numbers.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    pub high: Held<PyAny>,
+    pub low: Held<PyAny>,
+    pub high_f: f64,
+    pub low_f: f64,
+}
+
+/// The family/type/proto a socket object made on demand gets.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SockKind {
+    pub family: i32,
+    pub type_: i32,
+    pub proto: i32,
+}
+
+/// Everything `_SelectorSocketTransport` keeps in its instance dict.
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    pub loop_: Option<Held<EventLoop>>,
+    pub protocol: Option<Held<PyAny>>,
+    pub sock: Sock,
+    pub kind: SockKind,
+    pub fd: RawFd,
+    pub server: Option<Held<PyAny>>,
+    /// The caller's `extra` mapping (other keys than socket/sockname/peername).
+    pub extra: Option<Held<PyAny>>,
+    pub sockname: Addr,
+    pub peername: Addr,
+    /// The `TransportSocket` of `get_extra_info('socket')`, made on demand.
+    pub trsock: Option<Held<PyAny>>,
+    pub read_ctx: Option<Held<PyAny>>,
+    pub write_ctx: Option<Held<PyAny>>,
+    pub empty_waiter: Option<Held<PyAny>>,
+    /// `None`: the defaults (64 KiB / 16 KiB).
+    pub limits: Option<Box<Limits>>,
+    pub queue: WriteQueue<Keep>,
+    /// The loop registration while `interest != 0`.
+    pub token: Option<Token>,
+    pub interest: u32,
+    pub read_epoch: u32,
+    pub write_epoch: u32,
+    pub conn_lost: u32,
+    pub closing: bool,
+    pub paused: bool,
+    pub eof: bool,
+    pub protocol_connected: bool,
+    pub buffered: bool,
+    pub protocol_paused: bool,
+    /// Waiting in the loop's pre-poll flush list.
+    pub flush_pending: bool,
+}
+
+pub(crate) const DEFAULT_HIGH: f64 = 65536.0;
+pub(crate) const DEFAULT_LOW: f64 = 16384.0;
+
+impl StreamState {
+    pub(crate) fn high_water(&self) -> f64 {
+        self.limits.as_ref().map_or(DEFAULT_HIGH, |l| l.high_f)
+    }
+
+    pub(crate) fn low_water(&self) -> f64 {
+        self.limits.as_ref().map_or(DEFAULT_LOW, |l| l.low_f)
+    }
+
+    /// `is_reading()`.
+    pub(crate) fn is_reading(&self) -> bool {
+        !self.closing && !self.paused
+    }
+}
+
+impl GcRefs for StreamState {
+    fn visit_refs(&self, v: &Visitor<'_, '_>) -> Result<(), GcStop> {
+        v.visit(self.loop_.as_deref())?;
+        v.visit(self.protocol.as_deref())?;
+        if let Sock::Py(s) = &self.sock {
+            v.visit(Some(&**s))?;
+        }
+        v.visit(self.server.as_deref())?;
+        v.visit(self.extra.as_deref())?;
+        for a in [&self.sockname, &self.peername] {
+            if let Addr::Py(o) = a {
+                v.visit(Some(&**o))?;
+            }
+        }
+        v.visit(self.trsock.as_deref())?;
+        v.visit(self.read_ctx.as_deref())?;
+        v.visit(self.write_ctx.as_deref())?;
+        v.visit(self.empty_waiter.as_deref())?;
+        if let Some(l) = &self.limits {
+            v.visit(Some(&*l.high))?;
+            v.visit(Some(&*l.low))?;
+        }
+        self.queue.for_each_keep(|k| k.visit(v))
+    }
+}
+
+/// The payload of a `_SelectorSocketTransport` instance.
+#[derive(Debug, Default)]
+pub(crate) struct StreamTransport {
+    pub(crate) st: GilCell<StreamState>,
+}
+
+static CLASS: OnceLock<RawClass<StreamTransport>> = OnceLock::new();
+
+impl RawPayload for StreamTransport {
+    fn class() -> &'static RawClass<Self> {
+        // The class is created at import (`transports::register`) before any
+        // instance can exist, so every slot call finds it.
+        CLASS
+            .get()
+            .unwrap_or_else(|| unreachable!("ferroloop transports are not registered"))
+    }
+
+    fn visit_refs(&self, v: &Visitor<'_, '_>) -> Result<(), GcStop> {
+        match self.st.try_get() {
+            Some(st) => st.visit_refs(v),
+            None => Ok(()),
+        }
+    }
+
+    fn clear_refs(&self, py: Python<'_>) {
+        self.detach_from_loop(py);
+        gc::clear(&self.st);
+    }
+
+    fn dealloc(&self, py: Python<'_>) {
+        self.detach_from_loop(py);
+    }
+
+    fn finalize(obj: &Bound<'_, PyAny>) {
+        super::stream_life::finalize(obj);
+    }
+}
+
+impl StreamTransport {
+    /// Forget our fd in the loop's transport map (a transport collected
+    /// without close(): `__del__` already closed its socket).
+    fn detach_from_loop(&self, py: Python<'_>) {
+        let Some(st) = self.st.try_get() else { return };
+        if let Some(lp) = &st.loop_ {
+            lp.get().forget_transport(py, st.fd, std::ptr::from_ref(self) as usize);
+        }
+    }
+}
+
+/// The payload of an instance of the class (checked by exact type).
+pub(crate) fn payload<'a>(obj: &'a Bound<'_, PyAny>) -> &'a StreamTransport {
+    match class().payload_of(obj) {
+        Some(t) => t,
+        None => unreachable!("not a ferroloop stream transport"),
+    }
+}
+
+/// Create the class (once, at import).
+pub(crate) fn init_class(class: RawClass<StreamTransport>) {
+    let _ = CLASS.set(class);
+}
+
+pub(crate) fn class() -> &'static RawClass<StreamTransport> {
+    StreamTransport::class()
+}
+
+/// A strong reference to a stream transport.
+#[derive(Debug)]
+pub(crate) struct StreamRef(Held<PyAny>);
+
+impl StreamRef {
+    /// `obj` must be an instance of the class.
+    pub(crate) fn of(obj: &Bound<'_, PyAny>) -> Option<Self> {
+        class().payload_of(obj)?;
+        Some(Self(Held::new(obj.clone().unbind())))
+    }
+
+    pub(crate) fn get(&self) -> &StreamTransport {
+        // SAFETY: a StreamRef only ever holds an instance of the class
+        // (checked in `of`), kept alive by the reference itself.
+        unsafe { class().payload(self.0.as_ptr()) }
+    }
+
+    pub(crate) fn bind<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.0.bind(py)
+    }
+
+    pub(crate) fn clone_ref(&self, py: Python<'_>) -> Self {
+        Self(self.0.clone_ref(py))
+    }
+
+    pub(crate) fn as_py(&self) -> &Py<PyAny> {
+        &self.0
+    }
+}
+
+/// The loop of a transport that still has one.
+pub(crate) fn loop_of(py: Python<'_>, t: &StreamTransport) -> Option<Held<EventLoop>> {
+    t.st.get(py).loop_.as_ref().map(|l| l.clone_ref(py))
+}
+
+/// Bring the loop's registration in line with `want` (READ/WRITE bits):
+/// register, modify or deregister, as asyncio's `_add_reader` & co. do to
+/// the selector. On an epoll error nothing changes and the OSError returns.
+pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u32) -> PyResult<()> {
+    let (lp, fd, have, token) = {
+        let st = t.st.get(py);
+        let Some(lp) = st.loop_.as_ref() else { return Ok(()) };
+        (lp.clone_ref(py), st.fd, st.interest, st.token)
+    };
+    if want == have {
+        return Ok(());
+    }
+    let this = lp.get();
+    if this.is_forked() {
+        return Ok(());
+    }
+    let mut gone = None;
+    let result = {
+        let mut ls = this.st.get_mut(py);
+        match token {
+            Some(token) if want == 0 => {
+                // The fd may already be closed: EpollSelector ignores that error too.
+                let _ = this.poller.deregister(fd);
+                gone = ls.fds.remove(fd);
+                debug_assert!(matches!(gone, Some(Reg::Stream(_))) || gone.is_none());
+                let _ = token;
+                Ok(None)
+            }
+            Some(token) => this
+                .poller
+                .modify(fd, want, token, Trigger::Level)
+                .map(|()| Some(token)),
+            None => {
+                if ls.fds.token(fd).is_some() {
+                    return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                        "File descriptor {fd} is already registered with the loop"
+                    )));
+                }
+                let Some(me) = StreamRef::of(obj) else {
+                    return Ok(());
+                };
+                let token = ls.fds.insert(fd, Reg::Stream(me));
+                match this.poller.register(fd, want, token, Trigger::Level) {
+                    Ok(()) => Ok(Some(token)),
+                    Err(e) => {
+                        gone = ls.fds.remove(fd);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    };
+    drop(gone);
+    match result {
+        Ok(token) => {
+            let mut st = t.st.get_mut(py);
+            st.token = token;
+            st.interest = want;
+            Ok(())
+        }
+        Err(e) => Err(os_error(&e)),
+    }
+}
+
+/// `loop._add_reader(fd, self._read_ready)`: start (or resume) reading,
+/// with the reading context copied from the caller's, as a new handle would.
+pub(crate) fn add_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let ctx = crate::py::call::copy_context(py)?;
+    let want = t.st.get(py).interest | READ;
+    set_interest(py, obj, t, want)?;
+    let old = {
+        let mut st = t.st.get_mut(py);
+        st.read_epoch = st.read_epoch.wrapping_add(1);
+        st.read_ctx.replace(Held::new(ctx))
+    };
+    drop(old);
+    Ok(())
+}
+
+/// `loop._remove_reader(fd)`.
+pub(crate) fn remove_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let want = {
+        let mut st = t.st.get_mut(py);
+        if st.interest & READ == 0 {
+            return Ok(());
+        }
+        st.read_epoch = st.read_epoch.wrapping_add(1);
+        st.interest & !READ
+    };
+    let res = set_interest(py, obj, t, want);
+    let old = t.st.get_mut(py).read_ctx.take();
+    drop(old);
+    res
+}
+
+/// `loop._remove_writer(fd)`.
+pub(crate) fn remove_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let want = {
+        let mut st = t.st.get_mut(py);
+        if st.interest & WRITE == 0 {
+            return Ok(());
+        }
+        st.write_epoch = st.write_epoch.wrapping_add(1);
+        st.interest & !WRITE
+    };
+    let res = set_interest(py, obj, t, want);
+    let old = t.st.get_mut(py).write_ctx.take();
+    drop(old);
+    res
+}

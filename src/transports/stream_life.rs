@@ -1,0 +1,345 @@
+//! Creation, close, abort, `connection_lost` and `__del__` of the native
+//! stream transport.
+//!
+//! Mirrors `_SelectorTransport.__init__`/`close`/`_force_close`/
+//! `_call_connection_lost`/`_fatal_error`/`__del__` and
+//! `_SelectorSocketTransport.__init__`/`_call_connection_lost`: the three
+//! `call_soon`s of the constructor (`connection_made`, start reading, the
+//! waiter), `connection_lost` always on a later iteration, the socket closed
+//! and the server detached after it, whatever it raised.
+
+use ferroloop_core::net::{Fd, SockAddr};
+use pyo3::exceptions::{PyConnectionError, PyKeyboardInterrupt, PySystemExit};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use super::hooks;
+use super::stream::{self, Addr, Sock, SockKind, StreamState, StreamTransport};
+use crate::event_loop::{schedule, EventLoop};
+use crate::py::held::Held;
+
+/// The caller's side of a new transport.
+pub(crate) struct NewStream<'py> {
+    pub protocol: Bound<'py, PyAny>,
+    pub waiter: Option<Bound<'py, PyAny>>,
+    pub extra: Option<Bound<'py, PyAny>>,
+    pub server: Option<Bound<'py, PyAny>>,
+}
+
+/// Where the socket comes from.
+pub(crate) enum Origin<'py> {
+    /// A Python socket object (`_make_socket_transport(sock, ...)`).
+    Socket(Bound<'py, PyAny>),
+    /// A connection accepted natively, with its peer's address.
+    Accepted { fd: Fd, peer: SockAddr, kind: SockKind },
+}
+
+fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// `_SelectorSocketTransport(loop, sock, protocol, waiter, extra, server)`.
+pub(crate) fn create<'py>(
+    lp: &Bound<'py, EventLoop>,
+    origin: Origin<'py>,
+    new: NewStream<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = lp.py();
+    let mut py_sock = None;
+    let (sock, fd, peer, kind) = match origin {
+        Origin::Socket(s) => {
+            let fd: i32 = s.call_method0(pyo3::intern!(py, "fileno"))?.extract()?;
+            py_sock = Some(s.clone());
+            (Sock::Py(Held::new(s.unbind())), fd, None, SockKind::default())
+        }
+        Origin::Accepted { fd, peer, kind } => {
+            let raw = fd.raw();
+            (Sock::Raw(fd), raw, Some(peer), kind)
+        }
+    };
+    let sockname = ferroloop_core::net::local_addr(fd).map_or(Addr::None, Addr::Native);
+    let extra_peer = match &new.extra {
+        Some(e) => e
+            .cast::<PyDict>()
+            .ok()
+            .and_then(|d| d.get_item(pyo3::intern!(py, "peername")).ok().flatten()),
+        None => None,
+    };
+    let peername = match (extra_peer, peer) {
+        (Some(p), _) => Addr::Py(Held::new(p.unbind())),
+        (None, Some(p)) => Addr::Native(p),
+        (None, None) => ferroloop_core::net::peer_addr(fd).map_or(Addr::None, Addr::Native),
+    };
+    let buffered = new.protocol.is_instance(&hooks::buffered_protocol(py)?)?;
+    let state = StreamState {
+        loop_: Some(Held::new(lp.clone().unbind())),
+        protocol: Some(Held::new(new.protocol.clone().unbind())),
+        sock,
+        kind,
+        fd,
+        server: new.server.as_ref().map(|s| Held::new(s.clone().unbind())),
+        extra: new.extra.map(|e| Held::new(e.unbind())),
+        sockname,
+        peername,
+        protocol_connected: true,
+        buffered,
+        ..StreamState::default()
+    };
+    let obj = stream::class().new_instance(
+        py,
+        StreamTransport {
+            st: crate::py::cell::GilCell::new(state),
+        },
+    )?;
+    let t = stream::payload(&obj);
+    lp.get().remember_transport(py, fd, std::ptr::from_ref(t) as usize);
+    if let Some(server) = &new.server {
+        hooks::server_attach(py, server, &obj)?;
+    }
+    match &py_sock {
+        Some(s) => hooks::set_nodelay(py, s)?,
+        None => {
+            if ferroloop_core::net::is_tcp(kind.family, kind.type_, kind.proto) {
+                ferroloop_core::net::set_nodelay(fd).map_err(|e| crate::py::errors::os_error(&e))?;
+            }
+        }
+    }
+    let made = new.protocol.getattr(pyo3::intern!(py, "connection_made"))?;
+    schedule::call_soon(lp, made, PyTuple::new(py, [&obj])?, None, "call_soon")?;
+    let start = obj.getattr(pyo3::intern!(py, "_start_reading"))?;
+    schedule::call_soon(lp, start, PyTuple::empty(py), None, "call_soon")?;
+    if let Some(waiter) = new.waiter.filter(|w| !w.is_none()) {
+        let set = hooks::set_result_unless_cancelled(py)?;
+        schedule::call_soon(
+            lp,
+            set,
+            PyTuple::new(py, [waiter, py.None().into_bound(py)])?,
+            None,
+            "call_soon",
+        )?;
+    }
+    Ok(obj)
+}
+
+/// `_SelectorTransport._add_reader(fd, self._read_ready)`: only when connected
+/// and still reading (a `pause_reading()` before this keeps it paused).
+pub(crate) fn start_reading(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    if !t.st.get(py).is_reading() {
+        return Ok(());
+    }
+    stream::add_reader(py, obj, t)
+}
+
+/// Schedule `self._call_connection_lost(exc)` on the loop.
+fn schedule_connection_lost(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    t: &StreamTransport,
+    exc: Py<PyAny>,
+) -> PyResult<()> {
+    let Some(lp) = stream::loop_of(py, t) else {
+        return Ok(());
+    };
+    let cb = obj.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
+    schedule::call_soon(lp.bind(py), cb, PyTuple::new(py, [exc])?, None, "call_soon")?;
+    Ok(())
+}
+
+/// `close()`.
+pub(crate) fn close(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    {
+        let mut st = t.st.get_mut(py);
+        if st.closing {
+            return Ok(());
+        }
+        st.closing = true;
+    }
+    stream::remove_reader(py, obj, t)?;
+    let empty = t.st.get(py).queue.is_empty();
+    if empty {
+        t.st.get_mut(py).conn_lost += 1;
+        stream::remove_writer(py, obj, t)?;
+        schedule_connection_lost(py, obj, t, py.None())?;
+    }
+    Ok(())
+}
+
+/// `_force_close(exc)` (also `abort()`, with `exc=None`).
+pub(crate) fn force_close(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, exc: Py<PyAny>) -> PyResult<()> {
+    let (had_data, was_closing) = {
+        let st = t.st.get(py);
+        if st.conn_lost > 0 {
+            return Ok(());
+        }
+        (!st.queue.is_empty(), st.closing)
+    };
+    if had_data {
+        let dropped = t.st.get_mut(py).queue.clear();
+        drop(dropped);
+        stream::remove_writer(py, obj, t)?;
+    }
+    if !was_closing {
+        t.st.get_mut(py).closing = true;
+        stream::remove_reader(py, obj, t)?;
+    }
+    t.st.get_mut(py).conn_lost += 1;
+    schedule_connection_lost(py, obj, t, exc)
+}
+
+/// `_fatal_error(exc, message)`: report (an OSError only in debug mode), then force-close.
+pub(crate) fn fatal_error(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    t: &StreamTransport,
+    exc: PyErr,
+    message: &str,
+) -> PyResult<()> {
+    let exc = exc.into_value(py);
+    hooks::fatal_error(py, obj, exc.bind(py), message)?;
+    force_close(py, obj, t, exc.into_any())
+}
+
+/// Handle an exception raised by a protocol callback: `SystemExit` and
+/// `KeyboardInterrupt` propagate, anything else is a fatal error.
+pub(crate) fn protocol_failed(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    t: &StreamTransport,
+    err: PyErr,
+    message: &str,
+) -> PyResult<()> {
+    if is_fatal(py, &err) {
+        return Err(err);
+    }
+    fatal_error(py, obj, t, err, message)
+}
+
+/// Close the socket and forget it (the end of `_call_connection_lost`).
+fn release_socket(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    // Normally nothing is registered any more; make sure before closing.
+    let _ = stream::set_interest(py, obj, t, 0);
+    let (sock, lp, fd) = {
+        let mut st = t.st.get_mut(py);
+        (
+            std::mem::take(&mut st.sock),
+            st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            st.fd,
+        )
+    };
+    if let Some(lp) = lp {
+        lp.get().forget_transport(py, fd, std::ptr::from_ref(t) as usize);
+    }
+    match sock {
+        Sock::Py(s) => {
+            s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
+        }
+        Sock::Raw(fd) => drop(fd),
+        Sock::Closed => {}
+    }
+    Ok(())
+}
+
+/// `_call_connection_lost(exc)`.
+pub(crate) fn call_connection_lost(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    t: &StreamTransport,
+    exc: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let (connected, protocol) = {
+        let st = t.st.get(py);
+        (st.protocol_connected, st.protocol.as_ref().map(|p| p.clone_ref(py)))
+    };
+    let res = match (connected, protocol) {
+        (true, Some(p)) => p
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "connection_lost"), (exc,))
+            .map(|_| ()),
+        _ => Ok(()),
+    };
+    // The `finally:` part runs whatever connection_lost did.
+    let closed = release_socket(py, obj, t);
+    let (old_protocol, old_loop, server) = {
+        let mut st = t.st.get_mut(py);
+        (st.protocol.take(), st.loop_.take(), st.server.take())
+    };
+    drop(old_protocol);
+    drop(old_loop);
+    let detached = match server {
+        Some(s) => hooks::server_detach(py, s.bind(py), obj),
+        None => Ok(()),
+    };
+    res?;
+    closed?;
+    detached?;
+    let waiter = t.st.get_mut(py).empty_waiter.clone_ref_opt(py);
+    if let Some(w) = waiter {
+        let err = PyConnectionError::new_err("Connection is closed by peer").into_value(py);
+        w.bind(py).call_method1(pyo3::intern!(py, "set_exception"), (err,))?;
+    }
+    Ok(())
+}
+
+/// `__del__`: warn about an unclosed transport and close its socket.
+pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
+    let py = obj.py();
+    let t = stream::payload(obj);
+    let open = match t.st.try_get() {
+        Some(st) => !matches!(st.sock, Sock::Closed),
+        None => false,
+    };
+    if !open {
+        return;
+    }
+    if let Err(e) = hooks::warn_unclosed(py, obj) {
+        e.write_unraisable(py, Some(obj));
+    }
+    let (sock, server, lp, fd) = {
+        let mut st = t.st.get_mut(py);
+        let server = if hooks::detach_in_del(py) {
+            st.server.take()
+        } else {
+            None
+        };
+        (
+            std::mem::take(&mut st.sock),
+            server,
+            st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            st.fd,
+        )
+    };
+    if let Some(lp) = lp {
+        lp.get().forget_transport(py, fd, std::ptr::from_ref(t) as usize);
+    }
+    let closed = match sock {
+        Sock::Py(s) => s.bind(py).call_method0(pyo3::intern!(py, "close")).map(|_| ()),
+        Sock::Raw(fd) => {
+            drop(fd);
+            Ok(())
+        }
+        Sock::Closed => Ok(()),
+    };
+    if let Err(e) = closed {
+        e.write_unraisable(py, Some(obj));
+    }
+    if let Some(s) = server {
+        if let Err(e) = hooks::server_detach(py, s.bind(py), obj) {
+            e.write_unraisable(py, Some(obj));
+        }
+    }
+}
+
+trait CloneRefOpt {
+    fn clone_ref_opt(&self, py: Python<'_>) -> Option<Held<PyAny>>;
+}
+
+impl CloneRefOpt for Option<Held<PyAny>> {
+    fn clone_ref_opt(&self, py: Python<'_>) -> Option<Held<PyAny>> {
+        self.as_ref().map(|h| h.clone_ref(py))
+    }
+}
+
+/// The `EventLoop` a new stream is made for: `loop` must be a ferroloop loop.
+pub(crate) fn native_loop<'py>(lp: &Bound<'py, PyAny>) -> PyResult<Bound<'py, EventLoop>> {
+    Ok(lp.cast::<EventLoop>()?.clone())
+}
