@@ -7,6 +7,7 @@ mod event_loop;
 mod handles;
 mod py;
 mod server;
+mod sock_ops;
 mod transports;
 
 use std::sync::atomic::Ordering;
@@ -34,6 +35,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::hooks::_set_hooks, m)?)?;
     transports::register(m)?;
     m.add_class::<server::Listener>()?;
+    m.add("_SockCoroutine", sock_ops::init_class(m.py())?)?;
     m.add_function(wrap_pyfunction!(server::_start_listener, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

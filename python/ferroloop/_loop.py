@@ -17,6 +17,7 @@ wakes itself for ``call_soon_threadsafe``).
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import socket
 import sys
 import threading
@@ -27,6 +28,9 @@ from . import _compat, _ferroloop
 from ._selector import NativeSelectorView
 
 __all__ = ["Loop"]
+
+# The sock_* methods return native coroutines; asyncio accepts them as such.
+collections.abc.Coroutine.register(_ferroloop._SockCoroutine)
 
 
 class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[misc]

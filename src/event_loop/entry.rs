@@ -105,14 +105,19 @@ fastcall_method!(create_task, "BaseEventLoop.create_task", ["coro"], |c| {
 
 fastcall_method!(create_future, "BaseEventLoop.create_future", [], |c| {
     c.no_arguments()?;
-    let py = c.py;
+    Ok(new_future(&c.slf)?.unbind())
+});
+
+/// `asyncio.futures.Future(loop=loop)` (what `create_future` returns).
+pub(crate) fn new_future<'py>(lp: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = lp.py();
     let fut_type = crate::py::hooks::hooks(py)?
         .futures_module
         .bind(py)
         .getattr(pyo3::intern!(py, "Future"))?;
     let names = kwnames(py, &FUTURE_KWNAMES, &["loop"])?;
-    Ok(vectorcall(py, &fut_type, &[&c.slf], 0, Some(&names))?.unbind())
-});
+    vectorcall(py, &fut_type, &[lp], 0, Some(&names))
+}
 
 fastcall_method!(get_debug, "BaseEventLoop.get_debug", [], |c| {
     c.no_arguments()?;
@@ -132,6 +137,8 @@ fastcall_method!(time, "BaseEventLoop.time", [], |c| {
 /// Install the entry points as methods of `EventLoop` (once, at import).
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     let ty = py.get_type::<EventLoop>();
+    // SAFETY: the socket methods treat `self` as an EventLoop as well.
+    unsafe { crate::py::fastcall::install(&ty, &crate::sock_ops::methods_for_loop())? };
     // SAFETY: every entry point treats `self` as an EventLoop, which the
     // method descriptor of `EventLoop` guarantees.
     unsafe {

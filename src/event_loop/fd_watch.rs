@@ -23,7 +23,7 @@ use pyo3::types::{PyInt, PyTuple};
 use ferroloop_core::reactor::Trigger;
 
 use super::registrations::Reg;
-use super::{EventLoop, FdReg};
+use super::{EventLoop, FdReg, Watcher};
 use crate::handles::{ensure_tracked, Handle};
 use crate::py::call::copy_context;
 use crate::py::errors::os_error;
@@ -60,10 +60,10 @@ fn lookup(slf: &Bound<'_, EventLoop>, obj: &Bound<'_, PyAny>) -> PyResult<RawFd>
     }
 }
 
-fn cancel(py: Python<'_>, handle: Option<Held<Handle>>) -> PyResult<bool> {
-    match handle {
-        Some(h) => {
-            h.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+fn cancel(py: Python<'_>, watcher: Option<Watcher>) -> PyResult<bool> {
+    match watcher {
+        Some(w) => {
+            w.cancel(py)?;
             Ok(true)
         }
         None => Ok(false),
@@ -97,6 +97,27 @@ pub(super) fn add(
     )?;
     ensure_tracked(handle.bind(py));
     let fd = to_fd(py, fileobj)?;
+    add_watcher(
+        slf,
+        fileobj,
+        fd,
+        Watcher::Handle(Held::new(handle.clone_ref(py))),
+        which,
+    )?;
+    Ok(handle)
+}
+
+/// Register `watcher` for the `which` side of `fd` (replacing and cancelling
+/// what was there), as `_add_reader`/`_add_writer` do with the selector.
+pub(crate) fn add_watcher(
+    slf: &Bound<'_, EventLoop>,
+    fileobj: &Bound<'_, PyAny>,
+    fd: RawFd,
+    watcher: Watcher,
+    which: u32,
+) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
     let mut replaced = None;
     let old = {
         let mut st = this.st.get_mut(py);
@@ -130,12 +151,12 @@ pub(super) fn add(
             } else {
                 &mut reg.writer
             };
-            slot.replace(Held::new(handle.clone_ref(py)))
+            slot.replace(watcher)
         } else {
             let (reader, writer) = if which == ferroloop_core::reactor::READ {
-                (Some(Held::new(handle.clone_ref(py))), None)
+                (Some(watcher), None)
             } else {
-                (None, Some(Held::new(handle.clone_ref(py))))
+                (None, Some(watcher))
             };
             let token = st.fds.insert(
                 fd,
@@ -157,7 +178,7 @@ pub(super) fn add(
     };
     drop(replaced);
     cancel(py, old)?;
-    Ok(handle)
+    Ok(())
 }
 
 pub(super) fn remove(slf: &Bound<'_, EventLoop>, fileobj: &Bound<'_, PyAny>, which: u32) -> PyResult<bool> {
@@ -170,7 +191,18 @@ pub(super) fn remove(slf: &Bound<'_, EventLoop>, fileobj: &Bound<'_, PyAny>, whi
 }
 
 /// Drop the `which` watcher of `fd`; cancel its handle. True if there was one.
-pub(super) fn remove_fd(slf: &Bound<'_, EventLoop>, fd: RawFd, which: u32) -> PyResult<bool> {
+pub(crate) fn remove_fd(slf: &Bound<'_, EventLoop>, fd: RawFd, which: u32) -> PyResult<bool> {
+    remove_fd_if(slf, fd, which, |_| true)
+}
+
+/// [`remove_fd`], only if `is_current` accepts the watcher now in place
+/// (asyncio's `_sock_read_done` removes the reader only if it is its own).
+pub(crate) fn remove_fd_if(
+    slf: &Bound<'_, EventLoop>,
+    fd: RawFd,
+    which: u32,
+    is_current: impl FnOnce(&Watcher) -> bool,
+) -> PyResult<bool> {
     let py = slf.py();
     let this = slf.get();
     let mut error = None;
@@ -194,6 +226,14 @@ pub(super) fn remove_fd(slf: &Bound<'_, EventLoop>, fd: RawFd, which: u32) -> Py
         let Some(Reg::Watch(reg)) = st.fds.get_mut(fd) else {
             return Ok(false);
         };
+        let side = if which == ferroloop_core::reactor::READ {
+            &reg.reader
+        } else {
+            &reg.writer
+        };
+        if !side.as_ref().is_some_and(is_current) {
+            return Ok(false);
+        }
         let mask = reg.mask & !which;
         let old = if which == ferroloop_core::reactor::READ {
             reg.reader.take()

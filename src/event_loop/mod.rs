@@ -22,7 +22,7 @@
 //!   every entry point compares the fork generation first.
 
 pub(crate) mod entry;
-mod fd_watch;
+pub(crate) mod fd_watch;
 pub(crate) mod registrations;
 mod run;
 pub(crate) mod schedule;
@@ -39,7 +39,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::handles::{Handle, TimerHandle};
 use crate::py::cell::GilCell;
 use crate::py::errors::os_error;
-pub(crate) use state::{FdReg, LoopState, Ready};
+pub(crate) use state::{FdReg, LoopState, Ready, Watcher};
 
 /// The reactor token of the loop's own waker (never a registry token: slot
 /// indexes stay far below `u32::MAX`).
@@ -134,7 +134,7 @@ impl EventLoop {
         };
         if let Some(registrations::Reg::Watch(w)) = old {
             for h in [w.reader, w.writer].into_iter().flatten() {
-                h.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+                h.cancel(py)?;
             }
         }
         Ok(())
@@ -172,6 +172,37 @@ impl EventLoop {
         }
         // Allocating a bytes object runs no Python code, so the borrow may stay.
         Ok(Some(pyo3::types::PyBytes::new(py, &st.scratch[..n])))
+    }
+
+    /// The native transport using `fd`, if any.
+    pub(crate) fn native_transport_at(&self, py: Python<'_>, fd: std::os::fd::RawFd) -> Option<Py<PyAny>> {
+        let addr = *self.st.get(py).streams.get(&fd)?;
+        let class = crate::transports::stream::class();
+        // SAFETY: entries are removed before their transport dies (see
+        // `LoopState::streams`), so the address is a live payload.
+        let obj = unsafe { class.object_of(addr as *const crate::transports::stream::StreamTransport) };
+        // SAFETY: a live object; we take a new reference.
+        Some(unsafe { Bound::from_borrowed_ptr(py, obj) }.unbind())
+    }
+
+    /// `sock.recv(n)` into exact-size `bytes`: through the shared buffer for
+    /// sizes up to `READ_SIZE`, straight into the result above that.
+    pub(crate) fn recv_sized<'py>(
+        &self,
+        py: Python<'py>,
+        fd: std::os::fd::RawFd,
+        n: usize,
+    ) -> std::io::Result<Bound<'py, pyo3::types::PyBytes>> {
+        if n > READ_SIZE {
+            return crate::py::buffer::new_bytes_with(py, n, |buf| ferroloop_core::net::recv(fd, buf));
+        }
+        let mut st = self.st.get_mut(py);
+        if st.scratch.is_empty() {
+            st.scratch = vec![0; READ_SIZE];
+        }
+        let got = ferroloop_core::net::recv(fd, &mut st.scratch[..n])?;
+        // Allocating a bytes object runs no Python code, so the borrow may stay.
+        Ok(pyo3::types::PyBytes::new(py, &st.scratch[..got]))
     }
 
     pub(crate) fn is_closed_flag(&self, py: Python<'_>) -> bool {
@@ -376,13 +407,7 @@ impl EventLoop {
 
     /// The native transport using `fd` (asyncio's `_transports.get(fd)`).
     fn _native_transport_at(&self, py: Python<'_>, fd: i32) -> Option<Py<PyAny>> {
-        let addr = *self.st.get(py).streams.get(&fd)?;
-        let class = crate::transports::stream::class();
-        // SAFETY: entries are removed before their transport dies (see
-        // `LoopState::streams`), so the address is a live payload.
-        let obj = unsafe { class.object_of(addr as *const crate::transports::stream::StreamTransport) };
-        // SAFETY: a live object; we take a new reference.
-        Some(unsafe { Bound::from_borrowed_ptr(py, obj) }.unbind())
+        self.native_transport_at(py, fd)
     }
 
     /// Release everything native: queued handles, timers, watchers, and the

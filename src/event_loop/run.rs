@@ -24,7 +24,7 @@ use ferroloop_core::reactor::{READ, WRITE};
 use pyo3::prelude::*;
 
 use super::registrations::Reg;
-use super::{EventLoop, Ready};
+use super::{EventLoop, Ready, Watcher};
 use crate::handles::{release, run_handle, try_recycle, Handle, TimerHandle};
 use crate::py::errors::os_error;
 use crate::py::held::Held;
@@ -135,18 +135,18 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
             // Reader before writer, as `_process_events` does.
             let mut queue: [Option<_>; 2] = [None, None];
             for (slot, (bit, watcher)) in [(READ, &reg.reader), (WRITE, &reg.writer)].into_iter().enumerate() {
-                let Some(h) = watcher else { continue };
+                let Some(w) = watcher else { continue };
                 if ev.ready & bit == 0 || reg.mask & bit == 0 {
                     continue;
                 }
-                if h.get().is_cancelled(py) {
-                    cancelled_watchers.push((fd, bit));
-                } else {
-                    queue[slot] = Some(h.clone_ref(py));
+                match w {
+                    Watcher::Handle(h) if h.get().is_cancelled(py) => cancelled_watchers.push((fd, bit)),
+                    Watcher::Handle(h) => queue[slot] = Some(Ready::Native(h.clone_ref(py))),
+                    Watcher::Op(op) => queue[slot] = Some(Ready::SockOp(op.clone_ref(py))),
                 }
             }
-            for h in queue.into_iter().flatten() {
-                st.ready.push(Ready::Native(h));
+            for item in queue.into_iter().flatten() {
+                st.ready.push(item);
             }
         }
         st.events = Some(events);
@@ -227,6 +227,7 @@ fn run_item(py: Python<'_>, item: &Ready) -> PyResult<()> {
         Ready::Foreign(o) => run_foreign(py, o),
         Ready::Io(io) => run_io(py, io),
         Ready::Listener(l, step) => crate::server::on_ready(py, l, *step),
+        Ready::SockOp(op) => crate::sock_ops::on_ready(py, op),
     }
 }
 

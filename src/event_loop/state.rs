@@ -27,6 +27,8 @@ pub(crate) enum Ready {
     Io(IoItem),
     /// A listening socket's accept or set-up step.
     Listener(Held<crate::server::Listener>, crate::server::Step),
+    /// A socket operation's fd is ready.
+    SockOp(crate::sock_ops::OpRef),
 }
 
 impl Ready {
@@ -36,6 +38,7 @@ impl Ready {
             Ready::Foreign(o) => o.to_py(py),
             Ready::Io(item) => item.stream.as_py().clone_ref(py),
             Ready::Listener(l, _) => l.to_py(py).into_any(),
+            Ready::SockOp(o) => o.as_py().clone_ref(py),
         }
     }
 }
@@ -45,8 +48,49 @@ impl Ready {
 pub(crate) struct FdReg {
     pub fileobj: Held<PyAny>,
     pub mask: u32,
-    pub reader: Option<Held<Handle>>,
-    pub writer: Option<Held<Handle>>,
+    pub reader: Option<Watcher>,
+    pub writer: Option<Watcher>,
+}
+
+/// What waits for one side of a watched fd.
+#[derive(Debug)]
+pub(crate) enum Watcher {
+    /// A Python handle (`add_reader`/`add_writer`).
+    Handle(Held<Handle>),
+    /// A native socket operation (`sock_recv` & co.) waiting for readiness.
+    Op(crate::sock_ops::OpRef),
+}
+
+impl Watcher {
+    /// The object asyncio's selector key would hold (the handle, or the operation).
+    pub(crate) fn to_py(&self, py: Python<'_>) -> Py<PyAny> {
+        match self {
+            Watcher::Handle(h) => h.to_py(py).into_any(),
+            Watcher::Op(o) => o.as_py().clone_ref(py),
+        }
+    }
+
+    /// `handle.cancel()` for a replaced or removed handle; a removed
+    /// operation is abandoned (its future never completes, as on asyncio).
+    pub(crate) fn cancel(self, py: Python<'_>) -> PyResult<()> {
+        match self {
+            Watcher::Handle(h) => {
+                h.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+                Ok(())
+            }
+            Watcher::Op(o) => {
+                drop(o);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn visit(&self, v: &crate::py::gc::Visitor<'_, '_>) -> Result<(), crate::py::gc::GcStop> {
+        match self {
+            Watcher::Handle(h) => v.visit(Some(&**h)),
+            Watcher::Op(o) => v.visit(Some(o.as_py())),
+        }
+    }
 }
 
 /// Everything `_run_once` and the scheduling calls touch.
@@ -166,6 +210,7 @@ impl crate::py::gc::GcRefs for LoopState {
                 Ready::Foreign(o) => v.visit(Some(&**o))?,
                 Ready::Io(item) => v.visit(Some(item.stream.as_py()))?,
                 Ready::Listener(l, _) => v.visit(Some(&**l))?,
+                Ready::SockOp(o) => v.visit(Some(o.as_py()))?,
             }
         }
         for (_, t) in self.timers.iter() {
@@ -175,8 +220,9 @@ impl crate::py::gc::GcRefs for LoopState {
             match reg {
                 super::registrations::Reg::Watch(w) => {
                     v.visit(Some(&*w.fileobj))?;
-                    v.visit(w.reader.as_deref())?;
-                    v.visit(w.writer.as_deref())?;
+                    for side in [&w.reader, &w.writer].into_iter().flatten() {
+                        side.visit(v)?;
+                    }
                 }
                 super::registrations::Reg::Stream(t) => v.visit(Some(t.as_py()))?,
                 super::registrations::Reg::Listener(l) => v.visit(Some(&**l))?,

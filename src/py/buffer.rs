@@ -89,3 +89,47 @@ pub(crate) fn with_bytes<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) 
     let held = HeldBuffer::new(obj)?;
     Ok(f(held.as_slice()))
 }
+
+extern "C" {
+    /// CPython's `_PyBytes_Resize` (exported, not in PyO3's bindings):
+    /// resizes a bytes object that has a single reference.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> std::os::raw::c_int;
+}
+
+/// A new `bytes` of up to `n` bytes filled by `fill` (which returns how many
+/// it wrote), without an intermediate copy; shrunk to the written size.
+pub(crate) fn new_bytes_with(
+    py: Python<'_>,
+    n: usize,
+    fill: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+) -> std::io::Result<Bound<'_, PyBytes>> {
+    let len = ffi::Py_ssize_t::try_from(n).map_err(|_| std::io::Error::from_raw_os_error(12))?;
+    // SAFETY: a NULL source asks for an uninitialised bytes object of `len`
+    // bytes, which we own until returned.
+    let mut obj = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
+    if obj.is_null() {
+        // MemoryError is set; report ENOMEM to the caller's error path.
+        drop(PyErr::fetch(py));
+        return Err(std::io::Error::from_raw_os_error(12));
+    }
+    // SAFETY: the object's buffer holds `n` writable bytes until it is shared.
+    let buf = unsafe { std::slice::from_raw_parts_mut(ffi::PyBytes_AsString(obj).cast::<u8>(), n) };
+    let written = match fill(buf) {
+        Ok(w) => w.min(n),
+        Err(e) => {
+            // SAFETY: our own reference, never shared.
+            unsafe { ffi::Py_DECREF(obj) };
+            return Err(e);
+        }
+    };
+    if written != n {
+        // SAFETY: `obj` is a bytes object with a single reference (ours);
+        // `_PyBytes_Resize` may move it and updates the pointer.
+        if unsafe { _PyBytes_Resize(&raw mut obj, written as ffi::Py_ssize_t) } != 0 {
+            drop(PyErr::fetch(py));
+            return Err(std::io::Error::from_raw_os_error(12));
+        }
+    }
+    // SAFETY: a new, non-null reference to a bytes object.
+    Ok(unsafe { Bound::from_owned_ptr(py, obj).cast_into_unchecked() })
+}

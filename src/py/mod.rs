@@ -15,6 +15,7 @@
 pub(crate) mod buffer;
 pub(crate) mod call;
 pub(crate) mod cell;
+pub(crate) mod coroutine;
 pub(crate) mod errors;
 pub(crate) mod fastcall;
 pub(crate) mod gc;

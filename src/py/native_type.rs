@@ -72,6 +72,7 @@ impl<T: RawPayload> RawClass<T> {
         methods: Vec<ffi::PyMethodDef>,
         getters: &[(&'static CStr, RawGetter)],
         repr: Option<ffi::reprfunc>,
+        extra_slots: &[(c_int, *mut c_void)],
     ) -> PyResult<Self> {
         let base = bases.get_item(0)?.cast_into::<PyType>()?;
         // SAFETY: `base` is a live type object; only plain fields are read.
@@ -137,18 +138,7 @@ impl<T: RawPayload> RawClass<T> {
             },
             ffi::PyMemberDef::default(),
         ]));
-        let repr_slot = match repr {
-            Some(f) => ffi::PyType_Slot {
-                slot: ffi::Py_tp_repr,
-                pfunc: f as *mut c_void,
-            },
-            None => ffi::PyType_Slot {
-                slot: ffi::Py_tp_doc,
-                pfunc: doc.as_ptr().cast_mut().cast(),
-            },
-        };
-        let slots: &'static mut [ffi::PyType_Slot] = Box::leak(Box::new([
-            repr_slot,
+        let mut slots = vec![
             ffi::PyType_Slot {
                 slot: ffi::Py_tp_dealloc,
                 pfunc: dealloc::<T> as *mut c_void,
@@ -181,11 +171,23 @@ impl<T: RawPayload> RawClass<T> {
                 slot: ffi::Py_tp_doc,
                 pfunc: doc.as_ptr().cast_mut().cast(),
             },
-            ffi::PyType_Slot {
-                slot: 0,
-                pfunc: std::ptr::null_mut(),
-            },
-        ]));
+        ];
+        if let Some(f) = repr {
+            slots.push(ffi::PyType_Slot {
+                slot: ffi::Py_tp_repr,
+                pfunc: f as *mut c_void,
+            });
+        }
+        slots.extend(
+            extra_slots
+                .iter()
+                .map(|&(slot, pfunc)| ffi::PyType_Slot { slot, pfunc }),
+        );
+        slots.push(ffi::PyType_Slot {
+            slot: 0,
+            pfunc: std::ptr::null_mut(),
+        });
+        let slots: &'static mut [ffi::PyType_Slot] = Box::leak(slots.into_boxed_slice());
         let spec: &'static mut ffi::PyType_Spec = Box::leak(Box::new(ffi::PyType_Spec {
             name: qualname.as_ptr(),
             basicsize: basicsize as c_int,
@@ -397,7 +399,7 @@ macro_rules! raw_getter {
             $crate::py::fastcall::finish($py, || {
                 // SAFETY: the getset descriptor checked `obj`'s type.
                 let ($obj, $t) = unsafe { <$payload as $crate::py::native_type::RawPayload>::class().bind($py, obj) };
-                let _ = &$obj;
+                let _ = (&$obj, &$t);
                 $body
             })
         }

@@ -68,6 +68,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         stream_api::methods(),
         &stream_api::getters(),
         Some(stream_api::repr),
+        &[],
     )?;
     let ty = class.type_object(py).clone();
     ty.setattr("max_size", 256 * 1024)?;

@@ -1,0 +1,562 @@
+//! `sock_recv`, `sock_recv_into`, `sock_recvfrom`, `sock_recvfrom_into`,
+//! `sock_sendall`, `sock_sendto`, `sock_accept`: native coroutines.
+//!
+//! Mirrors `selector_events.BaseSelectorEventLoop.sock_*`: calling the method
+//! returns a coroutine (an object asyncio's `iscoroutine` accepts, so
+//! `create_task(loop.sock_recv(...))` works); its first step runs the checks
+//! (`_check_ssl_socket`, non-blocking socket in debug mode) and tries the
+//! call at once; if the socket is not ready it registers itself as the fd's
+//! reader or writer (asyncio's `_add_reader(fd, self._sock_recv, ...)`),
+//! yields a future from `loop.create_future()`, and finishes with the
+//! future's result. The retry on readiness runs natively, without a Python
+//! handle; the future is completed with the same result or exception as
+//! asyncio's `_sock_recv` & co.; the watcher is removed when it completes
+//! (asyncio's `_sock_read_done`).
+//!
+//! `recv`, `recv_into` and `send` are system calls made here; the calls
+//! whose arguments or results are richer (`recvfrom`, `sendto`, `accept`)
+//! are the Python socket's own methods, so addresses come out exactly as
+//! `socket` makes them.
+//!
+//! # Coroutine protocol
+//! `__await__` returns the object itself; `send`, `__next__` and the C-level
+//! `am_send` step it; `throw` and `close` abandon a pending wait (the
+//! watcher is removed, nothing more is read); an object dropped before its
+//! first step warns "coroutine ... was never awaited" as a Python coroutine
+//! does.
+//!
+//! # Invariants
+//! - `st` is never borrowed across a call into Python.
+//! - While `Waiting`, the operation is registered as the watcher of its fd
+//!   (a strong reference), unless somebody replaced it.
+
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+
+use ferroloop_core::net;
+use ferroloop_core::reactor::{READ, WRITE};
+use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyInt;
+
+use crate::event_loop::fd_watch;
+use crate::event_loop::{EventLoop, Watcher};
+use crate::py::buffer::HeldBuffer;
+use crate::py::cell::GilCell;
+use crate::py::errors::os_error;
+use crate::py::gc::{self, GcRefs, GcStop, Visitor};
+use crate::py::held::Held;
+use crate::py::native_type::{RawClass, RawPayload};
+
+mod coroutine;
+pub(crate) use coroutine::{init_class, methods_for_loop};
+
+/// What the coroutine does.
+#[derive(Debug)]
+pub(crate) enum OpKind {
+    Recv {
+        n: Held<PyAny>,
+    },
+    RecvInto {
+        buf: Held<PyAny>,
+    },
+    RecvFrom {
+        bufsize: Held<PyAny>,
+    },
+    RecvFromInto {
+        buf: Held<PyAny>,
+        nbytes: Held<PyAny>,
+    },
+    SendAll {
+        data: Held<PyAny>,
+        view: Option<HeldBuffer>,
+        pos: usize,
+    },
+    SendTo {
+        data: Held<PyAny>,
+        address: Held<PyAny>,
+    },
+    Accept,
+}
+
+impl OpKind {
+    /// The side of the fd the operation waits for.
+    fn side(&self) -> u32 {
+        match self {
+            OpKind::SendAll { .. } | OpKind::SendTo { .. } => WRITE,
+            _ => READ,
+        }
+    }
+
+    /// `BaseSelectorEventLoop.<name>`, for the coroutine's `__qualname__`.
+    pub(crate) fn qualname(&self) -> &'static str {
+        match self {
+            OpKind::Recv { .. } => "BaseSelectorEventLoop.sock_recv",
+            OpKind::RecvInto { .. } => "BaseSelectorEventLoop.sock_recv_into",
+            OpKind::RecvFrom { .. } => "BaseSelectorEventLoop.sock_recvfrom",
+            OpKind::RecvFromInto { .. } => "BaseSelectorEventLoop.sock_recvfrom_into",
+            OpKind::SendAll { .. } => "BaseSelectorEventLoop.sock_sendall",
+            OpKind::SendTo { .. } => "BaseSelectorEventLoop.sock_sendto",
+            OpKind::Accept => "BaseSelectorEventLoop.sock_accept",
+        }
+    }
+
+    fn visit(&self, v: &Visitor<'_, '_>) -> Result<(), GcStop> {
+        match self {
+            OpKind::Recv { n } => v.visit(Some(&**n)),
+            OpKind::RecvInto { buf } => v.visit(Some(&**buf)),
+            OpKind::RecvFrom { bufsize } => v.visit(Some(&**bufsize)),
+            OpKind::RecvFromInto { buf, nbytes } => {
+                v.visit(Some(&**buf))?;
+                v.visit(Some(&**nbytes))
+            }
+            OpKind::SendAll { data, .. } => v.visit(Some(&**data)),
+            OpKind::SendTo { data, address } => {
+                v.visit(Some(&**data))?;
+                v.visit(Some(&**address))
+            }
+            OpKind::Accept => Ok(()),
+        }
+    }
+}
+
+/// Where the coroutine is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Created, never stepped.
+    #[default]
+    Init,
+    /// Registered, waiting for `fut`.
+    Waiting,
+    /// Finished (returned, raised, closed).
+    Done,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct OpState {
+    pub loop_: Option<Held<EventLoop>>,
+    pub sock: Option<Held<PyAny>>,
+    pub kind: Option<OpKind>,
+    pub phase: Phase,
+    pub fut: Option<Held<PyAny>>,
+    /// The fd registered while waiting.
+    pub fd: RawFd,
+}
+
+impl GcRefs for OpState {
+    fn visit_refs(&self, v: &Visitor<'_, '_>) -> Result<(), GcStop> {
+        v.visit(self.loop_.as_deref())?;
+        v.visit(self.sock.as_deref())?;
+        v.visit(self.fut.as_deref())?;
+        match &self.kind {
+            Some(k) => k.visit(v),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The payload of a socket-operation coroutine.
+#[derive(Debug, Default)]
+pub(crate) struct SockOp {
+    pub(crate) st: GilCell<OpState>,
+}
+
+static CLASS: OnceLock<RawClass<SockOp>> = OnceLock::new();
+
+impl RawPayload for SockOp {
+    fn class() -> &'static RawClass<Self> {
+        CLASS
+            .get()
+            .unwrap_or_else(|| unreachable!("ferroloop socket operations are not registered"))
+    }
+
+    fn visit_refs(&self, v: &Visitor<'_, '_>) -> Result<(), GcStop> {
+        match self.st.try_get() {
+            Some(st) => st.visit_refs(v),
+            None => Ok(()),
+        }
+    }
+
+    fn clear_refs(&self, _py: Python<'_>) {
+        gc::clear(&self.st);
+    }
+
+    fn finalize(obj: &Bound<'_, PyAny>) {
+        coroutine::finalize(obj);
+    }
+}
+
+/// A strong reference to a socket-operation coroutine.
+#[derive(Debug)]
+pub(crate) struct OpRef(Held<PyAny>);
+
+impl OpRef {
+    fn of(obj: &Bound<'_, PyAny>) -> Self {
+        Self(Held::new(obj.clone().unbind()))
+    }
+
+    pub(crate) fn get(&self) -> &SockOp {
+        // SAFETY: an OpRef only holds instances of the class (made in this
+        // module), kept alive by the reference itself.
+        unsafe { SockOp::class().payload(self.0.as_ptr()) }
+    }
+
+    pub(crate) fn as_py(&self) -> &Py<PyAny> {
+        &self.0
+    }
+
+    pub(crate) fn clone_ref(&self, py: Python<'_>) -> Self {
+        Self(self.0.clone_ref(py))
+    }
+}
+
+/// The outcome of one attempt.
+enum Attempt<'py> {
+    Done(Bound<'py, PyAny>),
+    WouldBlock,
+    Failed(PyErr),
+}
+
+fn would_block(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyBlockingIOError>(py) || err.is_instance_of::<PyInterruptedError>(py)
+}
+
+/// Turn a Python call's result into an attempt.
+fn from_call<'py>(py: Python<'py>, res: PyResult<Bound<'py, PyAny>>) -> Attempt<'py> {
+    match res {
+        Ok(v) => Attempt::Done(v),
+        Err(e) if would_block(py, &e) => Attempt::WouldBlock,
+        Err(e) => Attempt::Failed(e),
+    }
+}
+
+/// Turn a system call's result into an attempt.
+fn from_syscall<'py>(_py: Python<'py>, res: std::io::Result<Bound<'py, PyAny>>) -> Attempt<'py> {
+    match res {
+        Ok(v) => Attempt::Done(v),
+        Err(e) if net::would_block(&e) => Attempt::WouldBlock,
+        Err(e) => Attempt::Failed(os_error(&e)),
+    }
+}
+
+fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    sock.call_method0(pyo3::intern!(sock.py(), "fileno"))?.extract()
+}
+
+/// `sock.recv(n)` natively (the Python method when `n` is not a plain int).
+fn recv<'py>(lp: &EventLoop, sock: &Bound<'py, PyAny>, n: &Bound<'py, PyAny>) -> Attempt<'py> {
+    let py = sock.py();
+    let size = if n.is_exact_instance_of::<PyInt>() {
+        n.extract::<isize>().ok()
+    } else {
+        None
+    };
+    let Some(size) = size else {
+        return from_call(py, sock.call_method1(pyo3::intern!(py, "recv"), (n,)));
+    };
+    if size < 0 {
+        return Attempt::Failed(PyValueError::new_err("negative buffersize in recv"));
+    }
+    let fd = match fileno(sock) {
+        Ok(fd) => fd,
+        Err(e) => return Attempt::Failed(e),
+    };
+    from_syscall(py, lp.recv_sized(py, fd, size as usize).map(Bound::into_any))
+}
+
+/// `sock.recv_into(buf)` natively.
+fn recv_into<'py>(sock: &Bound<'py, PyAny>, buf: &Bound<'py, PyAny>) -> Attempt<'py> {
+    let py = sock.py();
+    let Ok(view) = HeldBuffer::writable(buf) else {
+        let name = buf.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Attempt::Failed(PyTypeError::new_err(format!(
+            "recv_into() argument 1 must be read-write bytes-like object, not {name}"
+        )));
+    };
+    let fd = match fileno(sock) {
+        Ok(fd) => fd,
+        Err(e) => return Attempt::Failed(e),
+    };
+    // SAFETY: the writable export pins `len` bytes at `ptr` while held.
+    let res = unsafe { ferroloop_core::sys::recv_raw(fd, view.as_ptr().cast_mut(), view.len()) };
+    drop(view);
+    from_syscall(
+        py,
+        res.and_then(|n| {
+            n.into_pyobject(py)
+                .map(Bound::into_any)
+                .map_err(|_| std::io::Error::other("int"))
+        }),
+    )
+}
+
+/// One attempt of the operation (the first step, or a retry on readiness).
+fn attempt<'py>(py: Python<'py>, lp: &EventLoop, sock: &Bound<'py, PyAny>, op: &SockOp, first: bool) -> Attempt<'py> {
+    // Take what the attempt needs out of the state (no borrow across Python).
+    enum Args {
+        Recv(Py<PyAny>),
+        RecvInto(Py<PyAny>),
+        RecvFrom(Py<PyAny>),
+        RecvFromInto(Py<PyAny>, Py<PyAny>),
+        SendAll,
+        SendTo(Py<PyAny>, Py<PyAny>),
+        Accept,
+    }
+    let args = {
+        let st = op.st.get(py);
+        match &st.kind {
+            Some(OpKind::Recv { n }) => Args::Recv(n.to_py(py)),
+            Some(OpKind::RecvInto { buf }) => Args::RecvInto(buf.to_py(py)),
+            Some(OpKind::RecvFrom { bufsize }) => Args::RecvFrom(bufsize.to_py(py)),
+            Some(OpKind::RecvFromInto { buf, nbytes }) => Args::RecvFromInto(buf.to_py(py), nbytes.to_py(py)),
+            Some(OpKind::SendAll { .. }) => Args::SendAll,
+            Some(OpKind::SendTo { data, address }) => Args::SendTo(data.to_py(py), address.to_py(py)),
+            Some(OpKind::Accept) => Args::Accept,
+            None => return Attempt::Failed(PyRuntimeError::new_err("socket operation already finished")),
+        }
+    };
+    match args {
+        Args::Recv(n) => recv(lp, sock, n.bind(py)),
+        Args::RecvInto(buf) => recv_into(sock, buf.bind(py)),
+        Args::RecvFrom(bufsize) => from_call(py, sock.call_method1(pyo3::intern!(py, "recvfrom"), (bufsize,))),
+        Args::RecvFromInto(buf, nbytes) => {
+            from_call(py, sock.call_method1(pyo3::intern!(py, "recvfrom_into"), (buf, nbytes)))
+        }
+        Args::SendAll => send_all(py, sock, op, first),
+        Args::SendTo(data, address) => {
+            let res = if first {
+                sock.call_method1(pyo3::intern!(py, "sendto"), (data, address))
+            } else {
+                sock.call_method1(pyo3::intern!(py, "sendto"), (data, 0, address))
+            };
+            from_call(py, res)
+        }
+        Args::Accept => {
+            let res = sock.call_method0(pyo3::intern!(py, "accept")).and_then(|pair| {
+                let conn = pair.get_item(0)?;
+                conn.call_method1(pyo3::intern!(py, "setblocking"), (false,))?;
+                Ok(pair)
+            });
+            from_call(py, res)
+        }
+    }
+}
+
+/// `sock_sendall`: the first `send`, then the rest on writability.
+fn send_all<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>, op: &SockOp, first: bool) -> Attempt<'py> {
+    let fd = match fileno(sock) {
+        Ok(fd) => fd,
+        Err(e) => return Attempt::Failed(e),
+    };
+    if first {
+        let data = match &op.st.get(py).kind {
+            Some(OpKind::SendAll { data, .. }) => data.to_py(py),
+            _ => return Attempt::Failed(PyRuntimeError::new_err("not a sendall")),
+        };
+        let view = match HeldBuffer::new(data.bind(py)) {
+            Ok(v) => v,
+            Err(e) => return Attempt::Failed(e),
+        };
+        let sent = match net::send(fd, view.as_slice()) {
+            Ok(n) => n,
+            Err(e) if net::would_block(&e) => 0,
+            Err(e) => return Attempt::Failed(os_error(&e)),
+        };
+        if sent == view.len() {
+            return Attempt::Done(py.None().into_bound(py));
+        }
+        if let Some(OpKind::SendAll { view: v, pos, .. }) = &mut op.st.get_mut(py).kind {
+            *v = Some(view);
+            *pos = sent;
+        }
+        return Attempt::WouldBlock;
+    }
+    let res = {
+        let st = op.st.get(py);
+        match &st.kind {
+            Some(OpKind::SendAll { view: Some(v), pos, .. }) => {
+                net::send(fd, &v.as_slice()[*pos..]).map(|n| (n, *pos, v.len()))
+            }
+            _ => return Attempt::Failed(PyRuntimeError::new_err("not a sendall")),
+        }
+    };
+    match res {
+        Ok((n, pos, len)) => {
+            if pos + n == len {
+                Attempt::Done(py.None().into_bound(py))
+            } else {
+                if let Some(OpKind::SendAll { pos: p, .. }) = &mut op.st.get_mut(py).kind {
+                    *p = pos + n;
+                }
+                Attempt::WouldBlock
+            }
+        }
+        Err(e) if net::would_block(&e) => Attempt::WouldBlock,
+        Err(e) => Attempt::Failed(os_error(&e)),
+    }
+}
+
+/// `_ensure_fd_no_transport(fd)`: a native transport, or one of asyncio's
+/// Python transports in `loop._transports`, must not be using `fd`.
+fn ensure_fd_no_transport(py: Python<'_>, lp: &Bound<'_, EventLoop>, fd: RawFd) -> PyResult<()> {
+    let native = lp.get().native_transport_at(py, fd);
+    let transport = if let Some(t) = native {
+        Some(t.into_bound(py))
+    } else {
+        let map = lp.getattr(pyo3::intern!(py, "_transports"))?;
+        if map.len()? == 0 {
+            None
+        } else {
+            map.call_method1(pyo3::intern!(py, "get"), (fd,))?
+                .extract::<Option<Bound<'_, PyAny>>>()?
+        }
+    };
+    if let Some(t) = transport {
+        if !t.call_method0(pyo3::intern!(py, "is_closing"))?.is_truthy()? {
+            return Err(PyRuntimeError::new_err(format!(
+                "File descriptor {fd} is used by transport {}",
+                t.repr()?
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The first step: checks, one attempt, and the registration if it must wait.
+/// `Ok(Ok(result))` finished, `Ok(Err(fut))` waits for `fut`.
+pub(crate) fn start<'py>(
+    obj: &Bound<'py, PyAny>,
+    op: &SockOp,
+) -> PyResult<Result<Bound<'py, PyAny>, Bound<'py, PyAny>>> {
+    let py = obj.py();
+    let (lp, sock) = {
+        let st = op.st.get(py);
+        match (&st.loop_, &st.sock) {
+            (Some(l), Some(s)) => (l.clone_ref(py), s.clone_ref(py)),
+            _ => return Err(PyRuntimeError::new_err("socket operation already finished")),
+        }
+    };
+    let lp = lp.bind(py);
+    let sock = sock.bind(py);
+    coroutine::check_socket(py, lp, sock)?;
+    resolve_nbytes(py, op)?;
+    match attempt(py, lp.get(), sock, op, true) {
+        Attempt::Done(v) => Ok(Ok(v)),
+        Attempt::Failed(e) => Err(e),
+        Attempt::WouldBlock => {
+            let fut = lp.call_method0(pyo3::intern!(py, "create_future"))?;
+            let fd = fileno(sock)?;
+            ensure_fd_no_transport(py, lp, fd)?;
+            let side = op.st.get(py).kind.as_ref().map_or(READ, OpKind::side);
+            let fd_obj = fd.into_pyobject(py)?.into_any();
+            fd_watch::add_watcher(lp, &fd_obj, fd, Watcher::Op(OpRef::of(obj)), side)?;
+            {
+                let mut st = op.st.get_mut(py);
+                st.fut = Some(Held::new(fut.clone().unbind()));
+                st.fd = fd;
+                st.phase = Phase::Waiting;
+            }
+            Ok(Err(fut))
+        }
+    }
+}
+
+/// `sock_recvfrom_into`: `if not nbytes: nbytes = len(buf)`.
+fn resolve_nbytes(py: Python<'_>, op: &SockOp) -> PyResult<()> {
+    let (buf, nbytes) = match &op.st.get(py).kind {
+        Some(OpKind::RecvFromInto { buf, nbytes }) => (buf.to_py(py), nbytes.to_py(py)),
+        _ => return Ok(()),
+    };
+    if nbytes.bind(py).is_truthy()? {
+        return Ok(());
+    }
+    let len = buf.bind(py).len()?.into_pyobject(py)?.into_any().unbind();
+    if let Some(OpKind::RecvFromInto { nbytes, .. }) = &mut op.st.get_mut(py).kind {
+        *nbytes = Held::new(len);
+    }
+    Ok(())
+}
+
+/// Remove this operation's watcher (if it is still the fd's watcher).
+pub(crate) fn unregister(py: Python<'_>, obj: &Bound<'_, PyAny>, op: &SockOp) -> PyResult<()> {
+    let (lp, fd, side) = {
+        let st = op.st.get(py);
+        let Some(lp) = &st.loop_ else { return Ok(()) };
+        (lp.clone_ref(py), st.fd, st.kind.as_ref().map_or(READ, OpKind::side))
+    };
+    if lp.get().is_closed_flag(py) {
+        return Ok(());
+    }
+    let me = obj.as_ptr();
+    fd_watch::remove_fd_if(
+        lp.bind(py),
+        fd,
+        side,
+        |w| matches!(w, Watcher::Op(o) if o.as_py().as_ptr() == me),
+    )?;
+    Ok(())
+}
+
+/// The fd of a waiting operation is ready: retry it (asyncio's `_sock_recv` & co.).
+pub(crate) fn on_ready(py: Python<'_>, op_ref: &OpRef) -> PyResult<()> {
+    let op = op_ref.get();
+    let obj = op_ref.as_py().bind(py);
+    let (lp, sock, fut) = {
+        let st = op.st.get(py);
+        match (&st.loop_, &st.sock, &st.fut, st.phase) {
+            (Some(l), Some(s), Some(f), Phase::Waiting) => (l.clone_ref(py), s.clone_ref(py), f.clone_ref(py)),
+            _ => return unregister(py, obj, op),
+        }
+    };
+    let fut = fut.bind(py);
+    if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+        // Cancelled: asyncio's done callback removes the watcher.
+        return unregister(py, obj, op);
+    }
+    match attempt(py, lp.get(), sock.bind(py), op, false) {
+        Attempt::WouldBlock => Ok(()),
+        Attempt::Done(v) => {
+            unregister(py, obj, op)?;
+            fut.call_method1(pyo3::intern!(py, "set_result"), (v,))?;
+            Ok(())
+        }
+        Attempt::Failed(e) => {
+            if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+                || e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+            {
+                return Err(e);
+            }
+            unregister(py, obj, op)?;
+            fut.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),))?;
+            Ok(())
+        }
+    }
+}
+
+/// Build the coroutine of one `sock_*` call.
+pub(crate) fn new_op<'py>(
+    lp: &Bound<'py, PyAny>,
+    sock: &Bound<'py, PyAny>,
+    kind: OpKind,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = lp.py();
+    let lp = lp.cast::<EventLoop>()?;
+    let state = OpState {
+        loop_: Some(Held::new(lp.clone().unbind())),
+        sock: Some(Held::new(sock.clone().unbind())),
+        kind: Some(kind),
+        phase: Phase::Init,
+        fut: None,
+        fd: -1,
+    };
+    SockOp::class().new_instance(
+        py,
+        SockOp {
+            st: GilCell::new(state),
+        },
+    )
+}
+
+pub(crate) fn set_class(class: RawClass<SockOp>) {
+    let _ = CLASS.set(class);
+}

@@ -1,0 +1,323 @@
+"""loop.sock_recv / sock_recv_into / sock_recvfrom / sock_recvfrom_into /
+sock_sendall / sock_sendto / sock_accept: results, waiting, cancellation,
+errors, and their coroutine objects. Every test runs on asyncio and on
+ferroloop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import ssl
+import warnings
+
+import pytest
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_immediate_and_waiting_recv(loop, pair):
+    a, b = pair
+
+    async def main():
+        b.send(b"ready")
+        first = await loop.sock_recv(a, 100)
+        task = asyncio.ensure_future(loop.sock_recv(a, 100))
+        await asyncio.sleep(0)
+        assert not task.done()
+        await loop.sock_sendall(b, b"later")
+        return first, await task
+
+    assert loop.run_until_complete(main()) == (b"ready", b"later")
+
+
+def test_recv_respects_n_and_returns_empty_at_eof(loop, pair):
+    a, b = pair
+
+    async def main():
+        b.send(b"0123456789")
+        parts = [await loop.sock_recv(a, 4), await loop.sock_recv(a, 4), await loop.sock_recv(a, 4)]
+        b.shutdown(socket.SHUT_WR)
+        parts.append(await loop.sock_recv(a, 4))
+        parts.append(await loop.sock_recv(a, 0))
+        return parts
+
+    assert loop.run_until_complete(main()) == [b"0123", b"4567", b"89", b"", b""]
+
+
+def test_recv_into_and_large_recv(loop, pair):
+    a, b = pair
+
+    async def main():
+        buf = bytearray(8)
+        task = asyncio.ensure_future(loop.sock_recv_into(a, buf))
+        await asyncio.sleep(0)
+        b.send(b"abc")
+        n = await task
+        data = b"z" * (1 << 20)
+        sender = asyncio.ensure_future(loop.sock_sendall(b, data))
+        got = b""
+        while len(got) < len(data):
+            got += await loop.sock_recv(a, 2 << 20)
+        await sender
+        return n, bytes(buf), got == data
+
+    assert loop.run_until_complete(main()) == (3, b"abc\x00\x00\x00\x00\x00", True)
+
+
+def test_sendall_of_64_mib_waits_for_the_reader(loop, pair):
+    a, b = pair
+    data = bytes(range(256)) * (256 * 1024)
+
+    async def main():
+        sender = asyncio.ensure_future(loop.sock_sendall(b, memoryview(data)))
+        await asyncio.sleep(0)
+        assert not sender.done()
+        got = bytearray()
+        buf = bytearray(65536)
+        while len(got) < len(data):
+            n = await loop.sock_recv_into(a, buf)
+            got += buf[:n]
+        await sender
+        return bytes(got) == data
+
+    assert loop.run_until_complete(main())
+
+
+def test_cancelled_recv_reads_nothing(loop, pair):
+    a, b = pair
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recv(a, 100))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        b.send(b"kept for the next reader")
+        await asyncio.sleep(0.01)
+        return await loop.sock_recv(a, 100)
+
+    assert loop.run_until_complete(main()) == b"kept for the next reader"
+
+
+def test_wait_for_timeout_on_recv(loop, pair):
+    a, _ = pair
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(loop.sock_recv(a, 10), 0.01)
+        # The fd is free again.
+        got = []
+        loop.add_reader(a, lambda: got.append(1))
+        assert loop.remove_reader(a)
+        return got
+
+    assert loop.run_until_complete(main()) == []
+
+
+def test_errors_of_a_closed_socket_and_of_bad_arguments(loop, pair):
+    a, b = pair
+
+    async def main():
+        errors = []
+        a2, b2 = socket.socketpair()
+        a2.setblocking(False)
+        a2.close()
+        with pytest.raises(OSError) as ei:
+            await loop.sock_recv(a2, 10)
+        errors.append(ei.value.errno)
+        with pytest.raises(ValueError, match="negative buffersize in recv"):
+            await loop.sock_recv(a, -1)
+        with pytest.raises(TypeError, match="recv_into.. argument 1 must be read-write bytes-like object, not bytes"):
+            await loop.sock_recv_into(a, b"readonly")
+        with pytest.raises(TypeError, match="a bytes-like object is required, not 'str'"):
+            await loop.sock_sendall(b, "text")
+        with pytest.raises(TypeError, match=r"sock_recv\(\) missing 1 required positional argument: 'n'"):
+            loop.sock_recv(a)
+        b2.close()
+        return errors
+
+    assert loop.run_until_complete(main()) == [9]
+
+
+def test_peer_reset_fails_the_waiting_recv(loop):
+    async def main():
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        srv.setblocking(False)
+        cl = socket.socket()
+        cl.setblocking(False)
+        await loop.sock_connect(cl, srv.getsockname())
+        conn, _ = await loop.sock_accept(srv)
+        task = asyncio.ensure_future(loop.sock_recv(conn, 10))
+        await asyncio.sleep(0)
+        cl.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        cl.close()
+        try:
+            await task
+        except ConnectionResetError as e:
+            return e.errno
+        finally:
+            conn.close()
+            srv.close()
+
+    assert loop.run_until_complete(main()) == 104
+
+
+def test_ssl_socket_is_refused_when_awaited(loop):
+    ctx = ssl.create_default_context()
+    sock = ctx.wrap_socket(socket.socket(), server_hostname="example.org", do_handshake_on_connect=False)
+
+    async def main():
+        coro = loop.sock_recv(sock, 10)  # nothing checked at call time
+        with pytest.raises(TypeError, match="Socket cannot be of type SSLSocket"):
+            await coro
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        sock.close()
+
+
+def test_debug_mode_refuses_a_blocking_socket(loop, pair):
+    a, _ = pair
+    blocking = socket.socket()
+    loop.set_debug(True)
+
+    async def main():
+        with pytest.raises(ValueError, match="the socket must be non-blocking"):
+            await loop.sock_recv(blocking, 10)
+        a.setblocking(True)
+        try:
+            with pytest.raises(ValueError, match="the socket must be non-blocking"):
+                await loop.sock_sendall(a, b"x")
+        finally:
+            a.setblocking(False)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        blocking.close()
+        loop.set_debug(False)
+
+
+def test_coroutine_objects(loop, pair):
+    a, b = pair
+    coro = loop.sock_recv(a, 10)
+    assert asyncio.iscoroutine(coro)
+    assert coro.__qualname__ == "BaseSelectorEventLoop.sock_recv"
+    b.send(b"x")
+    assert loop.run_until_complete(coro) == b"x"
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        loop.run_until_complete(coro)
+
+    async def main():
+        task = loop.create_task(loop.sock_recv(a, 10))
+        await asyncio.sleep(0)
+        b.send(b"y")
+        return await task
+
+    assert loop.run_until_complete(main()) == b"y"
+    coro = loop.sock_sendall(b, b"z")
+    coro.close()
+    coro.close()
+    gc.collect()
+
+
+def test_never_awaited_coroutine_warns(loop, pair):
+    a, _ = pair
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        coro = loop.sock_recv(a, 1)
+        del coro
+        gc.collect()
+    msgs = [str(x.message) for x in w if x.category is RuntimeWarning]
+    assert msgs == ["coroutine 'BaseSelectorEventLoop.sock_recv' was never awaited"]
+
+
+def test_transport_fd_is_refused_when_waiting(loop):
+    async def main():
+        a, b = socket.socketpair()
+        t, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        try:
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                await loop.sock_recv(a, 10)
+        finally:
+            t.close()
+            b.close()
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+
+
+def test_add_reader_replaces_a_waiting_recv(loop, pair):
+    a, b = pair
+
+    async def main():
+        task = asyncio.ensure_future(loop.sock_recv(a, 10))
+        await asyncio.sleep(0)
+        got = []
+        loop.add_reader(a, lambda: got.append(a.recv(100)))
+        b.send(b"to the reader")
+        await asyncio.sleep(0.02)
+        assert loop.remove_reader(a)
+        done = task.done()
+        task.cancel()
+        return got, done
+
+    assert loop.run_until_complete(main()) == ([b"to the reader"], False)
+
+
+def test_udp_recvfrom_sendto(loop):
+    async def main():
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r.bind(("127.0.0.1", 0))
+        r.setblocking(False)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        try:
+            task = asyncio.ensure_future(loop.sock_recvfrom(r, 100))
+            await asyncio.sleep(0)
+            sent = await loop.sock_sendto(s, b"datagram", r.getsockname())
+            data, addr = await task
+            buf = bytearray(4)
+            task = asyncio.ensure_future(loop.sock_recvfrom_into(r, buf))
+            await asyncio.sleep(0)
+            await loop.sock_sendto(s, b"0123456789", r.getsockname())
+            n, addr2 = await task
+            return sent, data, addr[1] == s.getsockname()[1], n, bytes(buf), addr2 == addr
+        finally:
+            r.close()
+            s.close()
+
+    assert loop.run_until_complete(main()) == (8, b"datagram", True, 4, b"0123", True)
+
+
+def test_sock_accept_waits_and_returns_a_non_blocking_socket(loop):
+    async def main():
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        srv.setblocking(False)
+        task = asyncio.ensure_future(loop.sock_accept(srv))
+        await asyncio.sleep(0)
+        assert not task.done()
+        cl = socket.create_connection(srv.getsockname())
+        conn, addr = await task
+        try:
+            return conn.gettimeout(), addr == cl.getsockname(), conn.family == srv.family
+        finally:
+            conn.close()
+            cl.close()
+            srv.close()
+
+    assert loop.run_until_complete(main()) == (0.0, True, True)
