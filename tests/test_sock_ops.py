@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import socket
 import ssl
 import warnings
@@ -321,3 +322,51 @@ def test_sock_accept_waits_and_returns_a_non_blocking_socket(loop):
             srv.close()
 
     assert loop.run_until_complete(main()) == (0.0, True, True)
+
+
+def test_fd_number_reused_after_close_gets_a_fresh_registration(loop):
+    """An fd whose socket was closed after socket operations, reused by a new
+    socket: operations, readers and transports on the new one must work."""
+
+    async def cycle(keep_dup):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.send(b"x")
+        assert await loop.sock_recv(a, 10) == b"x"
+        task = asyncio.ensure_future(loop.sock_recv(a, 10))
+        await asyncio.sleep(0)
+        b.send(b"y")
+        assert await task == b"y"
+        fd = a.fileno()
+        dup = a.dup() if keep_dup else None
+        a.close()
+        b.close()
+        c, d = socket.socketpair()
+        c.setblocking(False)
+        if c.fileno() != fd:
+            os.dup2(c.fileno(), fd)
+            c.close()
+            c = socket.socket(fileno=fd)
+            c.setblocking(False)
+        task = asyncio.ensure_future(loop.sock_recv(c, 10))
+        await asyncio.sleep(0)
+        if dup is not None:
+            dup.close()
+        d.send(b"fresh")
+        got = await asyncio.wait_for(task, 5)
+        # A reader, then a transport, on the same fd.
+        seen = loop.create_future()
+        loop.add_reader(c, lambda: seen.done() or seen.set_result(c.recv(10)))
+        d.send(b"reader")
+        got2 = await asyncio.wait_for(seen, 5)
+        loop.remove_reader(c)
+        t, p = await loop.connect_accepted_socket(asyncio.Protocol, c)
+        t.close()
+        d.close()
+        await asyncio.sleep(0)
+        return got, got2
+
+    async def main():
+        return [await cycle(False), await cycle(True)]
+
+    assert loop.run_until_complete(main()) == [(b"fresh", b"reader")] * 2

@@ -52,7 +52,7 @@ fn lookup(slf: &Bound<'_, EventLoop>, obj: &Bound<'_, PyAny>) -> PyResult<RawFd>
             let found = st
                 .fds
                 .iter()
-                .find(|(_, reg)| matches!(reg, Reg::Watch(w) if w.fileobj.is(obj)))
+                .find(|(_, reg)| matches!(reg, Reg::Watch(w) if w.mask != 0 && w.fileobj.is(obj)))
                 .map(|(fd, _)| fd);
             found.ok_or(err)
         }
@@ -103,22 +103,58 @@ pub(super) fn add(
         fd,
         Watcher::Handle(Held::new(handle.clone_ref(py))),
         which,
+        None,
     )?;
     Ok(handle)
 }
 
+/// True if an idle edge registration belongs to `owner`'s file (the same
+/// live socket object); otherwise the entry is stale (the fd was closed and
+/// its number reused) and must be registered anew.
+fn owned_by(py: Python<'_>, reg: &FdReg, owner: Option<&Bound<'_, PyAny>>) -> bool {
+    let (Some(weak), Some(owner)) = (&reg.owner, owner) else {
+        return false;
+    };
+    weak.bind(py).call0().is_ok_and(|target| target.is(owner))
+}
+
+/// Drop an idle edge registration that nobody waits on any more (before
+/// somebody else registers the fd). Returns it, to be dropped after the borrow.
+pub(crate) fn evict_idle(this: &EventLoop, st: &mut super::LoopState, fd: RawFd) -> Option<Reg> {
+    match st.fds.get(fd) {
+        Some(Reg::Watch(reg)) if reg.edge && reg.mask == 0 => {
+            if !this.is_forked() {
+                // Gone already if the fd was closed: the error is expected then.
+                let _ = this.poller.deregister(fd);
+            }
+            st.fds.remove(fd)
+        }
+        _ => None,
+    }
+}
+
 /// Register `watcher` for the `which` side of `fd` (replacing and cancelling
 /// what was there), as `_add_reader`/`_add_writer` do with the selector.
+///
+/// A socket operation (`owner` = its socket) registers the fd edge-triggered
+/// for both sides and leaves the registration in place when it completes, so
+/// the next operation on the same socket costs no `epoll_ctl`; it is idle
+/// then (no watcher, invisible to `add_reader` & co.) and is replaced by the
+/// first other registration of the fd. A Python handle always gets asyncio's
+/// level-triggered registration of exactly its sides.
 pub(crate) fn add_watcher(
     slf: &Bound<'_, EventLoop>,
     fileobj: &Bound<'_, PyAny>,
     fd: RawFd,
     watcher: Watcher,
     which: u32,
+    owner: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
+    let edge = matches!(watcher, Watcher::Op(_));
     let mut replaced = None;
+    let mut stale = None;
     let old = {
         let mut st = this.st.get_mut(py);
         if let Some(Reg::Stream(_)) = st.fds.get(fd) {
@@ -134,18 +170,35 @@ pub(crate) fn add_watcher(
             }
             replaced = st.fds.remove(fd);
         }
+        if let Some(Reg::Watch(reg)) = st.fds.get(fd) {
+            if reg.edge && reg.mask == 0 && !(edge && owned_by(py, reg, owner)) {
+                stale = evict_idle(this, &mut st, fd);
+            }
+        }
         let token = st.fds.token(fd);
         if let (Some(token), Some(Reg::Watch(reg))) = (token, st.fds.get_mut(fd)) {
             let mask = reg.mask | which;
-            if mask != reg.mask {
-                if let Err(e) = this.poller.modify(fd, mask, token, Trigger::Level) {
-                    let gone = st.fds.remove(fd);
-                    drop(st);
-                    drop(gone);
-                    return Err(os_error(&e));
-                }
-                reg.mask = mask;
+            let change = if reg.edge && edge {
+                Ok(())
+            } else if reg.edge {
+                // A handle joins: back to asyncio's level-triggered registration.
+                this.poller.modify(fd, mask, token, Trigger::Level)
+            } else if mask != reg.mask {
+                this.poller.modify(fd, mask, token, Trigger::Level)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = change {
+                let gone = st.fds.remove(fd);
+                drop(st);
+                drop(gone);
+                return Err(os_error(&e));
             }
+            if !edge {
+                reg.edge = false;
+                reg.owner = None;
+            }
+            reg.mask = mask;
             let slot = if which == ferroloop_core::reactor::READ {
                 &mut reg.reader
             } else {
@@ -158,6 +211,10 @@ pub(crate) fn add_watcher(
             } else {
                 (None, Some(watcher))
             };
+            let owner = match owner.filter(|_| edge) {
+                Some(o) => Some(Held::new(pyo3::types::PyWeakrefReference::new(o)?.into_any().unbind())),
+                None => None,
+            };
             let token = st.fds.insert(
                 fd,
                 Reg::Watch(FdReg {
@@ -165,9 +222,19 @@ pub(crate) fn add_watcher(
                     mask: which,
                     reader,
                     writer,
+                    edge,
+                    owner,
                 }),
             );
-            if let Err(e) = this.poller.register(fd, which, token, Trigger::Level) {
+            let (interest, trigger) = if edge {
+                (
+                    ferroloop_core::reactor::READ | ferroloop_core::reactor::WRITE,
+                    Trigger::Edge,
+                )
+            } else {
+                (which, Trigger::Level)
+            };
+            if let Err(e) = this.poller.register(fd, interest, token, trigger) {
                 let gone = st.fds.remove(fd);
                 drop(st);
                 drop(gone);
@@ -177,6 +244,7 @@ pub(crate) fn add_watcher(
         }
     };
     drop(replaced);
+    drop(stale);
     cancel(py, old)?;
     Ok(())
 }
@@ -240,7 +308,11 @@ pub(crate) fn remove_fd_if(
         } else {
             reg.writer.take()
         };
-        if mask == 0 {
+        if reg.edge {
+            // The edge registration stays (idle when mask is 0).
+            reg.mask = mask;
+            (old, None)
+        } else if mask == 0 {
             if !this.is_forked() {
                 // The fd may already be closed: EpollSelector ignores that error as well.
                 let _ = this.poller.deregister(fd);
@@ -268,7 +340,7 @@ pub(super) fn key(slf: &Bound<'_, EventLoop>, fileobj: &Bound<'_, PyAny>) -> PyR
     let py = slf.py();
     let fd = lookup(slf, fileobj)?;
     let st = slf.get().st.get(py);
-    let Some(Reg::Watch(reg)) = st.fds.get(fd) else {
+    let Some(Reg::Watch(reg)) = st.fds.get(fd).filter(|r| matches!(r, Reg::Watch(w) if w.mask != 0)) else {
         return Err(PyKeyError::new_err(format!("{} is not registered", fileobj.repr()?)));
     };
     let t = (

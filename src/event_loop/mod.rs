@@ -400,7 +400,7 @@ impl EventLoop {
         let st = self.st.get(py);
         st.fds
             .iter()
-            .filter(|(_, r)| matches!(r, registrations::Reg::Watch(_)))
+            .filter(|(_, r)| matches!(r, registrations::Reg::Watch(w) if w.mask != 0))
             .map(|(fd, _)| fd)
             .collect()
     }

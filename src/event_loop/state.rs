@@ -47,9 +47,17 @@ impl Ready {
 #[derive(Debug)]
 pub(crate) struct FdReg {
     pub fileobj: Held<PyAny>,
+    /// The sides with a watcher (what asyncio's selector key has).
     pub mask: u32,
     pub reader: Option<Watcher>,
     pub writer: Option<Watcher>,
+    /// The kernel registration is edge-triggered for both sides and stays
+    /// when the watchers go (only socket operations watch such an fd; see
+    /// `fd_watch`). Otherwise it is level-triggered for `mask` exactly.
+    pub edge: bool,
+    /// For an edge registration: a weak reference to the socket object whose
+    /// file it belongs to, to recognise a stale entry after the fd is reused.
+    pub owner: Option<Held<PyAny>>,
 }
 
 /// What waits for one side of a watched fd.
@@ -220,6 +228,7 @@ impl crate::py::gc::GcRefs for LoopState {
             match reg {
                 super::registrations::Reg::Watch(w) => {
                     v.visit(Some(&*w.fileobj))?;
+                    v.visit(w.owner.as_deref())?;
                     for side in [&w.reader, &w.writer].into_iter().flatten() {
                         side.visit(v)?;
                     }

@@ -449,7 +449,7 @@ pub(crate) fn start<'py>(
             ensure_fd_no_transport(py, lp, fd)?;
             let side = op.st.get(py).kind.as_ref().map_or(READ, OpKind::side);
             let fd_obj = fd.into_pyobject(py)?.into_any();
-            fd_watch::add_watcher(lp, &fd_obj, fd, Watcher::Op(OpRef::of(obj)), side)?;
+            fd_watch::add_watcher(lp, &fd_obj, fd, Watcher::Op(OpRef::of(obj)), side, Some(sock))?;
             {
                 let mut st = op.st.get_mut(py);
                 st.fut = Some(Held::new(fut.clone().unbind()));

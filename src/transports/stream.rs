@@ -281,6 +281,7 @@ pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTra
         return Ok(());
     }
     let mut gone = None;
+    let mut evicted = None;
     let result = {
         let mut ls = this.st.get_mut(py);
         match token {
@@ -297,6 +298,7 @@ pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTra
                 .modify(fd, want, token, Trigger::Level)
                 .map(|()| Some(token)),
             None => {
+                evicted = crate::event_loop::fd_watch::evict_idle(this, &mut ls, fd);
                 if ls.fds.token(fd).is_some() {
                     return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
                         "File descriptor {fd} is already registered with the loop"
@@ -317,6 +319,7 @@ pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTra
         }
     };
     drop(gone);
+    drop(evicted);
     match result {
         Ok(token) => {
             let mut st = t.st.get_mut(py);
