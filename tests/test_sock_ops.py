@@ -360,7 +360,7 @@ def test_fd_number_reused_after_close_gets_a_fresh_registration(loop):
         d.send(b"reader")
         got2 = await asyncio.wait_for(seen, 5)
         loop.remove_reader(c)
-        t, p = await loop.connect_accepted_socket(asyncio.Protocol, c)
+        t, _p = await loop.connect_accepted_socket(asyncio.Protocol, c)
         t.close()
         d.close()
         await asyncio.sleep(0)
