@@ -217,14 +217,14 @@ pub(crate) fn add_watcher(
             };
             let token = st.fds.insert(
                 fd,
-                Reg::Watch(FdReg {
+                Reg::Watch(Box::new(FdReg {
                     fileobj: Held::new(fileobj.clone().unbind()),
                     mask: which,
                     reader,
                     writer,
                     edge,
                     owner,
-                }),
+                })),
             );
             let (interest, trigger) = if edge {
                 (

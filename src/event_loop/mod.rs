@@ -133,6 +133,7 @@ impl EventLoop {
             old
         };
         if let Some(registrations::Reg::Watch(w)) = old {
+            let w = *w;
             for h in [w.reader, w.writer].into_iter().flatten() {
                 h.cancel(py)?;
             }

@@ -22,8 +22,9 @@ use super::FdReg;
 /// What is registered for one fd.
 #[derive(Debug)]
 pub(crate) enum Reg {
-    /// A user watcher from `add_reader`/`add_writer`.
-    Watch(FdReg),
+    /// A user watcher from `add_reader`/`add_writer` (boxed: the common
+    /// entry, a transport's, stays two words).
+    Watch(Box<FdReg>),
     /// A native stream transport (while it wants events).
     Stream(crate::transports::stream::StreamRef),
     /// A listening socket served natively (`_start_serving`).

@@ -63,10 +63,10 @@ pub(crate) fn socket_object(py: Python<'_>, t: &StreamTransport) -> PyResult<Py<
         match &st.sock {
             Sock::Py(s) => return Ok(s.to_py(py)),
             Sock::Closed => return Ok(py.None()),
-            Sock::Raw(fd) => (fd.raw(), st.kind),
+            Sock::Raw(fd) => (fd.raw(), st.kind()),
         }
     };
-    let sock = hooks::socket_for_fd(py, fd, kind.family, kind.type_, kind.proto)?;
+    let sock = hooks::socket_for_fd(py, fd, kind.family.into(), kind.type_.into(), kind.proto.into())?;
     let mut st = t.st.get_mut(py);
     if let Sock::Raw(_) = &st.sock {
         // The Python socket owns the descriptor from now on.
@@ -79,7 +79,7 @@ pub(crate) fn socket_object(py: Python<'_>, t: &StreamTransport) -> PyResult<Py<
 
 /// `get_extra_info('socket')`: a `TransportSocket`, the same one each time.
 fn transport_socket(py: Python<'_>, t: &StreamTransport) -> PyResult<Py<PyAny>> {
-    if let Some(s) = &t.st.get(py).trsock {
+    if let Some(s) = t.st.get(py).trsock() {
         return Ok(s.to_py(py));
     }
     let sock = socket_object(py, t)?;
@@ -87,7 +87,7 @@ fn transport_socket(py: Python<'_>, t: &StreamTransport) -> PyResult<Py<PyAny>> 
         return Ok(py.None());
     }
     let ts = hooks::transport_socket(py, sock.bind(py))?;
-    t.st.get_mut(py).trsock = Some(Held::new(ts.clone().unbind()));
+    t.st.get_mut(py).cold_mut().trsock = Some(Held::new(ts.clone().unbind()));
     Ok(ts.unbind())
 }
 
@@ -107,7 +107,7 @@ pub(crate) fn get_extra_info(
         }
     }
     let default = default.map_or_else(|| py.None(), Bound::unbind);
-    let extra = t.st.get(py).extra.as_ref().map(|e| e.clone_ref(py));
+    let extra = t.st.get(py).extra().map(|e| e.clone_ref(py));
     match extra {
         Some(e) => Ok(e.bind(py).call_method1("get", (name, default))?.unbind()),
         None => Ok(default),
@@ -117,7 +117,7 @@ pub(crate) fn get_extra_info(
 /// `_extra`: the dict asyncio keeps (built on request).
 pub(crate) fn extra_dict(py: Python<'_>, t: &StreamTransport) -> PyResult<Py<PyAny>> {
     let d = PyDict::new(py);
-    let extra = t.st.get(py).extra.as_ref().map(|e| e.clone_ref(py));
+    let extra = t.st.get(py).extra().map(|e| e.clone_ref(py));
     if let Some(e) = extra {
         d.update(e.bind(py).cast::<pyo3::types::PyMapping>()?)?;
     }
@@ -156,7 +156,7 @@ pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) 
 /// `(low, high)` for `get_write_buffer_limits()`.
 pub(crate) fn limits(py: Python<'_>, t: &StreamTransport) -> PyResult<Py<PyTuple>> {
     let st = t.st.get(py);
-    let t = match &st.limits {
+    let t = match st.limits() {
         Some(l) => PyTuple::new(py, [l.low.to_py(py), l.high.to_py(py)])?,
         None => PyTuple::new(
             py,

@@ -77,9 +77,22 @@ pub(crate) struct Limits {
 /// The family/type/proto a socket object made on demand gets.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct SockKind {
-    pub family: i32,
-    pub type_: i32,
-    pub proto: i32,
+    pub family: u16,
+    pub type_: u8,
+    pub proto: u16,
+}
+
+/// The state few connections ever use, allocated on first use (an idle
+/// connection's size matters: there may be 100,000 of them).
+#[derive(Debug, Default)]
+pub(crate) struct Cold {
+    /// The caller's `extra` mapping (other keys than socket/sockname/peername).
+    pub extra: Option<Held<PyAny>>,
+    /// The `TransportSocket` of `get_extra_info('socket')`, made on demand.
+    pub trsock: Option<Held<PyAny>>,
+    pub empty_waiter: Option<Held<PyAny>>,
+    /// `None`: the defaults (64 KiB / 16 KiB).
+    pub limits: Option<Limits>,
 }
 
 /// Everything `_SelectorSocketTransport` keeps in its instance dict.
@@ -88,20 +101,15 @@ pub(crate) struct StreamState {
     pub loop_: Option<Held<EventLoop>>,
     pub protocol: Option<Held<PyAny>>,
     pub sock: Sock,
-    pub kind: SockKind,
     pub fd: RawFd,
+    /// For a natively accepted socket: what its `socket.socket` gets.
+    pub kind: SockKind,
     pub server: Option<Held<PyAny>>,
-    /// The caller's `extra` mapping (other keys than socket/sockname/peername).
-    pub extra: Option<Held<PyAny>>,
     pub sockname: Addr,
     pub peername: Addr,
-    /// The `TransportSocket` of `get_extra_info('socket')`, made on demand.
-    pub trsock: Option<Held<PyAny>>,
     pub read_ctx: Option<Held<PyAny>>,
     pub write_ctx: Option<Held<PyAny>>,
-    pub empty_waiter: Option<Held<PyAny>>,
-    /// `None`: the defaults (64 KiB / 16 KiB).
-    pub limits: Option<Box<Limits>>,
+    pub cold: Option<Box<Cold>>,
     pub queue: WriteQueue<Keep>,
     /// The loop registration while `interest != 0`.
     pub token: Option<Token>,
@@ -123,12 +131,49 @@ pub(crate) const DEFAULT_HIGH: f64 = 65536.0;
 pub(crate) const DEFAULT_LOW: f64 = 16384.0;
 
 impl StreamState {
+    /// The cold part, allocated if needed.
+    pub(crate) fn cold_mut(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    pub(crate) fn kind(&self) -> SockKind {
+        self.kind
+    }
+
+    pub(crate) fn server(&self) -> Option<&Held<PyAny>> {
+        self.server.as_ref()
+    }
+
+    pub(crate) fn take_server(&mut self) -> Option<Held<PyAny>> {
+        self.server.take()
+    }
+
+    pub(crate) fn extra(&self) -> Option<&Held<PyAny>> {
+        self.cold.as_ref().and_then(|c| c.extra.as_ref())
+    }
+
+    pub(crate) fn trsock(&self) -> Option<&Held<PyAny>> {
+        self.cold.as_ref().and_then(|c| c.trsock.as_ref())
+    }
+
+    pub(crate) fn empty_waiter(&self) -> Option<&Held<PyAny>> {
+        self.cold.as_ref().and_then(|c| c.empty_waiter.as_ref())
+    }
+
+    pub(crate) fn take_empty_waiter(&mut self) -> Option<Held<PyAny>> {
+        self.cold.as_mut().and_then(|c| c.empty_waiter.take())
+    }
+
+    pub(crate) fn limits(&self) -> Option<&Limits> {
+        self.cold.as_ref().and_then(|c| c.limits.as_ref())
+    }
+
     pub(crate) fn high_water(&self) -> f64 {
-        self.limits.as_ref().map_or(DEFAULT_HIGH, |l| l.high_f)
+        self.limits().map_or(DEFAULT_HIGH, |l| l.high_f)
     }
 
     pub(crate) fn low_water(&self) -> f64 {
-        self.limits.as_ref().map_or(DEFAULT_LOW, |l| l.low_f)
+        self.limits().map_or(DEFAULT_LOW, |l| l.low_f)
     }
 
     /// `is_reading()`.
@@ -145,20 +190,22 @@ impl GcRefs for StreamState {
             v.visit(Some(&**s))?;
         }
         v.visit(self.server.as_deref())?;
-        v.visit(self.extra.as_deref())?;
+        if let Some(c) = &self.cold {
+            v.visit(c.extra.as_deref())?;
+            v.visit(c.trsock.as_deref())?;
+            v.visit(c.empty_waiter.as_deref())?;
+            if let Some(l) = &c.limits {
+                v.visit(Some(&*l.high))?;
+                v.visit(Some(&*l.low))?;
+            }
+        }
         for a in [&self.sockname, &self.peername] {
             if let Addr::Py(o) = a {
                 v.visit(Some(&**o))?;
             }
         }
-        v.visit(self.trsock.as_deref())?;
         v.visit(self.read_ctx.as_deref())?;
         v.visit(self.write_ctx.as_deref())?;
-        v.visit(self.empty_waiter.as_deref())?;
-        if let Some(l) = &self.limits {
-            v.visit(Some(&*l.high))?;
-            v.visit(Some(&*l.low))?;
-        }
         self.queue.for_each_keep(|k| k.visit(v))
     }
 }

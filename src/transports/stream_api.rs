@@ -178,7 +178,7 @@ fastcall_method!(
             low: Held::new(l.unbind()),
         };
         let t = me(&c);
-        let old = t.st.get_mut(py).limits.replace(Box::new(limits));
+        let old = t.st.get_mut(py).cold_mut().limits.replace(limits);
         drop(old);
         stream_io::maybe_pause_protocol(py, &c.slf, t)?;
         Ok(none(py))
@@ -264,14 +264,14 @@ fastcall_method!(
         let (py, t) = (c.py, me(&c));
         let lp = {
             let st = t.st.get(py);
-            if st.empty_waiter.is_some() {
+            if st.empty_waiter().is_some() {
                 return Err(pyo3::exceptions::PyRuntimeError::new_err("Empty waiter is already set"));
             }
             st.loop_.as_ref().map(|l| l.clone_ref(py))
         };
         let lp = lp.map_or_else(|| py.None(), |l| l.to_py(py).into_any());
         let waiter = lp.bind(py).call_method0(pyo3::intern!(py, "create_future"))?;
-        t.st.get_mut(py).empty_waiter = Some(Held::new(waiter.clone().unbind()));
+        t.st.get_mut(py).cold_mut().empty_waiter = Some(Held::new(waiter.clone().unbind()));
         if t.st.get(py).queue.is_empty() {
             waiter.call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
         }
@@ -285,7 +285,7 @@ fastcall_method!(
     [],
     |c| {
         c.no_arguments()?;
-        let old = me(&c).st.get_mut(c.py).empty_waiter.take();
+        let old = me(&c).st.get_mut(c.py).take_empty_waiter();
         drop(old);
         Ok(none(c.py))
     }
@@ -422,11 +422,11 @@ raw_getter!(get_protocol_attr, StreamTransport, |py, obj, t| Ok(opt(
 )));
 raw_getter!(get_server, StreamTransport, |py, obj, t| Ok(opt(
     py,
-    t.st.get(py).server.as_ref()
+    t.st.get(py).server()
 )));
 raw_getter!(get_empty_waiter, StreamTransport, |py, obj, t| Ok(opt(
     py,
-    t.st.get(py).empty_waiter.as_ref()
+    t.st.get(py).empty_waiter()
 )));
 raw_getter!(get_closing, StreamTransport, |py, obj, t| Ok(boolean(
     py,

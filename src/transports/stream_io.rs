@@ -230,7 +230,7 @@ fn check_writable(py: Python<'_>, t: &StreamTransport, what: &str) -> PyResult<(
             "Cannot call {what}() after write_eof()"
         )));
     }
-    if st.empty_waiter.is_some() {
+    if st.empty_waiter().is_some() {
         return Err(PyRuntimeError::new_err(format!(
             "unable to {what}; sendfile is in progress"
         )));
@@ -412,7 +412,7 @@ fn write_failed(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, err
     drop(dropped);
     let exc = err.into_value(py).into_any();
     stream_life::fatal_error(py, obj, t, PyErr::from_value(exc.bind(py).clone()), WRITE_FAILED)?;
-    let waiter = t.st.get(py).empty_waiter.as_ref().map(|w| w.clone_ref(py));
+    let waiter = t.st.get(py).empty_waiter().map(|w| w.clone_ref(py));
     if let Some(w) = waiter {
         w.bind(py).call_method1(pyo3::intern!(py, "set_exception"), (exc,))?;
     }
@@ -436,7 +436,7 @@ fn after_send(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> Py
     t.st.get_mut(py).queue.shrink();
     let (waiter, closing, eof) = {
         let st = t.st.get(py);
-        (st.empty_waiter.as_ref().map(|w| w.clone_ref(py)), st.closing, st.eof)
+        (st.empty_waiter().map(|w| w.clone_ref(py)), st.closing, st.eof)
     };
     if let Some(w) = waiter {
         w.bind(py).call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;

@@ -75,10 +75,10 @@ pub(crate) fn create<'py>(
         loop_: Some(Held::new(lp.clone().unbind())),
         protocol: Some(Held::new(new.protocol.clone().unbind())),
         sock,
-        kind,
         fd,
+        kind,
         server: new.server.as_ref().map(|s| Held::new(s.clone().unbind())),
-        extra: new.extra.map(|e| Held::new(e.unbind())),
+        cold: cold(new.extra),
         sockname,
         peername,
         protocol_connected: true,
@@ -99,7 +99,7 @@ pub(crate) fn create<'py>(
     match &py_sock {
         Some(s) => hooks::set_nodelay(py, s)?,
         None => {
-            if ferroloop_core::net::is_tcp(kind.family, kind.type_, kind.proto) {
+            if ferroloop_core::net::is_tcp(kind.family.into(), kind.type_.into(), kind.proto.into()) {
                 ferroloop_core::net::set_nodelay(fd).map_err(|e| crate::py::errors::os_error(&e))?;
             }
         }
@@ -261,7 +261,7 @@ pub(crate) fn call_connection_lost(
     let closed = release_socket(py, obj, t);
     let (old_protocol, old_loop, server) = {
         let mut st = t.st.get_mut(py);
-        (st.protocol.take(), st.loop_.take(), st.server.take())
+        (st.protocol.take(), st.loop_.take(), st.take_server())
     };
     drop(old_protocol);
     drop(old_loop);
@@ -272,7 +272,7 @@ pub(crate) fn call_connection_lost(
     res?;
     closed?;
     detached?;
-    let waiter = t.st.get_mut(py).empty_waiter.clone_ref_opt(py);
+    let waiter = t.st.get(py).empty_waiter().map(|w| w.clone_ref(py));
     if let Some(w) = waiter {
         let err = PyConnectionError::new_err("Connection is closed by peer").into_value(py);
         w.bind(py).call_method1(pyo3::intern!(py, "set_exception"), (err,))?;
@@ -297,7 +297,7 @@ pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
     let (sock, server, lp, fd) = {
         let mut st = t.st.get_mut(py);
         let server = if hooks::detach_in_del(py) {
-            st.server.take()
+            st.take_server()
         } else {
             None
         };
@@ -329,14 +329,14 @@ pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
     }
 }
 
-trait CloneRefOpt {
-    fn clone_ref_opt(&self, py: Python<'_>) -> Option<Held<PyAny>>;
-}
-
-impl CloneRefOpt for Option<Held<PyAny>> {
-    fn clone_ref_opt(&self, py: Python<'_>) -> Option<Held<PyAny>> {
-        self.as_ref().map(|h| h.clone_ref(py))
-    }
+/// The cold part of a new transport, if it has anything in it.
+fn cold(extra: Option<Bound<'_, PyAny>>) -> Option<Box<stream::Cold>> {
+    extra.map(|e| {
+        Box::new(stream::Cold {
+            extra: Some(Held::new(e.unbind())),
+            ..stream::Cold::default()
+        })
+    })
 }
 
 /// The `EventLoop` a new stream is made for: `loop` must be a ferroloop loop.

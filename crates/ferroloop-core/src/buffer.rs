@@ -32,19 +32,19 @@ struct Chunk<K> {
     len: usize,
 }
 
-/// FIFO of byte ranges waiting to be written.
+/// FIFO of byte ranges waiting to be written. An idle queue holds no
+/// allocation and takes two words (most connections never queue anything).
 #[derive(Debug)]
 pub struct WriteQueue<K> {
-    chunks: VecDeque<Chunk<K>>,
+    // Boxed on purpose: one word while empty instead of the deque's four.
+    #[allow(clippy::box_collection, reason = "an idle queue must be one word, not four")]
+    chunks: Option<Box<VecDeque<Chunk<K>>>>,
     total: usize,
 }
 
 impl<K> Default for WriteQueue<K> {
     fn default() -> Self {
-        Self {
-            chunks: VecDeque::new(),
-            total: 0,
-        }
+        Self { chunks: None, total: 0 }
     }
 }
 
@@ -63,7 +63,9 @@ impl<K> WriteQueue<K> {
             return;
         }
         self.total += len;
-        self.chunks.push_back(Chunk { keep, ptr, len });
+        self.chunks
+            .get_or_insert_with(Default::default)
+            .push_back(Chunk { keep, ptr, len });
     }
 
     /// Bytes waiting (`get_write_buffer_size`).
@@ -81,7 +83,7 @@ impl<K> WriteQueue<K> {
     /// Number of chunks waiting.
     #[must_use]
     pub fn chunks(&self) -> usize {
-        self.chunks.len()
+        self.chunks.as_ref().map_or(0, |c| c.len())
     }
 
     /// The first chunks (at most [`IOV_MAX`]) for one vectored write.
@@ -89,6 +91,7 @@ impl<K> WriteQueue<K> {
     pub fn slices(&self) -> Vec<IoSlice<'_>> {
         self.chunks
             .iter()
+            .flat_map(|c| c.iter())
             .take(IOV_MAX)
             // SAFETY: the push contract keeps `ptr..ptr+len` valid while the
             // chunk (and so `self`, borrowed here) is alive.
@@ -101,7 +104,8 @@ impl<K> WriteQueue<K> {
     pub fn front(&self) -> Option<&[u8]> {
         // SAFETY: as in `slices`.
         self.chunks
-            .front()
+            .as_ref()
+            .and_then(|c| c.front())
             .map(|c| unsafe { std::slice::from_raw_parts(c.ptr, c.len) })
     }
 
@@ -110,11 +114,12 @@ impl<K> WriteQueue<K> {
     pub fn consume(&mut self, mut n: usize, released: &mut Vec<K>) {
         n = n.min(self.total);
         self.total -= n;
+        let Some(chunks) = self.chunks.as_mut() else { return };
         while n > 0 {
-            let Some(front) = self.chunks.front_mut() else { break };
+            let Some(front) = chunks.front_mut() else { break };
             if front.len <= n {
                 n -= front.len;
-                if let Some(c) = self.chunks.pop_front() {
+                if let Some(c) = chunks.pop_front() {
                     released.push(c.keep);
                 }
             } else {
@@ -129,19 +134,21 @@ impl<K> WriteQueue<K> {
     /// Drop everything (asyncio's `_buffer.clear()`); returns the `keep`s.
     pub fn clear(&mut self) -> Vec<K> {
         self.total = 0;
-        let chunks = std::mem::take(&mut self.chunks);
-        chunks.into_iter().map(|c| c.keep).collect()
+        match self.chunks.take() {
+            Some(chunks) => chunks.into_iter().map(|c| c.keep).collect(),
+            None => Vec::new(),
+        }
     }
 
     /// Call `f` on every `keep` (e.g. to show them to a garbage collector).
     pub fn for_each_keep<E>(&self, mut f: impl FnMut(&K) -> Result<(), E>) -> Result<(), E> {
-        self.chunks.iter().try_for_each(|c| f(&c.keep))
+        self.chunks.iter().flat_map(|c| c.iter()).try_for_each(|c| f(&c.keep))
     }
 
-    /// Release memory kept from a burst, once the queue is empty.
+    /// Release the queue's memory once it is empty.
     pub fn shrink(&mut self) {
-        if self.chunks.is_empty() && self.chunks.capacity() > 16 {
-            self.chunks = VecDeque::new();
+        if self.chunks.as_ref().is_some_and(|c| c.is_empty()) {
+            self.chunks = None;
         }
     }
 }
