@@ -29,6 +29,18 @@ from ._selector import NativeSelectorView
 
 __all__ = ["Loop"]
 
+_SOCKET_GETADDRINFO = socket.getaddrinfo
+
+
+def _numeric_port(port: Any) -> bool:
+    """A port ``socket.getaddrinfo`` takes without a service lookup."""
+    if port is None or (isinstance(port, int) and not isinstance(port, bool)):
+        return True
+    if isinstance(port, str | bytes):
+        return port.isdigit()
+    return False
+
+
 # The sock_* methods return native coroutines; asyncio accepts them as such.
 collections.abc.Coroutine.register(_ferroloop._SockCoroutine)
 
@@ -143,10 +155,11 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
     async def _sendfile_native(self, transp: Any, file: Any, offset: int, count: int | None) -> int:
         if not isinstance(transp, _ferroloop._SelectorSocketTransport):
             return await super()._sendfile_native(transp, file, offset, count)  # type: ignore[misc]
-        transp._set_sendfile_active(True)
         resume_reading = transp.is_reading()
         transp.pause_reading()
         await transp._make_empty_waiter()
+        # Now idle: leaves the loop's registrations (at once) and the fd to sock_sendfile.
+        transp._set_sendfile_active(True)
         try:
             return await self.sock_sendfile(transp._sock, file, offset, count, fallback=False)
         finally:
@@ -154,6 +167,24 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
             if resume_reading:
                 transp.resume_reading()
             transp._set_sendfile_active(False)
+
+    # ----- getaddrinfo: numeric hosts without a thread hop
+
+    async def getaddrinfo(  # type: ignore[override]
+        self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> list[Any]:
+        if not self._debug and socket.getaddrinfo is _SOCKET_GETADDRINFO and _numeric_port(port):
+            try:
+                # Numeric only (no DNS, no /etc/services): cannot block, so
+                # no executor. The same libc call as the executor would make.
+                return _SOCKET_GETADDRINFO(
+                    host, port, family, type, proto, flags | socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+                )
+            except socket.gaierror:
+                pass  # a name to resolve (or an error the full call reports)
+        return await super().getaddrinfo(  # type: ignore[no-any-return]
+            host, port, family=family, type=type, proto=proto, flags=flags
+        )
 
     # ----- self-pipe: only signals use it
 

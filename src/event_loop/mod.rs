@@ -151,6 +151,11 @@ impl EventLoop {
         self.st.get_mut(py).ready.push(Ready::Listener(listener, step));
     }
 
+    /// Apply `stream`'s wanted interest right before the next poll.
+    pub(crate) fn want_retune(&self, py: Python<'_>, stream: crate::transports::stream::StreamRef) {
+        self.st.get_mut(py).retune.push(stream);
+    }
+
     /// Flush `stream`'s queued writes right before the next poll.
     pub(crate) fn want_flush(&self, py: Python<'_>, stream: crate::transports::stream::StreamRef) {
         self.st.get_mut(py).flush.push(stream);
@@ -162,7 +167,14 @@ impl EventLoop {
         &self,
         py: Python<'py>,
         fd: std::os::fd::RawFd,
+        direct: bool,
     ) -> std::io::Result<Option<Bound<'py, pyo3::types::PyBytes>>> {
+        if direct {
+            // Large reads: into the result itself, shrunk to size (asyncio's
+            // `sock.recv(max_size)` does the same).
+            let data = crate::py::buffer::new_bytes_with(py, READ_SIZE, |buf| ferroloop_core::net::recv(fd, buf))?;
+            return Ok((!data.as_bytes().is_empty()).then_some(data));
+        }
         let mut st = self.st.get_mut(py);
         if st.scratch.is_empty() {
             st.scratch = vec![0; READ_SIZE];
@@ -423,6 +435,7 @@ impl EventLoop {
                 (std::mem::take(&mut st.pool), std::mem::take(&mut st.timer_pool)),
                 (
                     std::mem::take(&mut st.flush),
+                    std::mem::take(&mut st.retune),
                     std::mem::take(&mut st.streams),
                     std::mem::take(&mut st.scratch),
                 ),

@@ -178,18 +178,39 @@ fn stream_events(py: Python<'_>, stream: &StreamRef, ready: u32) -> [Option<IoIt
     [read, write]
 }
 
-/// The pre-poll step: send what transports queued during the iteration.
-fn flush_writes(py: Python<'_>, this: &EventLoop) {
-    if this.st.get(py).flush.is_empty() {
-        return;
+/// The pre-poll step: send what transports queued during the iteration,
+/// then bring the kernel registrations in line with what the transports want.
+fn before_poll(py: Python<'_>, this: &EventLoop) {
+    let (flush, retune) = {
+        let st = this.st.get(py);
+        (!st.flush.is_empty(), !st.retune.is_empty())
+    };
+    if flush {
+        let pending = std::mem::take(&mut this.st.get_mut(py).flush);
+        for stream in pending {
+            if let Some(kind) = stream_io::flush(py, &stream) {
+                this.st
+                    .get_mut(py)
+                    .ready
+                    .push(Ready::Io(IoItem { stream, kind, epoch: 0 }));
+            }
+        }
     }
-    let pending = std::mem::take(&mut this.st.get_mut(py).flush);
-    for stream in pending {
-        if let Some(kind) = stream_io::flush(py, &stream) {
-            this.st
-                .get_mut(py)
-                .ready
-                .push(Ready::Io(IoItem { stream, kind, epoch: 0 }));
+    if flush || retune {
+        let pending = std::mem::take(&mut this.st.get_mut(py).retune);
+        for stream in pending {
+            if let Err(e) = stream::apply_interest(py, stream.bind(py), stream.get()) {
+                let errno = e
+                    .value(py)
+                    .getattr("errno")
+                    .and_then(|v| v.extract::<i32>())
+                    .unwrap_or(0);
+                let kind = IoKind::RegisterFailed(errno);
+                this.st
+                    .get_mut(py)
+                    .ready
+                    .push(Ready::Io(IoItem { stream, kind, epoch: 0 }));
+            }
         }
     }
 }
@@ -335,7 +356,7 @@ pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
         release(t.bind(py).as_super().as_unbound(), false);
     }
     drop(dropped);
-    flush_writes(py, this);
+    before_poll(py, this);
     let timeout = poll_timeout(py, this);
     poll_and_dispatch(slf, timeout)?;
     fire_timers(py, this);

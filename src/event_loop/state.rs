@@ -131,6 +131,8 @@ pub(crate) struct LoopState {
     pub streams: std::collections::HashMap<std::os::fd::RawFd, usize>,
     /// Transports with writes queued during this iteration (pre-poll flush).
     pub flush: Vec<StreamRef>,
+    /// Transports whose wanted interest changed (applied before the poll).
+    pub retune: Vec<StreamRef>,
     /// The read buffer shared by all transports (only one reads at a time).
     pub scratch: Vec<u8>,
 }
@@ -173,6 +175,7 @@ impl LoopState {
             timer_pool: Vec::with_capacity(HANDLE_POOL_SIZE),
             streams: std::collections::HashMap::new(),
             flush: Vec::new(),
+            retune: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -198,6 +201,7 @@ impl Default for LoopState {
             timer_pool: Vec::new(),
             streams: std::collections::HashMap::new(),
             flush: Vec::new(),
+            retune: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -237,7 +241,7 @@ impl crate::py::gc::GcRefs for LoopState {
                 super::registrations::Reg::Listener(l) => v.visit(Some(&**l))?,
             }
         }
-        for t in &self.flush {
+        for t in self.flush.iter().chain(&self.retune) {
             v.visit(Some(t.as_py()))?;
         }
         Ok(())

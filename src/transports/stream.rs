@@ -17,9 +17,10 @@
 //! # Invariants
 //! - `st` is never borrowed across a call into Python.
 //! - The loop's registration of the fd (a strong reference to the transport)
-//!   exists exactly while the transport wants events (`interest != 0`), as
-//!   asyncio's selector key exists while a reader or writer is registered;
-//!   so an idle, unreferenced transport is collected and warns as on asyncio.
+//!   exists while the transport wants events (`interest != 0`), as asyncio's
+//!   selector key exists while a reader or writer is registered; changes are
+//!   applied at the next pre-poll step (before any poll could see them). So
+//!   an idle, unreferenced transport is collected and warns as on asyncio.
 //! - `fd` keeps the socket's number after close (`_sock_fd`); `sock` owns
 //!   the descriptor until `_call_connection_lost` closes it.
 //! - `read_epoch`/`write_epoch` change whenever the reader/writer is removed
@@ -111,9 +112,15 @@ pub(crate) struct StreamState {
     pub write_ctx: Option<Held<PyAny>>,
     pub cold: Option<Box<Cold>>,
     pub queue: WriteQueue<Keep>,
-    /// The loop registration while `interest != 0`.
+    /// The loop registration while `kernel != 0`.
     pub token: Option<Token>,
+    /// The sides asyncio's selector would watch now.
     pub interest: u32,
+    /// The sides the kernel registration watches (follows `interest` at the
+    /// pre-poll step).
+    pub kernel: u32,
+    /// Waiting in the loop's pre-poll list to apply `interest`.
+    pub retune_pending: bool,
     pub read_epoch: u32,
     pub write_epoch: u32,
     pub conn_lost: u32,
@@ -125,6 +132,8 @@ pub(crate) struct StreamState {
     pub protocol_paused: bool,
     /// Waiting in the loop's pre-poll flush list.
     pub flush_pending: bool,
+    /// The last read was large: read straight into the result next time.
+    pub big_reads: bool,
 }
 
 pub(crate) const DEFAULT_HIGH: f64 = 65536.0;
@@ -311,14 +320,50 @@ pub(crate) fn loop_of(py: Python<'_>, t: &StreamTransport) -> Option<Held<EventL
     t.st.get(py).loop_.as_ref().map(|l| l.clone_ref(py))
 }
 
-/// Bring the loop's registration in line with `want` (READ/WRITE bits):
-/// register, modify or deregister, as asyncio's `_add_reader` & co. do to
-/// the selector. On an epoll error nothing changes and the OSError returns.
+/// Set the sides the transport wants events for (asyncio's `_add_reader` /
+/// `_remove_reader` & co. on its fd). The kernel registration follows at the
+/// loop's pre-poll step (`apply_interest`), so a `pause_reading()` undone by
+/// a `resume_reading()` in the same iteration costs no system call; nothing
+/// can be polled in between, and events queued under the old interest are
+/// dropped by their epoch.
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "registration is fallible in asyncio (and in set_interest_now); callers keep that shape"
+)]
 pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u32) -> PyResult<()> {
-    let (lp, fd, have, token) = {
-        let st = t.st.get(py);
+    let lp = {
+        let mut st = t.st.get_mut(py);
+        st.interest = want;
+        if want == st.kernel || st.retune_pending {
+            return Ok(());
+        }
+        let Some(lp) = st.loop_.as_ref().map(|l| l.clone_ref(py)) else {
+            return Ok(());
+        };
+        st.retune_pending = true;
+        lp
+    };
+    if let Some(me) = StreamRef::of(obj) {
+        lp.get().want_retune(py, me);
+    }
+    Ok(())
+}
+
+/// [`set_interest`], applied at once (before the socket is closed).
+pub(crate) fn set_interest_now(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u32) -> PyResult<()> {
+    t.st.get_mut(py).interest = want;
+    apply_interest(py, obj, t)
+}
+
+/// Bring the kernel registration in line with the wanted interest: register,
+/// modify or deregister, as asyncio's selector does. On an epoll error the
+/// registration is left as it was and the OSError returns.
+pub(crate) fn apply_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let (lp, fd, want, have, token) = {
+        let mut st = t.st.get_mut(py);
+        st.retune_pending = false;
         let Some(lp) = st.loop_.as_ref() else { return Ok(()) };
-        (lp.clone_ref(py), st.fd, st.interest, st.token)
+        (lp.clone_ref(py), st.fd, st.interest, st.kernel, st.token)
     };
     if want == have {
         return Ok(());
@@ -332,12 +377,10 @@ pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTra
     let result = {
         let mut ls = this.st.get_mut(py);
         match token {
-            Some(token) if want == 0 => {
+            Some(_) if want == 0 => {
                 // The fd may already be closed: EpollSelector ignores that error too.
                 let _ = this.poller.deregister(fd);
                 gone = ls.fds.remove(fd);
-                debug_assert!(matches!(gone, Some(Reg::Stream(_))) || gone.is_none());
-                let _ = token;
                 Ok(None)
             }
             Some(token) => this
@@ -371,7 +414,7 @@ pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTra
         Ok(token) => {
             let mut st = t.st.get_mut(py);
             st.token = token;
-            st.interest = want;
+            st.kernel = want;
             Ok(())
         }
         Err(e) => Err(os_error(&e)),

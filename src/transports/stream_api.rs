@@ -306,6 +306,7 @@ fastcall_method!(
         if let Some(lp) = lp {
             let addr = std::ptr::from_ref(t) as usize;
             if active {
+                stream::apply_interest(py, &c.slf, t)?;
                 lp.get().forget_transport(py, fd, addr);
             } else {
                 lp.get().remember_transport(py, fd, addr);

@@ -50,6 +50,9 @@ pub(crate) enum IoKind {
     Flushed,
     /// The pre-poll flush failed with this errno: `_write_ready`'s error branch.
     FlushFailed(i32),
+    /// Registering the fd failed with this errno (asyncio's `_add_reader`
+    /// raises): a fatal error of the transport.
+    RegisterFailed(i32),
 }
 
 /// One ready item: a transport, what happened, and the reader/writer epoch.
@@ -59,6 +62,10 @@ pub(crate) struct IoItem {
     pub kind: IoKind,
     pub epoch: u32,
 }
+
+/// Reads above this size go straight into their `bytes` next time (a copy
+/// from the shared buffer costs more than the allocation then).
+const BIG_READ: usize = 8 * 1024;
 
 const DATA_RECEIVED_FAILED: &str = "Fatal error: protocol.data_received() call failed.";
 const READ_FAILED: &str = "Fatal read error on socket transport";
@@ -83,7 +90,9 @@ pub(crate) fn on_event(py: Python<'_>, item: &IoItem) -> PyResult<()> {
                 }
                 st.write_ctx.as_ref().map(|c| c.clone_ref(py))
             }
-            IoKind::Flushed | IoKind::FlushFailed(_) => st.write_ctx.as_ref().map(|c| c.clone_ref(py)),
+            IoKind::Flushed | IoKind::FlushFailed(_) | IoKind::RegisterFailed(_) => {
+                st.write_ctx.as_ref().map(|c| c.clone_ref(py))
+            }
         }
     };
     in_context(py, ctx.as_deref(), || match item.kind {
@@ -101,12 +110,19 @@ pub(crate) fn on_event(py: Python<'_>, item: &IoItem) -> PyResult<()> {
             }
             write_failed(py, obj, t, os_error(&std::io::Error::from_raw_os_error(errno)))
         }
+        IoKind::RegisterFailed(errno) => {
+            if t.st.get(py).conn_lost > 0 {
+                return Ok(());
+            }
+            let err = os_error(&std::io::Error::from_raw_os_error(errno));
+            stream_life::fatal_error(py, obj, t, err, "Fatal error on transport")
+        }
     })
 }
 
 /// `_read_ready`.
 pub(crate) fn read_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
-    let (fd, buffered, protocol, lp) = {
+    let (fd, buffered, protocol, lp, big) = {
         let st = t.st.get(py);
         if st.conn_lost > 0 {
             return Ok(());
@@ -114,12 +130,19 @@ pub(crate) fn read_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTrans
         let (Some(p), Some(lp)) = (&st.protocol, &st.loop_) else {
             return Ok(());
         };
-        (st.fd, st.buffered, p.clone_ref(py), lp.clone_ref(py))
+        (st.fd, st.buffered, p.clone_ref(py), lp.clone_ref(py), st.big_reads)
     };
     if buffered {
         return read_buffered(py, obj, t, fd, protocol.bind(py));
     }
-    match lp.get().recv_bytes(py, fd) {
+    let received = lp.get().recv_bytes(py, fd, big);
+    if let Ok(Some(data)) = &received {
+        let n = data.as_bytes().len();
+        if (n > BIG_READ) != big {
+            t.st.get_mut(py).big_reads = n > BIG_READ;
+        }
+    }
+    match received {
         Err(e) if net::would_block(&e) => Ok(()),
         Err(e) => stream_life::fatal_error(py, obj, t, os_error(&e), READ_FAILED),
         Ok(None) => on_eof(py, obj, t, protocol.bind(py)),

@@ -217,7 +217,7 @@ pub(crate) fn protocol_failed(
 /// Close the socket and forget it (the end of `_call_connection_lost`).
 fn release_socket(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     // Normally nothing is registered any more; make sure before closing.
-    let _ = stream::set_interest(py, obj, t, 0);
+    let _ = stream::set_interest_now(py, obj, t, 0);
     let (sock, lp, fd) = {
         let mut st = t.st.get_mut(py);
         (
