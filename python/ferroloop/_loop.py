@@ -170,7 +170,7 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
 
     # ----- getaddrinfo: numeric hosts without a thread hop
 
-    async def getaddrinfo(  # type: ignore[override]
+    async def getaddrinfo(
         self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
     ) -> list[Any]:
         if not self._debug and socket.getaddrinfo is _SOCKET_GETADDRINFO and _numeric_port(port):
@@ -182,7 +182,7 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
                 )
             except socket.gaierror:
                 pass  # a name to resolve (or an error the full call reports)
-        return await super().getaddrinfo(  # type: ignore[no-any-return]
+        return await super().getaddrinfo(
             host, port, family=family, type=type, proto=proto, flags=flags
         )
 
