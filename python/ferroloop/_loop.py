@@ -182,9 +182,7 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
                 )
             except socket.gaierror:
                 pass  # a name to resolve (or an error the full call reports)
-        return await super().getaddrinfo(
-            host, port, family=family, type=type, proto=proto, flags=flags
-        )
+        return await super().getaddrinfo(host, port, family=family, type=type, proto=proto, flags=flags)
 
     # ----- self-pipe: only signals use it
 
