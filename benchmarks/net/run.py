@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply durations and the idle connection count")
     ap.add_argument("--rows", default=",".join(r.id for r in ROWS))
     ap.add_argument("--loops", default=",".join(ALL_LOOPS))
-    ap.add_argument("--http-client", choices=["auto", "netbench", "wrk"], default="auto")
+    ap.add_argument("--http-client", choices=["auto", "netbench", "wrk"], default="netbench")
     ap.add_argument(
         "--fresh-malloc",
         action="store_true",
