@@ -148,7 +148,7 @@ impl EventLoop {
         listener: crate::py::held::Held<crate::server::Listener>,
         step: crate::server::Step,
     ) {
-        self.st.get_mut(py).ready.push(Ready::Listener(listener, step));
+        self.st.get_mut(py).ready.push(Ready::listener(listener, step));
     }
 
     /// Apply `stream`'s wanted interest right before the next poll.

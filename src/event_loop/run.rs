@@ -30,7 +30,7 @@ use crate::py::errors::os_error;
 use crate::py::held::Held;
 use crate::py::hooks::hooks;
 use crate::transports::stream::{self, StreamRef};
-use crate::transports::stream_io::{self, IoItem, IoKind};
+use crate::transports::stream_io::{self, IoKind};
 
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
 const MIN_CANCELLED_TIMER_HANDLES_FRACTION: f64 = 0.5;
@@ -120,14 +120,14 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
                 Reg::Stream(stream) => {
                     let items = stream_events(py, stream, ev.ready);
                     for item in items.into_iter().flatten() {
-                        st.ready.push(Ready::Io(item));
+                        st.ready.push(item);
                     }
                     continue;
                 }
                 Reg::Listener(listener) => {
                     if ev.ready & READ != 0 {
                         let l = listener.clone_ref(py);
-                        st.ready.push(Ready::Listener(l, crate::server::Step::Accept));
+                        st.ready.push(Ready::Accept(l));
                     }
                     continue;
                 }
@@ -162,20 +162,21 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
 }
 
 /// The ready items of a transport event: reader before writer, each only
-/// if that side is registered, tagged with its current epoch.
-fn stream_events(py: Python<'_>, stream: &StreamRef, ready: u32) -> [Option<IoItem>; 2] {
-    let st = stream.get().st.get(py);
-    let read = (ready & READ != 0 && st.interest & READ != 0).then(|| IoItem {
-        stream: stream.clone_ref(py),
-        kind: IoKind::Read,
-        epoch: st.read_epoch,
-    });
-    let write = (ready & WRITE != 0 && st.interest & WRITE != 0).then(|| IoItem {
-        stream: stream.clone_ref(py),
-        kind: IoKind::Write,
-        epoch: st.write_epoch,
-    });
-    [read, write]
+/// if that side is registered (the transport notes the side's epoch).
+fn stream_events(py: Python<'_>, stream: &StreamRef, ready: u32) -> [Option<Ready>; 2] {
+    let mut st = stream.get().st.get_mut(py);
+    let read = ready & READ != 0 && st.interest & READ != 0;
+    let write = ready & WRITE != 0 && st.interest & WRITE != 0;
+    if read {
+        st.queued_read_epoch = st.read_epoch;
+    }
+    if write {
+        st.queued_write_epoch = st.write_epoch;
+    }
+    [
+        read.then(|| Ready::IoRead(stream.clone_ref(py))),
+        write.then(|| Ready::IoWrite(stream.clone_ref(py))),
+    ]
 }
 
 /// The pre-poll step: send what transports queued during the iteration,
@@ -189,10 +190,7 @@ fn before_poll(py: Python<'_>, this: &EventLoop) {
         let pending = std::mem::take(&mut this.st.get_mut(py).flush);
         for stream in pending {
             if let Some(kind) = stream_io::flush(py, &stream) {
-                this.st
-                    .get_mut(py)
-                    .ready
-                    .push(Ready::Io(IoItem { stream, kind, epoch: 0 }));
+                this.st.get_mut(py).ready.push(Ready::io(stream, kind));
             }
         }
     }
@@ -200,16 +198,13 @@ fn before_poll(py: Python<'_>, this: &EventLoop) {
         let pending = std::mem::take(&mut this.st.get_mut(py).retune);
         for stream in pending {
             if let Err(e) = stream::apply_interest(py, stream.bind(py), stream.get()) {
-                let errno = e
+                stream.get().st.get_mut(py).io_errno = e
                     .value(py)
                     .getattr("errno")
                     .and_then(|v| v.extract::<i32>())
                     .unwrap_or(0);
-                let kind = IoKind::RegisterFailed(errno);
-                this.st
-                    .get_mut(py)
-                    .ready
-                    .push(Ready::Io(IoItem { stream, kind, epoch: 0 }));
+                let kind = IoKind::RegisterFailed;
+                this.st.get_mut(py).ready.push(Ready::io(stream, kind));
             }
         }
     }
@@ -246,17 +241,21 @@ fn run_item(py: Python<'_>, item: &Ready) -> PyResult<()> {
     match item {
         Ready::Native(h) => run_handle(py, h),
         Ready::Foreign(o) => run_foreign(py, o),
-        Ready::Io(io) => run_io(py, io),
-        Ready::Listener(l, step) => crate::server::on_ready(py, l, *step),
+        Ready::Accept(l) => crate::server::on_ready(py, l, crate::server::Step::Accept),
+        Ready::SetUp(l) => crate::server::on_ready(py, l, crate::server::Step::SetUp),
         Ready::SockOp(op) => crate::sock_ops::on_ready(py, op),
+        io => match io.as_io() {
+            Some((stream, kind)) => run_io(py, stream, kind),
+            None => Ok(()),
+        },
     }
 }
 
 /// A transport event, with `Handle._run`'s error handling: `SystemExit` and
 /// `KeyboardInterrupt` propagate, anything else goes to the exception
 /// handler as "Exception in callback <the transport's method>".
-fn run_io(py: Python<'_>, io: &IoItem) -> PyResult<()> {
-    match stream_io::on_event(py, io) {
+fn run_io(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<()> {
+    match stream_io::on_event(py, stream, kind) {
         Ok(()) => Ok(()),
         Err(err) => {
             if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
@@ -264,7 +263,7 @@ fn run_io(py: Python<'_>, io: &IoItem) -> PyResult<()> {
             {
                 return Err(err);
             }
-            let handle = io_handle(py, io)?;
+            let handle = io_handle(py, stream, kind)?;
             let exc = err.into_value(py);
             hooks(py)?.report_error.call1(py, (handle, exc))?;
             Ok(())
@@ -274,14 +273,14 @@ fn run_io(py: Python<'_>, io: &IoItem) -> PyResult<()> {
 
 /// A Python handle describing a transport event (for error reports and
 /// debug mode, which need one; never made on the normal path).
-fn io_handle(py: Python<'_>, io: &IoItem) -> PyResult<Py<Handle>> {
-    let obj = io.stream.bind(py);
-    let method = match io.kind {
+fn io_handle(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<Py<Handle>> {
+    let obj = stream.bind(py);
+    let method = match kind {
         IoKind::Read => "_read_ready",
         _ => "_write_ready",
     };
     let callback = obj.getattr(method)?;
-    let lp = stream::loop_of(py, io.stream.get());
+    let lp = stream::loop_of(py, stream.get());
     let Some(lp) = lp else {
         return Err(pyo3::exceptions::PyRuntimeError::new_err("transport has no loop"));
     };
@@ -306,11 +305,8 @@ fn run_item_debug(slf: &Bound<'_, EventLoop>, item: &Ready) -> PyResult<()> {
             return Ok(());
         }
     }
-    let handle = match item {
-        Ready::Io(io) => match io_handle(py, io) {
-            Ok(h) => h.into_any(),
-            Err(_) => item.as_any(py),
-        },
+    let handle = match item.as_io().map(|(stream, kind)| io_handle(py, stream, kind)) {
+        Some(Ok(h)) => h.into_any(),
         _ => item.as_any(py),
     };
     let current = pyo3::intern!(py, "_current_handle");

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use crate::handles::{Handle, TimerHandle};
 use crate::py::held::Held;
 use crate::transports::stream::StreamRef;
-use crate::transports::stream_io::IoItem;
+use crate::transports::stream_io::IoKind;
 
 /// One entry of the ready queue.
 #[derive(Debug)]
@@ -23,22 +23,66 @@ pub(crate) enum Ready {
     /// Any other object with `_cancelled` and `_run()` (an `asyncio.Handle`
     /// queued through `_add_callback`, e.g. by asyncio's signal handling).
     Foreign(Held<PyAny>),
-    /// A native transport event (no Python object per event).
-    Io(IoItem),
-    /// A listening socket's accept or set-up step.
-    Listener(Held<crate::server::Listener>, crate::server::Step),
+    /// Native transport events (no Python object per event), one variant
+    /// per kind so that every entry is a tag and one pointer (see `io`).
+    IoRead(StreamRef),
+    IoWrite(StreamRef),
+    IoFlushed(StreamRef),
+    IoFlushFailed(StreamRef),
+    IoRegisterFailed(StreamRef),
+    /// A listening socket's accept step.
+    Accept(Held<crate::server::Listener>),
+    /// A listening socket's set-up step.
+    SetUp(Held<crate::server::Listener>),
     /// A socket operation's fd is ready.
     SockOp(crate::sock_ops::OpRef),
 }
 
+// A ready-queue entry is two words: bursts of callbacks move through it.
+const _: () = assert!(std::mem::size_of::<Ready>() <= 16);
+
 impl Ready {
+    /// The entry of a transport event.
+    pub(crate) fn io(stream: StreamRef, kind: IoKind) -> Self {
+        match kind {
+            IoKind::Read => Ready::IoRead(stream),
+            IoKind::Write => Ready::IoWrite(stream),
+            IoKind::Flushed => Ready::IoFlushed(stream),
+            IoKind::FlushFailed => Ready::IoFlushFailed(stream),
+            IoKind::RegisterFailed => Ready::IoRegisterFailed(stream),
+        }
+    }
+
+    /// The transport and kind of a transport event.
+    pub(crate) fn as_io(&self) -> Option<(&StreamRef, IoKind)> {
+        match self {
+            Ready::IoRead(s) => Some((s, IoKind::Read)),
+            Ready::IoWrite(s) => Some((s, IoKind::Write)),
+            Ready::IoFlushed(s) => Some((s, IoKind::Flushed)),
+            Ready::IoFlushFailed(s) => Some((s, IoKind::FlushFailed)),
+            Ready::IoRegisterFailed(s) => Some((s, IoKind::RegisterFailed)),
+            _ => None,
+        }
+    }
+
+    /// The entry of a listener step.
+    pub(crate) fn listener(l: Held<crate::server::Listener>, step: crate::server::Step) -> Self {
+        match step {
+            crate::server::Step::Accept => Ready::Accept(l),
+            crate::server::Step::SetUp => Ready::SetUp(l),
+        }
+    }
+
     pub(crate) fn as_any(&self, py: Python<'_>) -> Py<PyAny> {
         match self {
             Ready::Native(h) => h.to_py(py).into_any(),
             Ready::Foreign(o) => o.to_py(py),
-            Ready::Io(item) => item.stream.as_py().clone_ref(py),
-            Ready::Listener(l, _) => l.to_py(py).into_any(),
+            Ready::Accept(l) | Ready::SetUp(l) => l.to_py(py).into_any(),
             Ready::SockOp(o) => o.as_py().clone_ref(py),
+            other => match other.as_io() {
+                Some((stream, _)) => stream.as_py().clone_ref(py),
+                None => py.None(),
+            },
         }
     }
 }
@@ -220,9 +264,13 @@ impl crate::py::gc::GcRefs for LoopState {
             match r {
                 Ready::Native(h) => v.visit(Some(&**h))?,
                 Ready::Foreign(o) => v.visit(Some(&**o))?,
-                Ready::Io(item) => v.visit(Some(item.stream.as_py()))?,
-                Ready::Listener(l, _) => v.visit(Some(&**l))?,
+                Ready::Accept(l) | Ready::SetUp(l) => v.visit(Some(&**l))?,
                 Ready::SockOp(o) => v.visit(Some(o.as_py()))?,
+                other => {
+                    if let Some((stream, _)) = other.as_io() {
+                        v.visit(Some(stream.as_py()))?;
+                    }
+                }
             }
         }
         for (_, t) in self.timers.iter() {

@@ -123,6 +123,11 @@ pub(crate) struct StreamState {
     pub retune_pending: bool,
     pub read_epoch: u32,
     pub write_epoch: u32,
+    /// The reader/writer epoch when the pending read/write event was queued.
+    pub queued_read_epoch: u32,
+    pub queued_write_epoch: u32,
+    /// The errno of a failed pre-poll flush or registration.
+    pub io_errno: i32,
     pub conn_lost: u32,
     pub closing: bool,
     pub paused: bool,

@@ -42,25 +42,18 @@ use crate::py::held::Held;
 /// What a ready item of a stream transport does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IoKind {
-    /// The fd is readable: `_read_ready`.
+    /// The fd is readable: `_read_ready` (if the reader is still the one
+    /// that was registered when the event was queued).
     Read,
-    /// The fd is writable: `_write_ready`.
+    /// The fd is writable: `_write_ready` (likewise for the writer).
     Write,
     /// The pre-poll flush sent data: the rest of `_write_ready`.
     Flushed,
-    /// The pre-poll flush failed with this errno: `_write_ready`'s error branch.
-    FlushFailed(i32),
-    /// Registering the fd failed with this errno (asyncio's `_add_reader`
+    /// The pre-poll flush failed (errno in the state): `_write_ready`'s error branch.
+    FlushFailed,
+    /// Registering the fd failed (errno in the state; asyncio's `_add_reader`
     /// raises): a fatal error of the transport.
-    RegisterFailed(i32),
-}
-
-/// One ready item: a transport, what happened, and the reader/writer epoch.
-#[derive(Debug)]
-pub(crate) struct IoItem {
-    pub stream: StreamRef,
-    pub kind: IoKind,
-    pub epoch: u32,
+    RegisterFailed,
 }
 
 /// Reads above this size go straight into their `bytes` next time (a copy
@@ -71,31 +64,34 @@ const DATA_RECEIVED_FAILED: &str = "Fatal error: protocol.data_received() call f
 const READ_FAILED: &str = "Fatal read error on socket transport";
 const WRITE_FAILED: &str = "Fatal write error on socket transport";
 
-/// Run one ready item (called from the loop's batch).
-pub(crate) fn on_event(py: Python<'_>, item: &IoItem) -> PyResult<()> {
-    let t = item.stream.get();
-    let obj = item.stream.bind(py);
+/// Run one ready item (called from the loop's batch). The ready queue holds
+/// `(transport, kind)` (two words: it holds every callback of a burst); the
+/// reader/writer epoch of an event is kept by the transport, since a side has
+/// at most one event per poll.
+pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<()> {
+    let t = stream.get();
+    let obj = stream.bind(py);
     let ctx = {
         let st = t.st.get(py);
-        match item.kind {
+        match kind {
             IoKind::Read => {
-                if st.read_epoch != item.epoch || st.interest & READ == 0 {
+                if st.queued_read_epoch != st.read_epoch || st.interest & READ == 0 {
                     return Ok(());
                 }
                 st.read_ctx.as_ref().map(|c| c.clone_ref(py))
             }
             IoKind::Write => {
-                if st.write_epoch != item.epoch || st.interest & WRITE == 0 {
+                if st.queued_write_epoch != st.write_epoch || st.interest & WRITE == 0 {
                     return Ok(());
                 }
                 st.write_ctx.as_ref().map(|c| c.clone_ref(py))
             }
-            IoKind::Flushed | IoKind::FlushFailed(_) | IoKind::RegisterFailed(_) => {
+            IoKind::Flushed | IoKind::FlushFailed | IoKind::RegisterFailed => {
                 st.write_ctx.as_ref().map(|c| c.clone_ref(py))
             }
         }
     };
-    in_context(py, ctx.as_deref(), || match item.kind {
+    in_context(py, ctx.as_deref(), || match kind {
         IoKind::Read => read_ready(py, obj, t),
         IoKind::Write => write_ready(py, obj, t),
         IoKind::Flushed => {
@@ -104,14 +100,22 @@ pub(crate) fn on_event(py: Python<'_>, item: &IoItem) -> PyResult<()> {
             }
             after_send(py, obj, t)
         }
-        IoKind::FlushFailed(errno) => {
-            if t.st.get(py).conn_lost > 0 {
+        IoKind::FlushFailed => {
+            let (lost, errno) = {
+                let st = t.st.get(py);
+                (st.conn_lost > 0, st.io_errno)
+            };
+            if lost {
                 return Ok(());
             }
             write_failed(py, obj, t, os_error(&std::io::Error::from_raw_os_error(errno)))
         }
-        IoKind::RegisterFailed(errno) => {
-            if t.st.get(py).conn_lost > 0 {
+        IoKind::RegisterFailed => {
+            let (lost, errno) = {
+                let st = t.st.get(py);
+                (st.conn_lost > 0, st.io_errno)
+            };
+            if lost {
                 return Ok(());
             }
             let err = os_error(&std::io::Error::from_raw_os_error(errno));
@@ -387,7 +391,10 @@ pub(crate) fn flush(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
         }
         Ok(_) => register_writer(py, stream_ref),
         Err(e) if net::would_block(&e) => register_writer(py, stream_ref),
-        Err(e) => Some(IoKind::FlushFailed(e.raw_os_error().unwrap_or(0))),
+        Err(e) => {
+            t.st.get_mut(py).io_errno = e.raw_os_error().unwrap_or(0);
+            Some(IoKind::FlushFailed)
+        }
     }
 }
 
@@ -403,12 +410,12 @@ fn register_writer(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
             None
         }
         Err(e) => {
-            let errno = e
+            t.st.get_mut(py).io_errno = e
                 .value(py)
                 .getattr("errno")
                 .and_then(|v| v.extract::<i32>())
                 .unwrap_or(0);
-            Some(IoKind::FlushFailed(errno))
+            Some(IoKind::FlushFailed)
         }
     }
 }
