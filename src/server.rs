@@ -294,3 +294,14 @@ fn set_up(py: Python<'_>, listener: &Held<Listener>) -> PyResult<()> {
     }
     Ok(())
 }
+
+/// The callback and arguments of asyncio's accept handle for this listener
+/// (`loop._accept_connection(protocol_factory, sock, ...)`), for debug mode.
+pub(crate) fn debug_callback<'py>(
+    lp: &Bound<'py, EventLoop>,
+    listener: &Held<Listener>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+    let py = lp.py();
+    let args = python_args(py, &listener.get().st.get(py))?;
+    Ok((lp.getattr(pyo3::intern!(py, "_accept_connection"))?, args))
+}

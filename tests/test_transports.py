@@ -865,3 +865,34 @@ def test_writelines_does_not_pause_the_protocol(loop):
         return events
 
     assert loop.run_until_complete(main()) == ["made"]
+
+
+def test_slow_data_received_is_reported_in_debug_mode(loop, caplog):
+    import time
+
+    class Slow(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            time.sleep(0.05)
+
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.01
+
+    async def main():
+        server, sp, cp = await pair(loop, lambda: Slow(loop), lambda: Recorder(loop))
+        with caplog.at_level("WARNING", logger="asyncio"):
+            cp.transport.write(b"x")
+            while not sp.data:
+                await asyncio.sleep(0.01)
+        cp.transport.close()
+        sp.transport.close()
+        await cp.done
+        await sp.done
+        await close_server(server)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.set_debug(False)
+    slow = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Executing <Handle")]
+    assert any("_SelectorSocketTransport._read_ready()" in m and " took " in m for m in slow), slow

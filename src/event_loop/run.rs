@@ -297,6 +297,27 @@ fn io_handle(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<Py<Ha
     )
 }
 
+/// A Python handle describing a native ready item in debug mode (asyncio
+/// sets `_current_handle` and reports slow callbacks with it): the reader
+/// or writer handle asyncio would have run for the same event.
+fn debug_handle(slf: &Bound<'_, EventLoop>, item: &Ready) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    if let Some((stream, kind)) = item.as_io() {
+        return Ok(io_handle(py, stream, kind)?.into_any());
+    }
+    let (callback, args) = match item {
+        Ready::Accept(l) | Ready::SetUp(l) => crate::server::debug_callback(slf, l)?,
+        Ready::SockOp(op) => crate::sock_ops::debug_callback(slf, op)?,
+        other => return Ok(other.as_any(py)),
+    };
+    let ctx = crate::py::call::copy_context(py)?;
+    Ok(Py::new(
+        py,
+        Handle::new(callback.unbind(), args.unbind(), ctx, slf.clone().unbind(), None),
+    )?
+    .into_any())
+}
+
 /// The debug branch of step 5.
 fn run_item_debug(slf: &Bound<'_, EventLoop>, item: &Ready) -> PyResult<()> {
     let py = slf.py();
@@ -305,10 +326,7 @@ fn run_item_debug(slf: &Bound<'_, EventLoop>, item: &Ready) -> PyResult<()> {
             return Ok(());
         }
     }
-    let handle = match item.as_io().map(|(stream, kind)| io_handle(py, stream, kind)) {
-        Some(Ok(h)) => h.into_any(),
-        _ => item.as_any(py),
-    };
+    let handle = debug_handle(slf, item)?;
     let current = pyo3::intern!(py, "_current_handle");
     slf.setattr(current, &handle)?;
     let t0 = ferroloop_core::clock::monotonic();

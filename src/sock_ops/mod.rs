@@ -560,3 +560,32 @@ pub(crate) fn new_op<'py>(
 pub(crate) fn set_class(class: RawClass<SockOp>) {
     let _ = CLASS.set(class);
 }
+
+/// The callback and arguments of asyncio's reader/writer handle for this
+/// operation (`loop._sock_recv(fut, sock, n)` & co.), for debug mode.
+pub(crate) fn debug_callback<'py>(
+    lp: &Bound<'py, EventLoop>,
+    op_ref: &OpRef,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)> {
+    let py = lp.py();
+    let st = op_ref.get().st.get(py);
+    let name = match &st.kind {
+        Some(OpKind::Recv { .. }) => "_sock_recv",
+        Some(OpKind::RecvInto { .. }) => "_sock_recv_into",
+        Some(OpKind::RecvFrom { .. }) => "_sock_recvfrom",
+        Some(OpKind::RecvFromInto { .. }) => "_sock_recvfrom_into",
+        Some(OpKind::SendAll { .. }) => "_sock_sendall",
+        Some(OpKind::SendTo { .. }) => "_sock_sendto",
+        Some(OpKind::Accept) | None => "_sock_accept",
+    };
+    let none = || py.None();
+    let args = pyo3::types::PyTuple::new(
+        py,
+        [
+            st.fut.as_ref().map_or_else(none, |f| f.to_py(py)),
+            st.sock.as_ref().map_or_else(none, |s| s.to_py(py)),
+        ],
+    )?;
+    drop(st);
+    Ok((lp.getattr(name)?, args))
+}
