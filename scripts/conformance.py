@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 MODULES = [
@@ -207,11 +208,15 @@ def main() -> int:
     failures: list[tuple[str, str]] = []
     for module in args.modules.split(","):
         t0 = time.time()
-        proc = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--worker", module, "--timeout", str(args.timeout)],
-            capture_output=True,
-            text=True,
-        )
+        # A scratch directory per module: the tests' files (os_helper.TESTFN)
+        # stay out of the checkout even when a worker is killed.
+        with tempfile.TemporaryDirectory(prefix="ferroloop-conformance-") as scratch:
+            proc = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--worker", module, "--timeout", str(args.timeout)],
+                capture_output=True,
+                text=True,
+                cwd=scratch,
+            )
         recs = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         applicable = passed = failed = na = excluded = skipped = 0
         for r in recs:

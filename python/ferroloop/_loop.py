@@ -87,6 +87,15 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
                 self._set_coroutine_origin_tracking(False)  # type: ignore[attr-defined]
                 sys.set_asyncgen_hooks(*old_agen_hooks)
 
+    def close(self) -> None:
+        """Close the loop (asyncio's close, then the native reactor's fds)."""
+        super().close()
+        if self.is_closed():
+            # The selector view reaches the native close through a weak
+            # reference, which the collector clears before __del__ calls
+            # close() on an abandoned loop: release the fds here as well.
+            self._close_native()
+
     # ----- native transports
 
     def _make_socket_transport(

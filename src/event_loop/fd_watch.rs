@@ -39,7 +39,15 @@ fn to_fd(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
             }
         }
     }
-    hooks(py)?.fileobj_to_fd.call1(py, (obj,))?.extract(py)
+    let fd = hooks(py)?.fileobj_to_fd.call1(py, (obj,))?;
+    fd.extract::<RawFd>(py).map_err(|e| {
+        if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) {
+            // The message `select.epoll.register` gives for such an int.
+            pyo3::exceptions::PyOverflowError::new_err("Python int too large to convert to C int")
+        } else {
+            e
+        }
+    })
 }
 
 /// `_fileobj_lookup`: like [`to_fd`], falling back to an identity search.
@@ -254,7 +262,13 @@ pub(super) fn remove(slf: &Bound<'_, EventLoop>, fileobj: &Bound<'_, PyAny>, whi
     if slf.get().st.get(py).closed {
         return Ok(false);
     }
-    let fd = lookup(slf, fileobj)?;
+    let fd = match lookup(slf, fileobj) {
+        Ok(fd) => fd,
+        // An int beyond the C int range names no registered fd: asyncio's
+        // selector lookup just finds nothing.
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => return Ok(false),
+        Err(e) => return Err(e),
+    };
     remove_fd(slf, fd, which)
 }
 

@@ -419,8 +419,10 @@ impl EventLoop {
     }
 
     /// The native transport using `fd` (asyncio's `_transports.get(fd)`).
-    fn _native_transport_at(&self, py: Python<'_>, fd: i32) -> Option<Py<PyAny>> {
-        self.native_transport_at(py, fd)
+    fn _native_transport_at(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
+        // An fd beyond C int holds no transport (registering it then fails
+        // as asyncio's does).
+        self.native_transport_at(py, fd.extract::<i32>().ok()?)
     }
 
     /// Release everything native: queued handles, timers, watchers, and the

@@ -393,5 +393,6 @@ pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
         }
         res?;
     }
+    this.st.get_mut(py).ready.trim();
     Ok(())
 }

@@ -17,8 +17,13 @@ pub(crate) fn run_in_context(
     callback: &Py<PyAny>,
     args: &Py<PyTuple>,
 ) -> PyResult<()> {
-    // SAFETY: `context` is a live object kept alive by the caller's reference;
-    // PyContext_Enter type-checks it and sets an exception on failure.
+    // SAFETY: a type check of a live object.
+    if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
+        // Not a Context (a bad `context=` argument): do what asyncio does,
+        // `context.run(callback, *args)`, with whatever error that raises.
+        return run_method(py, context, callback, args);
+    }
+    // SAFETY: `context` is a live Context kept alive by the caller's reference.
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
         return Err(PyErr::fetch(py));
     }
@@ -46,6 +51,15 @@ pub(crate) fn run_in_context(
         return result.and(Err(exit_err));
     }
     result
+}
+
+/// `context.run(callback, *args)` through the object's own `run` attribute.
+fn run_method(py: Python<'_>, context: &Py<PyAny>, callback: &Py<PyAny>, args: &Py<PyTuple>) -> PyResult<()> {
+    let run = context.bind(py).getattr(pyo3::intern!(py, "run"))?;
+    let mut all = vec![callback.clone_ref(py).into_bound(py)];
+    all.extend(args.bind(py).iter());
+    run.call1(PyTuple::new(py, all)?)?;
+    Ok(())
 }
 
 /// `contextvars.copy_context()`.

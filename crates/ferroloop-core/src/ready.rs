@@ -9,6 +9,9 @@
 
 use std::collections::VecDeque;
 
+/// Capacity (items) above which an emptied queue gives memory back.
+const TRIM_ABOVE: usize = 4096;
+
 /// FIFO of ready items with batch accounting.
 #[derive(Debug)]
 pub struct ReadyQueue<T> {
@@ -52,9 +55,19 @@ impl<T> ReadyQueue<T> {
         self.items.pop_front()
     }
 
-    /// Drop every queued item (`_ready.clear()` in `close`).
+    /// Drop every queued item (`_ready.clear()` in `close`); the queue's
+    /// memory is released too.
     pub fn clear(&mut self) -> Vec<T> {
-        self.items.drain(..).collect()
+        std::mem::take(&mut self.items).into_iter().collect()
+    }
+
+    /// Give back the memory of a past burst: once the queue is down to an
+    /// eighth of a large capacity, shrink it to twice what it holds.
+    pub fn trim(&mut self) {
+        let cap = self.items.capacity();
+        if cap > TRIM_ABOVE && self.items.len() * 8 < cap {
+            self.items.shrink_to((self.items.len() * 2).max(64));
+        }
     }
 
     /// Iterate over the queued items, front first.
@@ -81,6 +94,22 @@ mod tests {
         }
         assert_eq!(ran, vec![1, 2]);
         assert_eq!(q.iter().copied().collect::<Vec<_>>(), vec![10, 20]);
+    }
+
+    #[test]
+    fn trim_releases_a_past_burst() {
+        let mut q = ReadyQueue::default();
+        for i in 0..100_000 {
+            q.push(i);
+        }
+        let big = q.items.capacity();
+        while q.len() > 10 {
+            q.pop();
+        }
+        q.trim();
+        assert!(q.items.capacity() < big / 100);
+        assert_eq!(q.len(), 10);
+        assert!(q.clear().len() == 10 && q.items.capacity() == 0);
     }
 
     #[test]
