@@ -36,6 +36,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     transports::register(m)?;
     m.add_class::<server::Listener>()?;
     m.add("_SockCoroutine", sock_ops::init_class(m.py())?)?;
+    m.add_function(wrap_pyfunction!(sock_ops::_sendfile_op, m)?)?;
     m.add_function(wrap_pyfunction!(server::_start_listener, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

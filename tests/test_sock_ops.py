@@ -370,3 +370,129 @@ def test_fd_number_reused_after_close_gets_a_fresh_registration(loop):
         return [await cycle(False), await cycle(True)]
 
     assert loop.run_until_complete(main()) == [(b"fresh", b"reader")] * 2
+
+
+@pytest.mark.deviation("D-006")
+def test_sock_methods_return_python_coroutines(loop, pair):
+    import inspect
+
+    a, _ = pair
+    coro = loop.sock_recv(a, 1)
+    try:
+        assert inspect.iscoroutine(coro)
+    finally:
+        coro.close()
+
+
+def test_sock_sendfile_and_transport_sendfile(loop, tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+
+    async def main():
+        results = {}
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        with open(path, "rb") as f:
+            reader = asyncio.ensure_future(_read_exactly(loop, b, len(data) - 1000 - 5))
+            sent = await loop.sock_sendfile(a, f, offset=1000, count=len(data) - 1000 - 5)
+            results["sock"] = (sent, await reader == data[1000:-5], f.tell())
+        a.close()
+        b.close()
+
+        class Sink(asyncio.Protocol):
+            def __init__(self):
+                self.buf = bytearray()
+                self.done = loop.create_future()
+
+            def data_received(self, d):
+                self.buf += d
+
+            def eof_received(self):
+                self.done.set_result(bytes(self.buf))
+
+        server_sink = Sink()
+        server = await loop.create_server(lambda: server_sink, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        t, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        with open(path, "rb") as f:
+            t.write(b"head:")
+            sent = await loop.sendfile(t, f)
+            t.write(b":tail")
+            t.write_eof()
+            got = await server_sink.done
+            results["transport"] = (sent, got == b"head:" + data + b":tail", f.tell())
+        t.close()
+        server.close()
+        await server.wait_closed()
+        return results
+
+    r = loop.run_until_complete(main())
+    assert r["sock"] == (len(data) - 1005, True, len(data) - 5)
+    assert r["transport"] == (len(data), True, len(data))
+
+
+def test_sock_sendfile_to_the_end_over_small_tcp_buffers(loop, tmp_path):
+    # The last chunk leaves the socket writable; the end of the file is only
+    # seen by one more sendfile, on the next writable event (asyncio's way).
+    data = b"x" * (256 * 1024 + 1)
+    path = tmp_path / "payload"
+    path.write_bytes(data)
+
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a = socket.socket()
+        a.connect(lsock.getsockname())
+        a.setblocking(False)
+        b, _ = lsock.accept()
+        b.setblocking(False)
+        lsock.close()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with open(path, "rb") as f:
+            reader = asyncio.ensure_future(_read_exactly(loop, b, len(data)))
+            sent = await asyncio.wait_for(loop.sock_sendfile(a, f), 20)
+            got = await asyncio.wait_for(reader, 20)
+            res = (sent, got == data, f.tell())
+        a.close()
+        b.close()
+        return res
+
+    assert loop.run_until_complete(main()) == (len(data), True, len(data))
+
+
+async def _read_exactly(loop, sock, n):
+    got = bytearray()
+    while len(got) < n:
+        chunk = await loop.sock_recv(sock, 1 << 20)
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
+def test_sock_sendfile_of_an_empty_file_and_fallback(loop, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        try:
+            with open(empty, "rb") as f:
+                n0 = await loop.sock_sendfile(a, f)
+            # Not a regular file: asyncio falls back to reading and sending.
+            import io
+
+            n1 = await loop.sock_sendfile(a, io.BytesIO(b"abc"))
+            b.setblocking(False)
+            await asyncio.sleep(0.01)
+            return n0, n1, b.recv(10)
+        finally:
+            a.close()
+            b.close()
+
+    assert loop.run_until_complete(main()) == (0, 3, b"abc")

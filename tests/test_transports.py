@@ -896,3 +896,38 @@ def test_slow_data_received_is_reported_in_debug_mode(loop, caplog):
         loop.set_debug(False)
     slow = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Executing <Handle")]
     assert any("_SelectorSocketTransport._read_ready()" in m and " took " in m for m in slow), slow
+
+
+@pytest.mark.deviation("D-007")
+def test_transport_accepts_new_attributes(loop):
+    async def main():
+        server, sp, cp = await pair(loop, lambda: Recorder(loop), lambda: Recorder(loop))
+        try:
+            cp.transport.user_tag = "mine"  # asyncio's transports have a __dict__
+            return cp.transport.user_tag
+        finally:
+            cp.transport.close()
+            sp.transport.close()
+            await cp.done
+            await sp.done
+            await close_server(server)
+
+    assert loop.run_until_complete(main()) == "mine"
+
+
+@pytest.mark.deviation("D-008")
+def test_transport_is_asyncios_private_class(loop):
+    from asyncio import selector_events
+
+    async def main():
+        server, sp, cp = await pair(loop, lambda: Recorder(loop), lambda: Recorder(loop))
+        try:
+            return isinstance(cp.transport, selector_events._SelectorSocketTransport)
+        finally:
+            cp.transport.close()
+            sp.transport.close()
+            await cp.done
+            await sp.done
+            await close_server(server)
+
+    assert loop.run_until_complete(main())

@@ -110,6 +110,9 @@ def _start_listener(
     ssl_handshake_timeout: Any,
     ssl_shutdown_timeout: Any,
 ) -> None: ...
+def _sendfile_op(
+    loop: EventLoop, sock: Any, fileno: int, offset: int, count: int, blocksize: int
+) -> _SockCoroutine: ...
 
 class _SockCoroutine:
     """The coroutine of a sock_* method (native)."""

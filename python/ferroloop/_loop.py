@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import io
 import socket
 import sys
 import threading
-from asyncio import constants, events, sslproto
+from asyncio import constants, events, exceptions, sslproto, unix_events
 from typing import Any
 
 from . import _compat, _ferroloop
@@ -176,6 +177,27 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
             if resume_reading:
                 transp.resume_reading()
             transp._set_sendfile_active(False)
+
+    async def _sock_sendfile_native(self, sock: socket.socket, file: Any, offset: int, count: int | None) -> int:
+        # unix_events._UnixSelectorEventLoop._sock_sendfile_native's checks,
+        # then the os.sendfile loop as a native socket operation.
+        uos = unix_events.os  # type: ignore[attr-defined]  # asyncio's module's os: tests patch it
+        try:
+            uos.sendfile  # noqa: B018
+        except AttributeError:
+            raise exceptions.SendfileNotAvailableError("os.sendfile() is not available") from None
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            raise exceptions.SendfileNotAvailableError("not a regular file") from None
+        try:
+            fsize = uos.fstat(fileno).st_size
+        except OSError:
+            raise exceptions.SendfileNotAvailableError("not a regular file") from None
+        blocksize = count if count else fsize
+        if not blocksize:
+            return 0  # empty file
+        return await _ferroloop._sendfile_op(self, sock, fileno, offset, count or 0, blocksize)
 
     # ----- getaddrinfo: numeric hosts without a thread hop
 

@@ -148,7 +148,9 @@ pub(crate) fn evict_idle(this: &EventLoop, st: &mut super::LoopState, fd: RawFd)
 /// for both sides and leaves the registration in place when it completes, so
 /// the next operation on the same socket costs no `epoll_ctl`; it is idle
 /// then (no watcher, invisible to `add_reader` & co.) and is replaced by the
-/// first other registration of the fd. A Python handle always gets asyncio's
+/// first other registration of the fd. A Python handle, and an operation
+/// without an owner (one that may make progress and still wait, as sendfile
+/// does: asyncio retries it on every writable event), gets asyncio's
 /// level-triggered registration of exactly its sides.
 pub(crate) fn add_watcher(
     slf: &Bound<'_, EventLoop>,
@@ -160,7 +162,7 @@ pub(crate) fn add_watcher(
 ) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
-    let edge = matches!(watcher, Watcher::Op(_));
+    let edge = matches!(watcher, Watcher::Op(_)) && owner.is_some();
     let mut replaced = None;
     let mut stale = None;
     let old = {

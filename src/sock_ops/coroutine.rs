@@ -103,6 +103,7 @@ impl NativeCoroutine for SockOp {
         let py = obj.py();
         let op = payload(obj);
         if op.st.get(py).phase == Phase::Waiting {
+            super::update_filepos(op, py);
             unregister(py, obj, op)?;
         }
         finish(py, op);

@@ -77,13 +77,22 @@ pub(crate) enum OpKind {
         address: Held<PyAny>,
     },
     Accept,
+    /// `_sock_sendfile_native`: `os.sendfile` from `fileno` until `count`
+    /// bytes (0: to the end) are sent; the file position follows.
+    SendFile {
+        fileno: RawFd,
+        offset: i64,
+        count: u64,
+        blocksize: u64,
+        total_sent: u64,
+    },
 }
 
 impl OpKind {
     /// The side of the fd the operation waits for.
     fn side(&self) -> u32 {
         match self {
-            OpKind::SendAll { .. } | OpKind::SendTo { .. } => WRITE,
+            OpKind::SendAll { .. } | OpKind::SendTo { .. } | OpKind::SendFile { .. } => WRITE,
             _ => READ,
         }
     }
@@ -98,6 +107,7 @@ impl OpKind {
             OpKind::SendAll { .. } => "BaseSelectorEventLoop.sock_sendall",
             OpKind::SendTo { .. } => "BaseSelectorEventLoop.sock_sendto",
             OpKind::Accept => "BaseSelectorEventLoop.sock_accept",
+            OpKind::SendFile { .. } => "_UnixSelectorEventLoop._sock_sendfile_native",
         }
     }
 
@@ -115,7 +125,7 @@ impl OpKind {
                 v.visit(Some(&**data))?;
                 v.visit(Some(&**address))
             }
-            OpKind::Accept => Ok(()),
+            OpKind::Accept | OpKind::SendFile { .. } => Ok(()),
         }
     }
 }
@@ -301,6 +311,7 @@ fn attempt<'py>(py: Python<'py>, lp: &EventLoop, sock: &Bound<'py, PyAny>, op: &
         SendAll,
         SendTo(Py<PyAny>, Py<PyAny>),
         Accept,
+        SendFile,
     }
     let args = {
         let st = op.st.get(py);
@@ -312,6 +323,7 @@ fn attempt<'py>(py: Python<'py>, lp: &EventLoop, sock: &Bound<'py, PyAny>, op: &
             Some(OpKind::SendAll { .. }) => Args::SendAll,
             Some(OpKind::SendTo { data, address }) => Args::SendTo(data.to_py(py), address.to_py(py)),
             Some(OpKind::Accept) => Args::Accept,
+            Some(OpKind::SendFile { .. }) => Args::SendFile,
             None => return Attempt::Failed(PyRuntimeError::new_err("socket operation already finished")),
         }
     };
@@ -338,6 +350,92 @@ fn attempt<'py>(py: Python<'py>, lp: &EventLoop, sock: &Bound<'py, PyAny>, op: &
                 Ok(pair)
             });
             from_call(py, res)
+        }
+        Args::SendFile => send_file(py, sock, op, first),
+    }
+}
+
+/// `_sock_sendfile_update_filepos`: leave the file where the data ended.
+fn update_filepos(op: &SockOp, py: Python<'_>) {
+    if let Some(OpKind::SendFile {
+        fileno,
+        offset,
+        total_sent,
+        ..
+    }) = &op.st.get(py).kind
+    {
+        if *total_sent > 0 {
+            let _ = net::lseek_set(*fileno, *offset);
+        }
+    }
+}
+
+/// `_sock_sendfile_native_impl`: one `os.sendfile`; asyncio's errors.
+fn send_file<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>, op: &SockOp, first: bool) -> Attempt<'py> {
+    let state = match &op.st.get(py).kind {
+        Some(OpKind::SendFile {
+            fileno,
+            offset,
+            count,
+            blocksize,
+            total_sent,
+        }) => Some((*fileno, *offset, *count, *blocksize, *total_sent)),
+        _ => None,
+    };
+    let Some((file_fd, offset, count, blocksize, total_sent)) = state else {
+        return Attempt::Failed(PyRuntimeError::new_err("not a sendfile"));
+    };
+    let total = || match total_sent.into_pyobject(py) {
+        Ok(v) => Attempt::Done(v.into_any()),
+        Err(e) => Attempt::Failed(e.into()),
+    };
+    let mut blocksize = blocksize;
+    if count > 0 {
+        if total_sent >= count {
+            update_filepos(op, py);
+            return total();
+        }
+        blocksize = count - total_sent;
+    }
+    let fd = match fileno(sock) {
+        Ok(fd) => fd,
+        Err(e) => return Attempt::Failed(e),
+    };
+    let mut off = offset;
+    match net::sendfile(fd, file_fd, &mut off, usize::try_from(blocksize).unwrap_or(usize::MAX)) {
+        Err(e) if net::would_block(&e) => Attempt::WouldBlock,
+        Err(e) => {
+            let mut exc = os_error(&e);
+            if !first && e.raw_os_error() == Some(net::ENOTCONN) {
+                let new = pyo3::exceptions::PyConnectionError::new_err(("socket is not connected", net::ENOTCONN));
+                new.set_cause(py, Some(exc));
+                exc = new;
+            }
+            update_filepos(op, py);
+            if total_sent == 0 {
+                let unavailable = py
+                    .import("asyncio.exceptions")
+                    .and_then(|m| m.getattr("SendfileNotAvailableError"))
+                    .and_then(|t| t.call1(("os.sendfile call failed",)));
+                match unavailable {
+                    Ok(err) => Attempt::Failed(PyErr::from_value(err)),
+                    Err(e) => Attempt::Failed(e),
+                }
+            } else {
+                Attempt::Failed(exc)
+            }
+        }
+        Ok(0) => {
+            update_filepos(op, py);
+            total()
+        }
+        Ok(n) => {
+            if let Some(OpKind::SendFile { offset, total_sent, .. }) = &mut op.st.get_mut(py).kind {
+                *offset = off;
+                *total_sent += n as u64;
+            }
+            // asyncio waits for the next writable event after every chunk.
+            Attempt::WouldBlock
         }
     }
 }
@@ -449,7 +547,12 @@ pub(crate) fn start<'py>(
             ensure_fd_no_transport(py, lp, fd)?;
             let side = op.st.get(py).kind.as_ref().map_or(READ, OpKind::side);
             let fd_obj = fd.into_pyobject(py)?.into_any();
-            fd_watch::add_watcher(lp, &fd_obj, fd, Watcher::Op(OpRef::of(obj)), side, Some(sock))?;
+            // Edge-triggered (owned) unless the operation retries after
+            // progress: sendfile waits for the next writable event after each
+            // chunk, which an edge registration would not report again.
+            let kind_retries = matches!(op.st.get(py).kind, Some(OpKind::SendFile { .. }));
+            let owner = if kind_retries { None } else { Some(sock) };
+            fd_watch::add_watcher(lp, &fd_obj, fd, Watcher::Op(OpRef::of(obj)), side, owner)?;
             {
                 let mut st = op.st.get_mut(py);
                 st.fut = Some(Held::new(fut.clone().unbind()));
@@ -510,7 +613,9 @@ pub(crate) fn on_ready(py: Python<'_>, op_ref: &OpRef) -> PyResult<()> {
     };
     let fut = fut.bind(py);
     if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
-        // Cancelled: asyncio's done callback removes the watcher.
+        // Cancelled: asyncio's done callback removes the watcher (and a
+        // sendfile leaves the file where the data ended).
+        update_filepos(op, py);
         return unregister(py, obj, op);
     }
     match attempt(py, lp.get(), sock.bind(py), op, false) {
@@ -577,6 +682,7 @@ pub(crate) fn debug_callback<'py>(
         Some(OpKind::SendAll { .. }) => "_sock_sendall",
         Some(OpKind::SendTo { .. }) => "_sock_sendto",
         Some(OpKind::Accept) | None => "_sock_accept",
+        Some(OpKind::SendFile { .. }) => "_sock_sendfile_native_impl",
     };
     let none = || py.None();
     let args = pyo3::types::PyTuple::new(
@@ -588,4 +694,29 @@ pub(crate) fn debug_callback<'py>(
     )?;
     drop(st);
     Ok((lp.getattr(name)?, args))
+}
+
+/// `_sock_sendfile_native`'s wait: a native coroutine sending `fileno`
+/// through `sock` (the checks of the Python method ran already).
+#[pyfunction]
+#[pyo3(signature = (loop_, sock, fileno, offset, count, blocksize))]
+pub(crate) fn _sendfile_op<'py>(
+    loop_: &Bound<'py, PyAny>,
+    sock: &Bound<'py, PyAny>,
+    fileno: RawFd,
+    offset: i64,
+    count: u64,
+    blocksize: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    new_op(
+        loop_,
+        sock,
+        OpKind::SendFile {
+            fileno,
+            offset,
+            count,
+            blocksize,
+            total_sent: 0,
+        },
+    )
 }

@@ -17,7 +17,10 @@ use std::os::fd::RawFd;
 
 use crate::sys;
 
-pub use crate::sys::{read, recv, send, sendmsg, shutdown, write};
+pub use crate::sys::{lseek_set, read, recv, send, sendfile, sendmsg, shutdown, write};
+
+/// `ENOTCONN` (the peer went away in the middle of a `sendfile`).
+pub const ENOTCONN: i32 = libc::ENOTCONN;
 
 /// An owned file descriptor, closed on drop.
 #[derive(Debug)]

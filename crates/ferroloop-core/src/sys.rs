@@ -225,6 +225,12 @@ pub fn sendfile(out_fd: RawFd, in_fd: RawFd, offset: &mut i64, count: usize) -> 
     Ok(n as usize)
 }
 
+/// `lseek(fd, offset, SEEK_SET)`.
+#[allow(clippy::useless_conversion)] // off_t is i64 only on 64-bit targets
+pub fn lseek_set(fd: RawFd, offset: i64) -> io::Result<i64> {
+    syscall!(lseek(fd, offset as libc::off_t, libc::SEEK_SET)).map(i64::from)
+}
+
 /// `fstat(fd).st_mode`.
 pub fn fstat_mode(fd: RawFd) -> io::Result<u32> {
     // SAFETY: an all-zero stat is valid storage for fstat to fill.
