@@ -36,7 +36,8 @@ def test_unclosed_loop_collected_by_gc_releases_its_fds(loop_factory):
 
 
 def test_memory_of_a_large_batch_is_given_back(loop):
-    n = 1_000_000
+    # Debug mode keeps a traceback per handle: a tenth of the burst is plenty.
+    n = 100_000 if loop.get_debug() else 1_000_000
 
     def burst():
         for _ in range(n):
@@ -128,3 +129,38 @@ def test_subprocess_under_python_m_ferroloop(tmp_path):
     res = subprocess.run([sys.executable, "-m", "ferroloop", str(script)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "(b'hi\\n', None)"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda lp: lp.run_forever(1), "BaseEventLoop.run_forever() takes 1 positional argument but 2 were given"),
+        (lambda lp: lp.close(1), "_UnixSelectorEventLoop.close() takes 1 positional argument but 2 were given"),
+        (
+            lambda lp: lp.add_signal_handler(),
+            "_UnixSelectorEventLoop.add_signal_handler() missing 2 required positional arguments: 'sig' and 'callback'",
+        ),
+        (
+            lambda lp: lp.getaddrinfo(),
+            "BaseEventLoop.getaddrinfo() missing 2 required positional arguments: 'host' and 'port'",
+        ),
+    ],
+)
+def test_argument_errors_name_asyncios_methods(loop, call, message):
+    with pytest.raises(TypeError) as info:
+        call(loop)
+    assert str(info.value) == message
+
+
+@pytest.mark.deviation("D-009")
+def test_argument_errors_of_native_methods(loop):
+    handle = loop.call_later(10, print)
+    try:
+        with pytest.raises(TypeError) as info:
+            handle.cancel(1)
+        assert str(info.value) == "TimerHandle.cancel() takes 1 positional argument but 2 were given"
+        with pytest.raises(TypeError) as info:
+            loop.is_closed(1)
+        assert str(info.value) == "BaseEventLoop.is_closed() takes 1 positional argument but 2 were given"
+    finally:
+        handle.cancel()

@@ -22,6 +22,7 @@ import io
 import socket
 import sys
 import threading
+import types
 from asyncio import constants, events, exceptions, sslproto, unix_events
 from typing import Any
 
@@ -233,3 +234,16 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
     def _close_self_pipe(self) -> None:
         self._self_reading = False
         super()._close_self_pipe()  # type: ignore[misc]
+
+
+def _name_overrides_as_asyncio(cls: type) -> None:
+    """Give each method that overrides one of asyncio's the overridden one's
+    qualified name, so that argument errors and reprs read as asyncio's
+    (``BaseEventLoop.run_forever() takes 1 positional argument ...``)."""
+    for name, attr in vars(cls).items():
+        base = getattr(asyncio.SelectorEventLoop, name, None)
+        if isinstance(attr, types.FunctionType) and isinstance(base, types.FunctionType):
+            attr.__qualname__ = base.__qualname__
+
+
+_name_overrides_as_asyncio(Loop)
