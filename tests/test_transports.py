@@ -931,3 +931,63 @@ def test_transport_is_asyncios_private_class(loop):
             await close_server(server)
 
     assert loop.run_until_complete(main())
+
+
+def test_each_data_received_gets_its_own_intact_bytes(loop):
+    # Chunks of similar sizes, one read each; the server keeps some chunks,
+    # drops others, hashes each (a cached hash must never go stale) and
+    # echoes a digest. Every kept chunk must still hold what it received.
+    sizes = [1000 + (i * 37) % 900 for i in range(300)]
+    chunks = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+
+    class Server(asyncio.Protocol):
+        def __init__(self):
+            self.kept = []
+            self.hashes = []
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.hashes.append((hash(data), bytearray(data)))
+            if len(self.hashes) % 3 == 0:
+                self.kept.append(data)
+            self.transport.write(b"%d;" % len(data))
+
+    class Client(asyncio.Protocol):
+        def __init__(self):
+            self.acks = loop.create_future()
+            self.buf = b""
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.buf += data
+            if not self.acks.done():
+                self.acks.set_result(None)
+
+    async def main():
+        server, sp, cp = await pair(loop, Server, Client)
+        try:
+            for c in chunks:
+                cp.acks = loop.create_future()
+                cp.transport.write(c)
+                await cp.acks
+                while cp.buf.count(b";") < 1:
+                    cp.acks = loop.create_future()
+                    await cp.acks
+                cp.buf = b""
+            return sp.kept, sp.hashes
+        finally:
+            cp.transport.close()
+            sp.transport.close()
+            await close_server(server)
+
+    kept, hashes = loop.run_until_complete(main())
+    got = b"".join(bytes(copy) for _, copy in hashes)
+    assert got == b"".join(chunks)
+    assert all(h == hash(bytes(copy)) for h, copy in hashes)
+    expect_kept = [bytes(copy) for i, (_, copy) in enumerate(hashes) if (i + 1) % 3 == 0]
+    assert kept == expect_kept
+    assert all(type(k) is bytes for k in kept)

@@ -168,12 +168,12 @@ impl EventLoop {
         py: Python<'py>,
         fd: std::os::fd::RawFd,
         direct: bool,
-    ) -> std::io::Result<Option<Bound<'py, pyo3::types::PyBytes>>> {
+    ) -> std::io::Result<Option<crate::py::spare_bytes::Lent<'py>>> {
         if direct {
             // Large reads: into the result itself, shrunk to size (asyncio's
             // `sock.recv(max_size)` does the same).
             let data = crate::py::buffer::new_bytes_with(py, READ_SIZE, |buf| ferroloop_core::net::recv(fd, buf))?;
-            return Ok((!data.as_bytes().is_empty()).then_some(data));
+            return Ok((!data.as_bytes().is_empty()).then(|| crate::py::spare_bytes::Lent::new(data)));
         }
         let mut st = self.st.get_mut(py);
         if st.scratch.is_empty() {
@@ -183,8 +183,15 @@ impl EventLoop {
         if n == 0 {
             return Ok(None);
         }
-        // Allocating a bytes object runs no Python code, so the borrow may stay.
-        Ok(Some(pyo3::types::PyBytes::new(py, &st.scratch[..n])))
+        // Making a bytes object runs no Python code, so the borrow may stay.
+        let st = &mut *st;
+        Ok(Some(st.spare.make(py, &st.scratch[..n])))
+    }
+
+    /// Give back the `bytes` of a read once its consumer returned (kept for
+    /// the next read if nothing else refers to it).
+    pub(crate) fn give_back_bytes(&self, py: Python<'_>, data: crate::py::spare_bytes::Lent<'_>) {
+        self.st.get_mut(py).spare.offer(data);
     }
 
     /// The native transport using `fd`, if any.
@@ -440,6 +447,7 @@ impl EventLoop {
                     std::mem::take(&mut st.retune),
                     std::mem::take(&mut st.streams),
                     std::mem::take(&mut st.scratch),
+                    st.spare.clear(),
                 ),
             )
         };

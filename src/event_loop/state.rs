@@ -179,6 +179,8 @@ pub(crate) struct LoopState {
     pub retune: Vec<StreamRef>,
     /// The read buffer shared by all transports (only one reads at a time).
     pub scratch: Vec<u8>,
+    /// The `bytes` of a past read, refilled for the next one (not GC-tracked).
+    pub spare: crate::py::spare_bytes::SpareBytes,
 }
 
 /// How many cleared handles of each kind a loop keeps for reuse (about
@@ -221,6 +223,7 @@ impl LoopState {
             flush: Vec::new(),
             retune: Vec::new(),
             scratch: Vec::new(),
+            spare: crate::py::spare_bytes::SpareBytes::default(),
         }
     }
 }
@@ -247,6 +250,7 @@ impl Default for LoopState {
             flush: Vec::new(),
             retune: Vec::new(),
             scratch: Vec::new(),
+            spare: crate::py::spare_bytes::SpareBytes::default(),
         }
     }
 }

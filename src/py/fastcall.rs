@@ -109,7 +109,9 @@ impl<'py> Call<'_, 'py> {
 
     /// At most `n` positionals (besides `self`) and no unknown keyword.
     pub fn at_most(&self, n: usize) -> PyResult<()> {
-        self.reject_unknown_kw()?;
+        if self.nkw != 0 {
+            self.reject_unknown_kw()?;
+        }
         if self.pos.len() > n {
             let takes = if n == 0 {
                 "1 positional argument".to_string()

@@ -11,6 +11,7 @@
 //!   traverse/clear helper ([`gc::GcRefs`]) every class uses.
 //! - [`held`]: owned references released without a thread-state lookup.
 //! - [`hooks`]: the cold-path helpers written in Python (`ferroloop._hooks`).
+//! - [`spare_bytes`]: the `bytes` object a loop refills for the next read.
 
 pub(crate) mod buffer;
 pub(crate) mod call;
@@ -22,3 +23,4 @@ pub(crate) mod gc;
 pub(crate) mod held;
 pub(crate) mod hooks;
 pub(crate) mod native_type;
+pub(crate) mod spare_bytes;

@@ -141,7 +141,7 @@ pub(crate) fn read_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTrans
     }
     let received = lp.get().recv_bytes(py, fd, big);
     if let Ok(Some(data)) = &received {
-        let n = data.as_bytes().len();
+        let n = data.bytes.as_bytes().len();
         if (n > BIG_READ) != big {
             t.st.get_mut(py).big_reads = n > BIG_READ;
         }
@@ -150,10 +150,18 @@ pub(crate) fn read_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTrans
         Err(e) if net::would_block(&e) => Ok(()),
         Err(e) => stream_life::fatal_error(py, obj, t, os_error(&e), READ_FAILED),
         Ok(None) => on_eof(py, obj, t, protocol.bind(py)),
-        Ok(Some(data)) => match call_method(protocol.bind(py), pyo3::intern!(py, "data_received"), &[&data]) {
-            Ok(_) => Ok(()),
-            Err(err) => stream_life::protocol_failed(py, obj, t, err, DATA_RECEIVED_FAILED),
-        },
+        Ok(Some(data)) => {
+            let res = call_method(
+                protocol.bind(py),
+                pyo3::intern!(py, "data_received"),
+                &[data.bytes.as_any()],
+            );
+            lp.get().give_back_bytes(py, data);
+            match res {
+                Ok(_) => Ok(()),
+                Err(err) => stream_life::protocol_failed(py, obj, t, err, DATA_RECEIVED_FAILED),
+            }
+        }
     }
 }
 
