@@ -6,6 +6,10 @@
   exception handler records every call; teardown fails the test if it was
   called and the test did not consume the records (``loop_errors.clear()``).
   Teardown also closes the loop and asserts it is garbage-collected.
+- ``launch``: for programs run in a child interpreter (``run_child``):
+  ``"asyncio"``, ``"ferroloop"`` (``new_event_loop``/``loop_factory``),
+  ``"ferroloop-install"`` (``ferroloop.install()``, then asyncio's own entry
+  points) and ``"ferroloop-cli"`` (``python -m ferroloop program.py``).
 - ``@pytest.mark.deviation("D-NNN")``: a documented difference
   (docs/compatibility.md); on ferroloop the test becomes a strict xfail.
 - ``@pytest.mark.only("asyncio"|"ferroloop")``: run on one implementation only.
@@ -18,6 +22,7 @@ import gc
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import weakref
 from collections.abc import Callable, Iterator
@@ -37,14 +42,32 @@ def factory_for(impl: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return ferroloop.new_event_loop
 
 
-@pytest.fixture(params=IMPLS)
-def impl(request: pytest.FixtureRequest) -> str:
+def _apply_markers(request: pytest.FixtureRequest, impl: str) -> None:
     only = request.node.get_closest_marker("only")
-    if only is not None and only.args[0] != request.param:
+    if only is not None and only.args[0] != impl:
         pytest.skip(f"only runs on {only.args[0]}")
     dev = request.node.get_closest_marker("deviation")
-    if dev is not None and request.param == "ferroloop":
+    if dev is not None and impl == "ferroloop":
         request.applymarker(pytest.mark.xfail(strict=True, reason=f"deviation {dev.args[0]}"))
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request: pytest.FixtureRequest) -> str:
+    _apply_markers(request, request.param)
+    return request.param
+
+
+# How a child program gets its loop: asyncio's own; ferroloop through
+# ``loop_factory``/``new_event_loop()``; ferroloop through ``ferroloop.install()``
+# and plain ``asyncio.run``/``asyncio.new_event_loop``; ferroloop through
+# ``python -m ferroloop program.py``.
+LAUNCHES = ["asyncio", "ferroloop", "ferroloop-install", "ferroloop-cli"]
+
+
+@pytest.fixture(params=LAUNCHES)
+def launch(request: pytest.FixtureRequest) -> str:
+    """``impl`` for tests run in a child interpreter, with ferroloop reached in each way a user has."""
+    _apply_markers(request, request.param.split("-")[0])
     return request.param
 
 
@@ -118,26 +141,81 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     return res
 
 
+def child_program(code: str, impl: str) -> str:
+    """``code`` with the prelude ``run_child`` describes."""
+    base, _, how = impl.partition("-")
+    if base == "asyncio":
+        make = "new_loop = asyncio.SelectorEventLoop"
+    elif not how:
+        make = "new_loop = ferroloop.new_event_loop"
+    else:
+        make = "new_loop = asyncio.new_event_loop"
+    prelude = f"""\
+import asyncio, ferroloop
+IMPL = {base!r}
+{make}
+def run_main(main):
+    if IMPL == "ferroloop" and new_loop is asyncio.new_event_loop:
+        return asyncio.run(main)  # through the installed policy
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        return runner.run(main)
+"""
+    if how:
+        # Count the ferroloop loops created; report them at exit.
+        prelude += """\
+import atexit as _atexit, sys as _sys
+_created = [0]
+_init = ferroloop.Loop.__init__
+def _counting_init(self, *a, **k):
+    _created[0] += 1
+    _init(self, *a, **k)
+ferroloop.Loop.__init__ = _counting_init
+_atexit.register(lambda: _sys.stderr.write(f"\\nFERROLOOP_LOOPS={_created[0]}\\n"))
+"""
+    if how == "install":
+        prelude += "ferroloop.install()\n"
+    return prelude + textwrap.dedent(code)
+
+
+def child_argv(code: str, impl: str, tmp_dir: str) -> list[str]:
+    """The command line running ``code`` (see ``run_child``) as ``impl`` says; files go to ``tmp_dir``."""
+    program = child_program(code, impl)
+    if impl.endswith("-cli"):
+        path = os.path.join(tmp_dir, "program.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(program)
+        return [sys.executable, "-m", "ferroloop", path]
+    return [sys.executable, "-c", program]
+
+
+def check_ran_on_ferroloop(impl: str, returncode: int | None, stderr: str) -> str:
+    """``stderr`` without the loop count of the ``-install``/``-cli`` forms, which must be >= 1 on success."""
+    if "-" not in impl:
+        return stderr
+    lines = stderr.splitlines()
+    counts = [ln for ln in lines if ln.startswith("FERROLOOP_LOOPS=")]
+    if returncode == 0:
+        assert counts and int(counts[-1].split("=")[1]) >= 1, f"the program did not run on ferroloop: {stderr}"
+    return "\n".join(ln for ln in lines if not ln.startswith("FERROLOOP_LOOPS=")).strip("\n")
+
+
 def run_child(
     code: str, impl: str, timeout: float = 30, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a child interpreter with ``IMPL`` set; a hang or crash fails only this test."""
-    prelude = textwrap.dedent(
-        f"""
-        import asyncio, ferroloop
-        IMPL = {impl!r}
-        new_loop = asyncio.SelectorEventLoop if IMPL == "asyncio" else ferroloop.new_event_loop
-        """
-    )
+    """Run ``code`` in a child interpreter; a hang or crash fails only this test.
+
+    ``impl`` is one of ``LAUNCHES``. The program sees ``IMPL`` (``"asyncio"`` or
+    ``"ferroloop"``), ``new_loop()``, a new loop of that implementation made
+    the way ``impl`` names, and ``run_main(coro)``, ``asyncio.run`` for it; the ``-install`` and ``-cli`` forms also check that
+    the program really created a ferroloop loop.
+    """
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+    with tempfile.TemporaryDirectory(prefix="ferroloop-child-") as tmp:
+        argv = child_argv(code, impl, tmp)
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env)
+    res.stderr = check_ran_on_ferroloop(impl, res.returncode, res.stderr)
+    return res
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,9 +1,10 @@
 """Every runnable example of the tutorials in shared/seeds/ prints the same on
 ferroloop as on asyncio.
 
-Each program in tests/seeds/ runs in a child interpreter once per
-implementation (through tests/seeds/_runner.py, which scales sleeps and
-timeouts equally for both); the outputs must be equal, line for line, or as a
+Each program in tests/seeds/ runs in a child interpreter on asyncio, on
+ferroloop installed with ``ferroloop.install()`` and under ``python -m
+ferroloop`` (through tests/seeds/_runner.py, which scales sleeps and
+timeouts equally for all); the outputs must be equal, line for line, or as a
 multiset for the examples whose interleaving depends on random timer jitter
 (marked ``seed-compare: unordered`` in their docstring).
 """
@@ -23,8 +24,9 @@ EXAMPLES = sorted(f for f in os.listdir(HERE) if f.startswith("s") and f.endswit
 
 @cache
 def run(impl: str, example: str) -> subprocess.CompletedProcess[str]:
+    cli = ["-m", "ferroloop"] if impl == "ferroloop-cli" else []
     return subprocess.run(
-        [sys.executable, os.path.join(HERE, "_runner.py"), impl, os.path.join(HERE, example)],
+        [sys.executable, *cli, os.path.join(HERE, "_runner.py"), impl, os.path.join(HERE, example)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -37,14 +39,21 @@ def test_examples_were_found():
     assert len(EXAMPLES) >= 8
 
 
+@pytest.fixture(params=["asyncio", "ferroloop", "ferroloop-cli"])
+def seed_impl(request: pytest.FixtureRequest) -> str:
+    """asyncio; ferroloop through ``ferroloop.install()``; through ``python -m ferroloop``."""
+    return request.param
+
+
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_seed_example_output_matches_asyncio(impl, example):
+def test_seed_example_output_matches_asyncio(seed_impl, example):
+    impl = seed_impl
     ref = run("asyncio", example)
     assert ref.returncode == 0, ref.stderr
     assert ref.stdout.strip(), "the example printed nothing"
     got = run(impl, example)
     assert got.returncode == 0, got.stderr
-    if impl == "ferroloop":
+    if impl != "asyncio":
         loops = [ln for ln in got.stderr.splitlines() if ln.startswith("FERROLOOP_LOOPS=")]
         assert loops and int(loops[-1].split("=")[1]) >= 1, "the example did not run on ferroloop"
     with open(os.path.join(HERE, example), encoding="utf-8") as f:

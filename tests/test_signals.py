@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-from conftest import ROOT, run_child
+from conftest import check_ran_on_ferroloop, child_argv, run_child
 
 
-def test_add_signal_handler_delivers(impl):
+def test_add_signal_handler_delivers(launch):
     r = run_child(
         """
         import os, signal
@@ -26,13 +24,13 @@ def test_add_signal_handler_delivers(impl):
         print(loop.remove_signal_handler(signal.SIGUSR1), loop.remove_signal_handler(signal.SIGUSR1))
         loop.close()
         """,
-        impl,
+        launch,
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["[('arg',)]", "True", "False"]
 
 
-def test_signal_handler_errors(impl):
+def test_signal_handler_errors(launch):
     r = run_child(
         """
         import signal, threading
@@ -67,7 +65,7 @@ def test_signal_handler_errors(impl):
         for o in out:
             print(o)
         """,
-        impl,
+        launch,
     )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -98,12 +96,9 @@ def test_signal_handler_output_equal_on_both_loops():
 
 
 CTRL_C_PROGRAM = """
-import asyncio, os, signal, sys, time, threading
-sys.path.insert(0, {root!r})
-import ferroloop
-IMPL = sys.argv[1]
-factory = asyncio.SelectorEventLoop if IMPL == "asyncio" else ferroloop.new_event_loop
-mode = sys.argv[2]
+import os, signal, sys, time
+
+MODE = {mode!r}
 
 async def main():
     try:
@@ -114,14 +109,13 @@ async def main():
 
 print("ready", flush=True)
 t0 = time.monotonic()
-if mode == "runner":
+if MODE == "runner":
     try:
-        with asyncio.Runner(loop_factory=factory) as r:
-            r.run(main())
+        run_main(main())
     except KeyboardInterrupt:
         print("KeyboardInterrupt after %.1f" % (time.monotonic() - t0), flush=True)
 else:
-    loop = factory()
+    loop = new_loop()
     loop.call_later(30, loop.stop)
     try:
         loop.run_forever()
@@ -132,12 +126,9 @@ else:
 
 
 @pytest.mark.parametrize("mode", ["run_forever", "runner"])
-def test_ctrl_c_during_blocking_poll(impl, mode, tmp_path):
-    prog = tmp_path / "ctrlc.py"
-    prog.write_text(CTRL_C_PROGRAM.format(root=os.path.join(ROOT, "python")))
-    p = subprocess.Popen(
-        [sys.executable, str(prog), impl, mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+def test_ctrl_c_during_blocking_poll(launch, mode, tmp_path):
+    argv = child_argv(CTRL_C_PROGRAM.format(mode=mode), launch, str(tmp_path))
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready"
         time.sleep(0.3)
@@ -146,13 +137,14 @@ def test_ctrl_c_during_blocking_poll(impl, mode, tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+    check_ran_on_ferroloop(launch, p.returncode, err)
     lines = out.splitlines()
     if mode == "runner":
         assert lines[0] == "main task cancelled", err
     assert lines[-1].startswith("KeyboardInterrupt after 0."), (out, err)
 
 
-def test_sigint_handler_restored_after_runner(impl):
+def test_sigint_handler_restored_after_runner(launch):
     r = run_child(
         """
         import signal
@@ -162,7 +154,7 @@ def test_sigint_handler_restored_after_runner(impl):
             during = runner.run(main())
         print(during is signal.default_int_handler, signal.getsignal(signal.SIGINT) is signal.default_int_handler)
         """,
-        impl,
+        launch,
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "True"]

@@ -1,5 +1,8 @@
 """Run one tutorial example on one loop: ``_runner.py IMPL EXAMPLE.py``.
 
+IMPL: ``asyncio``; ``ferroloop`` (installed here with ``ferroloop.install()``);
+``ferroloop-cli`` (the runner itself runs under ``python -m ferroloop``).
+
 Sleeps and timeouts are scaled by ``SEED_SCALE`` (default 0.05) the same way
 for both loops, so the tutorials' multi-second waits take milliseconds while
 their relative order is kept. ``random`` is seeded. On ferroloop the loop is
@@ -58,7 +61,7 @@ random.seed(1234)
 impl, path = sys.argv[1], sys.argv[2]
 sys.argv = [path, *sys.argv[3:]]
 created = [0]
-if impl == "ferroloop":
+if impl in ("ferroloop", "ferroloop-cli"):
     import ferroloop
 
     _init = ferroloop.Loop.__init__
@@ -68,10 +71,11 @@ if impl == "ferroloop":
         _init(self)
 
     ferroloop.Loop.__init__ = counting_init  # type: ignore[method-assign]
-    ferroloop.install()
+    if impl == "ferroloop":
+        ferroloop.install()
 try:
     runpy.run_path(path, run_name="__main__")
 finally:
     sys.stdout.flush()
-    if impl == "ferroloop":
+    if impl != "asyncio":
         sys.stderr.write(f"\nFERROLOOP_LOOPS={created[0]}\n")
