@@ -165,8 +165,8 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
 /// if that side is registered (the transport notes the side's epoch).
 fn stream_events(py: Python<'_>, stream: &StreamRef, ready: u32) -> [Option<Ready>; 2] {
     let mut st = stream.get().st.get_mut(py);
-    let read = ready & READ != 0 && st.interest & READ != 0;
-    let write = ready & WRITE != 0 && st.interest & WRITE != 0;
+    let read = ready & READ != 0 && st.interest & crate::transports::stream::READING != 0;
+    let write = ready & WRITE != 0 && st.interest & crate::transports::stream::WRITING != 0;
     if read {
         st.queued_read_epoch = st.read_epoch;
     }

@@ -140,9 +140,9 @@ pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) 
     info.push(format!("fd={}", st.fd));
     if let Some(lp) = &st.loop_ {
         if !lp.get().is_closed_flag(py) {
-            let reading = st.interest & ferroloop_core::reactor::READ != 0;
+            let reading = st.interest & super::stream::READING != 0;
             info.push(format!("read={}", if reading { "polling" } else { "idle" }));
-            let writing = st.interest & ferroloop_core::reactor::WRITE != 0 || st.flush_pending;
+            let writing = st.interest & super::stream::WRITING != 0 || st.flush_pending;
             info.push(format!(
                 "write=<{}, bufsize={}>",
                 if writing { "polling" } else { "idle" },

@@ -112,13 +112,13 @@ pub(crate) struct StreamState {
     pub write_ctx: Option<Held<PyAny>>,
     pub cold: Option<Box<Cold>>,
     pub queue: WriteQueue<Keep>,
-    /// The loop registration while `kernel != 0`.
-    pub token: Option<Token>,
-    /// The sides asyncio's selector would watch now.
-    pub interest: u32,
+    /// The loop registration; meaningful only while `kernel != 0`.
+    pub token: Token,
+    /// The sides asyncio's selector would watch now ([`READING`]/[`WRITING`]).
+    pub interest: u8,
     /// The sides the kernel registration watches (follows `interest` at the
     /// pre-poll step).
-    pub kernel: u32,
+    pub kernel: u8,
     /// Waiting in the loop's pre-poll list to apply `interest`.
     pub retune_pending: bool,
     pub read_epoch: u32,
@@ -140,6 +140,12 @@ pub(crate) struct StreamState {
     /// The last read was large: read straight into the result next time.
     pub big_reads: bool,
 }
+
+/// The reactor's `READ`/`WRITE` bits as kept in `interest`/`kernel` (a byte
+/// each: an idle connection's size matters).
+pub(crate) const READING: u8 = READ as u8;
+pub(crate) const WRITING: u8 = WRITE as u8;
+const _: () = assert!(READING as u32 == READ && WRITING as u32 == WRITE);
 
 pub(crate) const DEFAULT_HIGH: f64 = 65536.0;
 pub(crate) const DEFAULT_LOW: f64 = 16384.0;
@@ -335,7 +341,7 @@ pub(crate) fn loop_of(py: Python<'_>, t: &StreamTransport) -> Option<Held<EventL
     clippy::unnecessary_wraps,
     reason = "registration is fallible in asyncio (and in set_interest_now); callers keep that shape"
 )]
-pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u32) -> PyResult<()> {
+pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u8) -> PyResult<()> {
     let lp = {
         let mut st = t.st.get_mut(py);
         st.interest = want;
@@ -355,7 +361,7 @@ pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTra
 }
 
 /// [`set_interest`], applied at once (before the socket is closed).
-pub(crate) fn set_interest_now(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u32) -> PyResult<()> {
+pub(crate) fn set_interest_now(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u8) -> PyResult<()> {
     t.st.get_mut(py).interest = want;
     apply_interest(py, obj, t)
 }
@@ -381,7 +387,7 @@ pub(crate) fn apply_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamT
     let mut evicted = None;
     let result = {
         let mut ls = this.st.get_mut(py);
-        match token {
+        match (have != 0).then_some(token) {
             Some(_) if want == 0 => {
                 // The fd may already be closed: EpollSelector ignores that error too.
                 let _ = this.poller.deregister(fd);
@@ -390,7 +396,7 @@ pub(crate) fn apply_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamT
             }
             Some(token) => this
                 .poller
-                .modify(fd, want, token, Trigger::Level)
+                .modify(fd, want.into(), token, Trigger::Level)
                 .map(|()| Some(token)),
             None => {
                 evicted = crate::event_loop::fd_watch::evict_idle(this, &mut ls, fd);
@@ -403,7 +409,7 @@ pub(crate) fn apply_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamT
                     return Ok(());
                 };
                 let token = ls.fds.insert(fd, Reg::Stream(me));
-                match this.poller.register(fd, want, token, Trigger::Level) {
+                match this.poller.register(fd, want.into(), token, Trigger::Level) {
                     Ok(()) => Ok(Some(token)),
                     Err(e) => {
                         gone = ls.fds.remove(fd);
@@ -418,7 +424,7 @@ pub(crate) fn apply_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamT
     match result {
         Ok(token) => {
             let mut st = t.st.get_mut(py);
-            st.token = token;
+            st.token = token.unwrap_or(0);
             st.kernel = want;
             Ok(())
         }
@@ -430,7 +436,7 @@ pub(crate) fn apply_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamT
 /// with the reading context copied from the caller's, as a new handle would.
 pub(crate) fn add_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let ctx = crate::py::call::copy_context(py)?;
-    let want = t.st.get(py).interest | READ;
+    let want = t.st.get(py).interest | READING;
     set_interest(py, obj, t, want)?;
     let old = {
         let mut st = t.st.get_mut(py);
@@ -445,11 +451,11 @@ pub(crate) fn add_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTrans
 pub(crate) fn remove_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let want = {
         let mut st = t.st.get_mut(py);
-        if st.interest & READ == 0 {
+        if st.interest & READING == 0 {
             return Ok(());
         }
         st.read_epoch = st.read_epoch.wrapping_add(1);
-        st.interest & !READ
+        st.interest & !READING
     };
     let res = set_interest(py, obj, t, want);
     let old = t.st.get_mut(py).read_ctx.take();
@@ -461,14 +467,18 @@ pub(crate) fn remove_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTr
 pub(crate) fn remove_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let want = {
         let mut st = t.st.get_mut(py);
-        if st.interest & WRITE == 0 {
+        if st.interest & WRITING == 0 {
             return Ok(());
         }
         st.write_epoch = st.write_epoch.wrapping_add(1);
-        st.interest & !WRITE
+        st.interest & !WRITING
     };
     let res = set_interest(py, obj, t, want);
     let old = t.st.get_mut(py).write_ctx.take();
     drop(old);
     res
 }
+
+// An idle connection's transport fits pymalloc's 288-byte class (with the
+// object header, asyncio's base slots, the weakref slot and the GC header).
+const _: () = assert!(std::mem::size_of::<StreamState>() <= 200);

@@ -24,8 +24,8 @@
 //! - An event item runs only if its reader/writer is still the current one
 //!   (epoch check), as a cancelled asyncio handle would not run.
 
+use super::stream::{READING, WRITING};
 use ferroloop_core::net;
-use ferroloop_core::reactor::{READ, WRITE};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
@@ -75,13 +75,13 @@ pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyRe
         let st = t.st.get(py);
         match kind {
             IoKind::Read => {
-                if st.queued_read_epoch != st.read_epoch || st.interest & READ == 0 {
+                if st.queued_read_epoch != st.read_epoch || st.interest & READING == 0 {
                     return Ok(());
                 }
                 st.read_ctx.as_ref().map(|c| c.clone_ref(py))
             }
             IoKind::Write => {
-                if st.queued_write_epoch != st.write_epoch || st.interest & WRITE == 0 {
+                if st.queued_write_epoch != st.write_epoch || st.interest & WRITING == 0 {
                     return Ok(());
                 }
                 st.write_ctx.as_ref().map(|c| c.clone_ref(py))
@@ -345,7 +345,7 @@ fn write_error(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, err:
 fn want_flush(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let lp = {
         let st = t.st.get(py);
-        if st.flush_pending || st.interest & WRITE != 0 {
+        if st.flush_pending || st.interest & WRITING != 0 {
             return Ok(());
         }
         let Some(lp) = &st.loop_ else { return Ok(()) };
@@ -388,7 +388,7 @@ pub(crate) fn flush(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
     {
         let mut st = t.st.get_mut(py);
         st.flush_pending = false;
-        if st.conn_lost > 0 || st.queue.is_empty() || st.interest & WRITE != 0 {
+        if st.conn_lost > 0 || st.queue.is_empty() || st.interest & WRITING != 0 {
             return None;
         }
     }
@@ -410,7 +410,7 @@ pub(crate) fn flush(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
 fn register_writer(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
     let t = stream_ref.get();
     let obj = stream_ref.bind(py);
-    let want = t.st.get(py).interest | WRITE;
+    let want = t.st.get(py).interest | WRITING;
     match stream::set_interest(py, obj, t, want) {
         Ok(()) => {
             let mut st = t.st.get_mut(py);
@@ -462,8 +462,8 @@ fn after_send(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> Py
     maybe_resume_protocol(py, obj, t)?; // May append to the buffer.
     if !t.st.get(py).queue.is_empty() {
         // A flush that left data behind: from now on wait for writability.
-        if t.st.get(py).interest & WRITE == 0 {
-            let want = t.st.get(py).interest | WRITE;
+        if t.st.get(py).interest & WRITING == 0 {
+            let want = t.st.get(py).interest | WRITING;
             stream::set_interest(py, obj, t, want)?;
             let mut st = t.st.get_mut(py);
             st.write_epoch = st.write_epoch.wrapping_add(1);
