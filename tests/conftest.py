@@ -62,6 +62,11 @@ def impl(request: pytest.FixtureRequest) -> str:
 # and plain ``asyncio.run``/``asyncio.new_event_loop``; ferroloop through
 # ``python -m ferroloop program.py``.
 LAUNCHES = ["asyncio", "ferroloop", "ferroloop-install", "ferroloop-cli"]
+# asyncio's debug mode (``make test-debug``) changes nothing the launch forms
+# choose between, and the normal run already covers them: there only the
+# first two run.
+if os.environ.get("PYTHONASYNCIODEBUG"):
+    LAUNCHES = LAUNCHES[:2]
 
 
 @pytest.fixture(params=LAUNCHES)

@@ -39,7 +39,13 @@ def test_examples_were_found():
     assert len(EXAMPLES) >= 8
 
 
-@pytest.fixture(params=["asyncio", "ferroloop", "ferroloop-cli"])
+# In asyncio's debug mode only through install() (see LAUNCHES in conftest.py).
+SEED_IMPLS = (
+    ["asyncio", "ferroloop"] if os.environ.get("PYTHONASYNCIODEBUG") else ["asyncio", "ferroloop", "ferroloop-cli"]
+)
+
+
+@pytest.fixture(params=SEED_IMPLS)
 def seed_impl(request: pytest.FixtureRequest) -> str:
     """asyncio; ferroloop through ``ferroloop.install()``; through ``python -m ferroloop``."""
     return request.param
