@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import ferroloop
 import pytest
@@ -169,3 +171,100 @@ def test_python_m_ferroloop_uncaught_exception_exit_code(tmp_path):
 def test_python_m_ferroloop_usage(tmp_path):
     r = run_main([], tmp_path)
     assert r.returncode == 2 and "usage" in r.stderr
+    r = run_main(["--bogus", "prog.py"], tmp_path)
+    assert r.returncode == 2 and "usage" in r.stderr and "--bogus" in r.stderr
+    r = run_main(["--help"], tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("usage: python -m ferroloop")
+    r = run_main(["--version"], tmp_path)
+    assert (r.returncode, r.stdout) == (0, f"ferroloop {ferroloop.__version__}\n")
+
+
+def python_and_ferroloop(args, tmp_path, **kw):
+    """``python ARGS`` and ``python -m ferroloop ARGS``: (status, stdout, stderr) of each."""
+    ref = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path, timeout=60, **kw)
+    got = run_main(args, tmp_path, **kw)
+
+    def same_addresses(text: str) -> str:
+        return re.sub(r"0x[0-9a-f]+", "0x...", text)
+
+    return tuple((r.returncode, same_addresses(r.stdout), same_addresses(r.stderr)) for r in (ref, got))
+
+
+SCRIPT_INFO = textwrap.dedent(
+    """
+    import sys
+    print(repr(__file__), sys.argv, repr(sys.path[0]), __name__, __package__, __spec__, __cached__)
+    print(type(__loader__).__name__, sys.modules["__main__"].__dict__ is globals())
+    def fail():
+        raise ValueError("boom")
+    if sys.argv[1:] == ["fail"]:
+        fail()
+    """
+)
+
+
+@pytest.mark.parametrize("args", [["prog.py", "--help", "-m", "x"], ["prog.py", "fail"], ["./prog.py"]])
+def test_python_m_ferroloop_runs_a_script_as_python_does(tmp_path, args):
+    (tmp_path / "prog.py").write_text(SCRIPT_INFO)
+    ref, got = python_and_ferroloop(args, tmp_path)
+    assert got == ref
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["missing.py"],
+        ["sub/missing.py", "x"],
+        ["emptydir"],
+        ["-c", "import sys; print(sys.argv, repr(sys.path[0]), __name__); raise SystemExit(4)", "a", "-b"],
+        ["-c", "1/0"],
+        ["-c", "def f(:"],
+        ["-m", "no_such_module_here"],
+        ["-m", "json.tool", "--help"],
+    ],
+)
+def test_python_m_ferroloop_errors_and_modes_as_python(tmp_path, args):
+    (tmp_path / "emptydir").mkdir()
+    ref, got = python_and_ferroloop(args, tmp_path)
+    assert got == ref
+
+
+def test_python_m_ferroloop_directory_and_zip(tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "__main__.py").write_text(SCRIPT_INFO)
+    with zipfile.ZipFile(tmp_path / "app.zip", "w") as z:
+        z.writestr("__main__.py", SCRIPT_INFO)
+    for args in (["app", "x"], ["app.zip", "y"]):
+        ref, got = python_and_ferroloop(args, tmp_path)
+        # python itself runs these through runpy: its traceback frames are the only difference.
+        assert got[:2] == ref[:2], args
+
+
+@pytest.mark.parametrize(
+    ("interpreter_args", "env"),
+    [([], {}), (["-X", "dev"], {}), ([], {"PYTHONASYNCIODEBUG": "1"})],
+)
+def test_python_m_ferroloop_keeps_asyncio_debug_switches(tmp_path, interpreter_args, env):
+    (tmp_path / "prog.py").write_text(
+        "import asyncio\n"
+        "async def main():\n"
+        "    loop = asyncio.get_running_loop()\n"
+        "    print(type(loop).__name__, loop.get_debug())\n"
+        "asyncio.run(main())\n"
+    )
+    full_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE")}
+    full_env.update(env)
+    ref = subprocess.run(
+        [sys.executable, *interpreter_args, "prog.py"], capture_output=True, text=True, cwd=tmp_path, env=full_env
+    )
+    got = subprocess.run(
+        [sys.executable, *interpreter_args, "-m", "ferroloop", "prog.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=full_env,
+    )
+    debug = bool(interpreter_args or env)
+    assert ref.stdout == f"_UnixSelectorEventLoop {debug}\n", ref.stderr
+    assert got.stdout == f"Loop {debug}\n", got.stderr
