@@ -22,7 +22,9 @@ extern "C" fn after_fork_in_child() {
 
 static ATFORK: Once = Once::new();
 
-#[pymodule]
+// Free-threaded CPython builds are not supported: the loop's state relies on
+// the GIL (src/py/cell.rs). Importing the module there re-enables the GIL.
+#[pymodule(gil_used = true)]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ATFORK.call_once(|| {
         // The hook only touches an atomic, which is safe in the child after fork.

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 import zipfile
 
 import ferroloop
@@ -114,6 +115,56 @@ def test_policy_and_install():
         assert asyncio.run(main()) is ferroloop.Loop
     finally:
         asyncio.set_event_loop_policy(old)
+
+
+def test_install_warns_from_python_3_14(monkeypatch):
+    # Python 3.14 deprecates policies; no 3.14 interpreter here, so the gate is forced.
+    old = asyncio.get_event_loop_policy()
+    try:
+        monkeypatch.setattr(ferroloop._compat, "PY314", True)
+        with pytest.warns(DeprecationWarning, match=r"loop_factory=ferroloop.new_event_loop") as rec:
+            ferroloop.install()
+        assert rec[0].filename == __file__
+        assert isinstance(asyncio.get_event_loop_policy(), ferroloop.EventLoopPolicy)
+        monkeypatch.setattr(ferroloop._compat, "PY314", False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ferroloop.install()
+    finally:
+        asyncio.set_event_loop_policy(old)
+
+
+def test_running_needs_no_policy():
+    # What 3.14+ users do: no policy anywhere.
+    old = asyncio.get_event_loop_policy()
+    assert not isinstance(old, ferroloop.EventLoopPolicy)
+
+    async def main():
+        return type(asyncio.get_running_loop())
+
+    assert ferroloop.run(main()) is ferroloop.Loop
+    with asyncio.Runner(loop_factory=ferroloop.new_event_loop) as runner:
+        assert runner.run(main()) is ferroloop.Loop
+    assert asyncio.get_event_loop_policy() is old
+
+
+@pytest.mark.parametrize("kwargs", [{"eager_start": True}, {"bogus": 1}])
+def test_create_task_keywords_are_asyncios(loop, kwargs):
+    # Keywords asyncio's create_task does not know raise its TypeError here;
+    # 3.14's create_task passes them to the task factory, and ferroloop hands
+    # every uncommon call to asyncio's own method, so it follows.
+    async def coro():
+        return 1
+
+    c = coro()
+    try:
+        with pytest.raises(TypeError) as info:
+            loop.create_task(c, **kwargs)
+        assert (
+            str(info.value) == f"BaseEventLoop.create_task() got an unexpected keyword argument {next(iter(kwargs))!r}"
+        )
+    finally:
+        c.close()
 
 
 def test_version():

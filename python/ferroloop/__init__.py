@@ -40,7 +40,19 @@ class EventLoopPolicy(_compat.DefaultEventLoopPolicy):
 
 
 def install() -> None:
-    """Make ferroloop the loop that ``asyncio.run`` and ``asyncio.new_event_loop`` create."""
+    """Make ferroloop the loop that ``asyncio.run`` and ``asyncio.new_event_loop`` create.
+
+    This sets an event loop policy; asyncio deprecates policies from Python
+    3.14 on, and so does this function there: use ``ferroloop.run(main())`` or
+    ``asyncio.run(main(), loop_factory=ferroloop.new_event_loop)``.
+    """
+    if _compat.PY314:
+        warnings.warn(
+            "ferroloop.install() is deprecated from Python 3.14 on, as asyncio's event loop policies are: "
+            "use ferroloop.run(main()) or asyncio.run(main(), loop_factory=ferroloop.new_event_loop)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     with warnings.catch_warnings():
         # Policies are deprecated from Python 3.14 on; prefer loop_factory there.
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -11,6 +11,8 @@ from typing import Any
 
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
+#: 3.14 deprecates asyncio's policy system (removal planned for 3.16).
+PY314 = sys.version_info >= (3, 14)
 
 #: 3.13 split run_forever into _run_forever_setup/_run_forever_cleanup.
 HAS_RUN_FOREVER_SETUP = hasattr(base_events.BaseEventLoop, "_run_forever_setup")
