@@ -114,6 +114,36 @@ bench-tools:
 	      echo "could not install wrk: the HTTP rows use netbench's client"; \
 	  fi; }
 
+# Wheels are built by the tools of their own venv (.venv-wheel: maturin, ziglang
+# as the manylinux linker, auditwheel; requirements-wheel.txt), never by a
+# .venv-3.X, into cargo target dirs of their own (one per interpreter, as
+# TARGET: a rebuild with nothing changed is then a no-op). zig links against
+# glibc 2.17's symbols, so the wheels are manylinux2014 without a container.
+WHEEL_VENV = .venv-wheel
+WHEEL_TARGET = target/wheel
+MANYLINUX ?= manylinux2014
+
+$(WHEEL_VENV)/.ready: requirements-wheel.txt
+	@PYBIN=$$(scripts/find-python.sh 3.12) && $$PYBIN -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(WHEEL_VENV)/bin/python -m pip install -q -r requirements-wheel.txt
+	touch $@
+
+.PHONY: wheel
+wheel: $(WHEEL_VENV)/.ready ## release wheels (manylinux2014, zig) for CPython 3.11-3.13 and an sdist into dist/
+	@set -e; mkdir -p dist && rm -f dist/ferroloop-*.whl dist/ferroloop-*.tar.gz; \
+	  export PATH="$(abspath $(WHEEL_VENV))/bin:$$PATH"; \
+	  for v in $(PYVERSIONS); do py=$$(scripts/find-python.sh $$v); ( set -x; \
+	    CARGO_TARGET_DIR=$(WHEEL_TARGET)/py$$v maturin build --release --zig --compatibility $(MANYLINUX) --auditwheel check --out dist -i $$py ); \
+	  done; \
+	  ( set -x; CARGO_TARGET_DIR=$(WHEEL_TARGET)/sdist maturin sdist --out dist ); \
+	  for w in dist/ferroloop-*.whl; do ( set -x; auditwheel show "$$w" ); done
+	@ls -l dist/
+
+.PHONY: wheel-check
+wheel-check: wheel ## install each wheel in a fresh venv without Rust on PATH, build the sdist with cargo; smoke-test both
+	PYVERSIONS="$(PYVERSIONS)" scripts/wheel_check.sh
+
 .PHONY: clean
 clean: ## remove build outputs and virtual environments
 	rm -rf target .venv-* python/ferroloop/*.so
