@@ -186,6 +186,12 @@ fn accept(py: Python<'_>, listener: &Held<Listener>) -> PyResult<()> {
         (lp.clone_ref(py), st.fd, st.backlog)
     };
     let lp = lp.bind(py);
+    if !lp.get().serves(py, fd, listener) {
+        // Removed after this accept was queued (a callback earlier in the
+        // iteration closed the server): asyncio's accept handle was
+        // cancelled with its registration, and the fd may be closed or reused.
+        return Ok(());
+    }
     if observable(py, lp)? {
         let args = python_args(py, &listener.get().st.get(py))?;
         lp.call_method1(pyo3::intern!(py, "_accept_connection"), args)?;
@@ -293,6 +299,20 @@ fn set_up(py: Python<'_>, listener: &Held<Listener>) -> PyResult<()> {
         }
     }
     Ok(())
+}
+
+/// A Python handle describing this listener's accept handle (for an error
+/// report: asyncio's handle runs `loop._accept_connection(...)`).
+pub(crate) fn error_handle(py: Python<'_>, listener: &Held<Listener>) -> PyResult<Py<crate::handles::Handle>> {
+    let lp = listener.get().st.get(py).loop_.as_ref().map(|l| l.clone_ref(py));
+    let Some(lp) = lp else {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err("listener has no loop"));
+    };
+    let (callback, args) = debug_callback(lp.bind(py), listener)?;
+    Py::new(
+        py,
+        crate::handles::Handle::new(callback.unbind(), args.unbind(), copy_context(py)?, lp.to_py(py), None),
+    )
 }
 
 /// The callback and arguments of asyncio's accept handle for this listener

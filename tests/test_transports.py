@@ -10,6 +10,7 @@ may not).
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import itertools
 import os
@@ -991,3 +992,51 @@ def test_each_data_received_gets_its_own_intact_bytes(loop):
     expect_kept = [bytes(copy) for i, (_, copy) in enumerate(hashes) if (i + 1) % 3 == 0]
     assert kept == expect_kept
     assert all(type(k) is bytes for k in kept)
+
+
+def test_server_close_with_an_accept_queued(loop):
+    """A server closed in the iteration whose poll found a connection waiting.
+
+    ``Server.close()`` runs before the accept the poll queued for the listening
+    socket: asyncio cancels that accept with the reader, so the connection is
+    never accepted (gunicorn workers leaving under load do this).
+    """
+    made = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.append(transport)
+
+    async def main():
+        server = await loop.create_server(Proto, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            # The connection is pending: the next poll reports the listener
+            # readable, after this callback is already in the ready queue.
+            loop.call_soon(server.close)
+            await asyncio.sleep(0)
+            await server.wait_closed()
+            await asyncio.sleep(0.05)
+
+    loop.run_until_complete(main())
+    assert made == []
+
+
+def test_accept_error_goes_to_the_exception_handler(loop, loop_errors):
+    # accept() on a listening socket shut down for reading fails with EINVAL:
+    # asyncio's _accept_connection re-raises it into its handle, which reports it.
+    async def main():
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        server.sockets[0]._sock.shutdown(socket.SHUT_RD)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())
+    assert loop_errors
+    for ctx in loop_errors:
+        assert ctx["message"].startswith("Exception in callback BaseSelectorEventLoop._accept_connection(")
+        assert isinstance(ctx["exception"], OSError) and ctx["exception"].errno == errno.EINVAL
+        assert "handle" in ctx
+    loop_errors.clear()

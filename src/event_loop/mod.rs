@@ -108,6 +108,18 @@ impl EventLoop {
         let _ = py;
     }
 
+    /// True while `listener` is the registration of `fd` (false once
+    /// `_stop_serving`, `_remove_reader` or a new reader removed it, even if
+    /// its accept was already queued in this iteration).
+    pub(crate) fn serves(
+        &self,
+        py: Python<'_>,
+        fd: std::os::fd::RawFd,
+        listener: &crate::py::held::Held<crate::server::Listener>,
+    ) -> bool {
+        matches!(self.st.get(py).fds.get(fd), Some(registrations::Reg::Listener(l)) if l.as_ptr() == listener.as_ptr())
+    }
+
     /// Serve `fd` natively (`_start_serving`): replaces any reader of `fd`.
     pub(crate) fn add_listener(
         &self,

@@ -241,13 +241,33 @@ fn run_item(py: Python<'_>, item: &Ready) -> PyResult<()> {
     match item {
         Ready::Native(h) => run_handle(py, h),
         Ready::Foreign(o) => run_foreign(py, o),
-        Ready::Accept(l) => crate::server::on_ready(py, l, crate::server::Step::Accept),
-        Ready::SetUp(l) => crate::server::on_ready(py, l, crate::server::Step::SetUp),
+        Ready::Accept(l) => run_listener(py, l, crate::server::Step::Accept),
+        Ready::SetUp(l) => run_listener(py, l, crate::server::Step::SetUp),
         Ready::SockOp(op) => crate::sock_ops::on_ready(py, op),
         io => match io.as_io() {
             Some((stream, kind)) => run_io(py, stream, kind),
             None => Ok(()),
         },
+    }
+}
+
+/// A listener's step, with `Handle._run`'s error handling (see `run_io`):
+/// an `accept()` error other than running out of resources goes to the
+/// exception handler, as from asyncio's `_accept_connection`.
+fn run_listener(py: Python<'_>, listener: &Held<crate::server::Listener>, step: crate::server::Step) -> PyResult<()> {
+    match crate::server::on_ready(py, listener, step) {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+                || err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+            {
+                return Err(err);
+            }
+            let handle = crate::server::error_handle(py, listener)?;
+            let exc = err.into_value(py);
+            hooks(py)?.report_error.call1(py, (handle, exc))?;
+            Ok(())
+        }
     }
 }
 
