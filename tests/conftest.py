@@ -68,6 +68,15 @@ LAUNCHES = ["asyncio", "ferroloop", "ferroloop-install", "ferroloop-cli"]
 if os.environ.get("PYTHONASYNCIODEBUG"):
     LAUNCHES = LAUNCHES[:2]
 
+# The same reasoning for whole modules: the debug-mode pass re-runs the
+# behavioural suite; the integration suites (third-party servers and workers,
+# the pytest plugin, packaging) run once per Python, in the normal pass.
+collect_ignore = (
+    ["test_workers.py", "test_recipes.py", "test_pytest_plugin.py", "test_packaging.py", "soak"]
+    if os.environ.get("PYTHONASYNCIODEBUG")
+    else []
+)
+
 
 @pytest.fixture(params=LAUNCHES)
 def launch(request: pytest.FixtureRequest) -> str:
