@@ -60,6 +60,11 @@ test-debug: build-dev ## pytest with PYTHONASYNCIODEBUG=1
 conformance: build-dev ## CPython's own test_asyncio against ferroloop (PY=3.x)
 	$(VPY) scripts/conformance.py
 
+# Not part of `make test`: its own ASan build (target/asan) and venv (.venv-memcheck).
+.PHONY: memcheck
+memcheck: ## Rust tests and pytest under AddressSanitizer + LeakSanitizer, CPython 3.12 (docs/memcheck.md)
+	scripts/memcheck.sh
+
 .PHONY: lint
 lint: venv ## cargo fmt --check, clippy -D warnings, ruff
 	cargo fmt --all -- --check
