@@ -110,3 +110,16 @@ def test_never_awaited_coroutine_warning_has_origin_in_debug(impl):
     assert r.returncode == 0, r.stderr
     assert "coroutine 'never' was never awaited" in r.stderr
     assert "Coroutine created at (most recent call last)" in r.stderr
+
+
+def test_set_debug_keeps_what_it_was_given(loop):
+    # asyncio stores the object itself; truthiness decides debug behaviour.
+    for value, expected_on in [(1, True), (None, False), ("", False), ("yes", True), (True, True), (False, False)]:
+        loop.set_debug(value)
+        assert loop.get_debug() is value
+        assert loop._debug is value
+        # A callback's repr carries its source only in debug mode (the flag the loop acts on).
+        handle = loop.call_soon(print)
+        assert ("created at" in repr(handle)) is expected_on
+        handle.cancel()
+    loop.set_debug(False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -80,3 +81,17 @@ def test_patched_socket_getaddrinfo_is_honoured(loop, monkeypatch):
     got = loop.run_until_complete(loop.getaddrinfo("127.0.0.1", 1234))
     assert got == [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.9.8.7", 1234))]
     assert calls == [("127.0.0.1", 1234, 0, 0, 0, 0)]
+
+
+def test_closed_loop_and_bad_flags_fail_as_in_asyncio(loop_factory):
+    # The numeric fast path must not skip run_in_executor's closed-loop check,
+    # nor change which function rejects flags that are not an int.
+    lp = loop_factory()
+    try:
+        with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+            lp.run_until_complete(lp.getaddrinfo("127.0.0.1", 80, flags="x"))
+    finally:
+        lp.close()
+    coro = lp.getaddrinfo("127.0.0.1", 80)
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        coro.send(None)

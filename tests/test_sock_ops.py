@@ -496,3 +496,28 @@ def test_sock_sendfile_of_an_empty_file_and_fallback(loop, tmp_path):
             b.close()
 
     assert loop.run_until_complete(main()) == (0, 3, b"abc")
+
+
+def test_zero_length_reads_return_at_once(loop):
+    # socket.recv(0) and recv_into() of an empty buffer make no system call:
+    # no wait for data, no error on a closed or unconnected socket.
+    a, b = socket.socketpair()
+    c = socket.socket()
+    a.setblocking(False)
+    c.setblocking(False)
+    try:
+
+        async def main():
+            got = [await loop.sock_recv(a, 0), await loop.sock_recv_into(a, bytearray())]
+            got += [await loop.sock_recv(c, 0), await loop.sock_recv_into(c, bytearray())]
+            b.send(b"x")
+            got.append(await loop.sock_recv(a, 0))
+            got.append(await loop.sock_recv(a, 10))  # the byte is still there
+            a.close()
+            got += [await loop.sock_recv(a, 0), await loop.sock_recv_into(a, memoryview(bytearray(0)))]
+            return got
+
+        assert loop.run_until_complete(asyncio.wait_for(main(), 5)) == [b"", 0, b"", 0, b"", b"x", b"", 0]
+    finally:
+        for s in (a, b, c):
+            s.close()

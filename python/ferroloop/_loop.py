@@ -205,10 +205,19 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
     async def getaddrinfo(
         self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
     ) -> list[Any]:
-        if not self._debug and socket.getaddrinfo is _SOCKET_GETADDRINFO and _numeric_port(port):
+        if (
+            not self._debug
+            and not self._closed
+            and isinstance(flags, int)
+            and socket.getaddrinfo is _SOCKET_GETADDRINFO
+            and _numeric_port(port)
+        ):
             try:
                 # Numeric only (no DNS, no /etc/services): cannot block, so
                 # no executor. The same libc call as the executor would make.
+                # (A closed loop or flags that are not an int take asyncio's
+                # path, for its errors: run_in_executor's closed-loop check,
+                # socket.getaddrinfo's on the flags.)
                 return _SOCKET_GETADDRINFO(
                     host, port, family, type, proto, flags | socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
                 )

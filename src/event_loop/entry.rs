@@ -121,10 +121,7 @@ pub(crate) fn new_future<'py>(lp: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
 
 fastcall_method!(get_debug, "BaseEventLoop.get_debug", [], |c| {
     c.no_arguments()?;
-    Ok(pyo3::types::PyBool::new(c.py, this(&c).get().debug(c.py))
-        .to_owned()
-        .into_any()
-        .unbind())
+    Ok(this(&c).get().debug_value(c.py))
 });
 
 fastcall_method!(time, "BaseEventLoop.time", [], |c| {

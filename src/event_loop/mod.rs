@@ -66,6 +66,15 @@ impl EventLoop {
         self.st.get(py).debug
     }
 
+    /// `get_debug()`: what `set_debug()` was given.
+    pub(crate) fn debug_value(&self, py: Python<'_>) -> Py<PyAny> {
+        let st = self.st.get(py);
+        match &st.debug_value {
+            Some(v) => v.to_py(py),
+            None => pyo3::types::PyBool::new(py, st.debug).to_owned().into_any().unbind(),
+        }
+    }
+
     /// `BaseEventLoop._timer_handle_cancelled`.
     pub(crate) fn timer_handle_cancelled(&self, py: Python<'_>) {
         self.st.get_mut(py).timer_cancelled_count += 1;
@@ -320,13 +329,28 @@ impl EventLoop {
     }
 
     #[getter]
-    fn _debug(&self, py: Python<'_>) -> bool {
-        self.debug(py)
+    fn _debug(&self, py: Python<'_>) -> Py<PyAny> {
+        self.debug_value(py)
     }
 
+    /// asyncio's `set_debug(enabled)` stores `enabled` as it is.
     #[setter(_debug)]
-    fn set_debug_attr(&self, py: Python<'_>, value: bool) {
-        self.st.get_mut(py).debug = value;
+    fn set_debug_attr(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = value.py();
+        let (flag, kept) = match value.cast::<pyo3::types::PyBool>() {
+            Ok(b) => (b.is_true(), None),
+            Err(_) => (
+                value.is_truthy()?,
+                Some(crate::py::held::Held::new(value.clone().unbind())),
+            ),
+        };
+        let old = {
+            let mut st = self.st.get_mut(py);
+            st.debug = flag;
+            std::mem::replace(&mut st.debug_value, kept)
+        };
+        drop(old);
+        Ok(())
     }
 
     #[getter]

@@ -157,6 +157,9 @@ pub(crate) struct LoopState {
     pub stopping: bool,
     pub closed: bool,
     pub debug: bool,
+    /// What `set_debug()` was given when it was not a bool (asyncio stores
+    /// any object and `get_debug()` returns it); `debug` is its truth value.
+    pub debug_value: Option<Held<PyAny>>,
     pub timer_cancelled_count: i64,
     pub clock_resolution: f64,
     /// True from just before a poll until just after it (see `call_soon_threadsafe`).
@@ -212,6 +215,7 @@ impl LoopState {
             stopping: false,
             closed: false,
             debug: false,
+            debug_value: None,
             timer_cancelled_count: 0,
             clock_resolution: 1e-9,
             polling: false,
@@ -239,6 +243,7 @@ impl Default for LoopState {
             stopping: false,
             closed: true,
             debug: false,
+            debug_value: None,
             timer_cancelled_count: 0,
             clock_resolution: 1e-9,
             polling: false,
@@ -296,6 +301,7 @@ impl crate::py::gc::GcRefs for LoopState {
         for t in self.flush.iter().chain(&self.retune) {
             v.visit(Some(t.as_py()))?;
         }
+        v.visit(self.debug_value.as_deref())?;
         Ok(())
     }
 }

@@ -261,7 +261,9 @@ fn recv<'py>(lp: &EventLoop, sock: &Bound<'py, PyAny>, n: &Bound<'py, PyAny>) ->
     } else {
         None
     };
-    let Some(size) = size else {
+    // `recv(0)` returns b"" without a system call (so even on a closed or
+    // unconnected socket, and never waits): the socket's own method says so.
+    let Some(size) = size.filter(|&s| s != 0) else {
         return from_call(py, sock.call_method1(pyo3::intern!(py, "recv"), (n,)));
     };
     if size < 0 {
@@ -283,6 +285,11 @@ fn recv_into<'py>(sock: &Bound<'py, PyAny>, buf: &Bound<'py, PyAny>) -> Attempt<
             "recv_into() argument 1 must be read-write bytes-like object, not {name}"
         )));
     };
+    if view.len() == 0 {
+        // As `recv(0)`: no system call, 0 at once (the socket's own method).
+        drop(view);
+        return from_call(py, sock.call_method1(pyo3::intern!(py, "recv_into"), (buf,)));
+    }
     let fd = match fileno(sock) {
         Ok(fd) => fd,
         Err(e) => return Attempt::Failed(e),
