@@ -76,6 +76,9 @@ collect_ignore = (
     if os.environ.get("PYTHONASYNCIODEBUG")
     else []
 )
+# The soak suite runs only through `make soak` (docs/reliability.md).
+if not os.environ.get("FERROLOOP_SOAK_SCALE"):
+    collect_ignore.append("soak")
 
 
 @pytest.fixture(params=LAUNCHES)
