@@ -90,6 +90,19 @@ test: test-rust lint ## everything CI runs: Rust tests, lints, pytest and confor
 	  echo "=== CPython $$v: conformance"; $(MAKE) --no-print-directory conformance PY=$$v; \
 	done
 
+# Soak sizes: 1 = the full runs (tests/soak/test_soak.py); CI runs a short form.
+SOAK_SCALE ?= 1
+FERROLOOP_FUZZ_EXAMPLES ?= 5000
+SOAK_REPORT ?= target/soak-report.jsonl
+
+.PHONY: soak
+soak: build-dev ## soak tests and the differential fuzzer on one interpreter (PY=3.x, SOAK_SCALE=1), then a table
+	@mkdir -p $(dir $(SOAK_REPORT)) && rm -f $(SOAK_REPORT)
+	@rc=0; FERROLOOP_SOAK_SCALE=$(SOAK_SCALE) FERROLOOP_SOAK_REPORT=$(abspath $(SOAK_REPORT)) \
+	  FERROLOOP_FUZZ_EXAMPLES=$(FERROLOOP_FUZZ_EXAMPLES) \
+	  $(VPY) -m pytest -q $(PYTEST_ARGS) tests/soak tests/test_fuzz_differential.py || rc=$$?; \
+	  $(VPY) scripts/soak_report.py $(SOAK_REPORT); exit $$rc
+
 # The benchmark interpreter (the peers' wheels exist for it).
 BENCH_PY ?= 3.12
 # netbench (the network group's client and reference servers) is its own cargo
