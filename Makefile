@@ -75,6 +75,41 @@ lint: venv ## cargo fmt --check, clippy -D warnings, ruff
 	$(VENV)/bin/ruff format --check python tests benchmarks scripts
 	$(VENV)/bin/mypy python/ferroloop
 
+# The documentation site (mkdocs, Material theme), with its own venv
+# (.venv-docs, requirements-docs.txt). Strict: a broken link or anchor, or a
+# page left out of mkdocs.yml's nav, fails the build. The benchmark charts it
+# shows, docs/assets/{bench,net}-latest.png, are written by every full `make bench`.
+DOCS_VENV = .venv-docs
+
+$(DOCS_VENV)/.ready: requirements-docs.txt
+	@PYBIN=$$(scripts/find-python.sh 3.12) && $$PYBIN -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install -q -r requirements-docs.txt
+	touch $@
+
+# NO_MKDOCS_2_WARNING: silences the theme's banner about its own end of life, not our warnings.
+.PHONY: docs
+docs: $(DOCS_VENV)/.ready ## build the documentation site (mkdocs, strict) into target/site
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
+	@echo "open target/site/index.html"
+
+# CPython's test_asyncio on asyncio's own loop (the reference), ferroloop,
+# uvloop and rloop, then docs/compatibility-matrix.md from the JSON results.
+# Not part of `make test`: each loop runs the whole suite (the page records the run times).
+MATRIX_PY ?= 3.12
+MATRIX_LOOPS = asyncio ferroloop uvloop rloop
+
+.PHONY: conformance-matrix
+conformance-matrix: ## test_asyncio on asyncio, ferroloop, uvloop, rloop (MATRIX_PY=3.12) into docs/compatibility-matrix.md
+	@$(MAKE) --no-print-directory build-dev PY=$(MATRIX_PY)
+	@$(MAKE) --no-print-directory .venv-$(MATRIX_PY)/.bench-ready
+	@set -e; for l in $(MATRIX_LOOPS); do \
+	  .venv-$(MATRIX_PY)/bin/python scripts/conformance_matrix.py run --loop $$l \
+	    --json target/conformance-$$l-$(MATRIX_PY).json; \
+	done
+	.venv-$(MATRIX_PY)/bin/python scripts/conformance_matrix.py render --out docs/compatibility-matrix.md \
+	  $(foreach l,$(MATRIX_LOOPS),target/conformance-$(l)-$(MATRIX_PY).json)
+
 .PHONY: format
 format: venv ## apply cargo fmt and ruff format
 	cargo fmt --all

@@ -5,7 +5,8 @@ Two groups. sched: in-process workloads (benchmarks/workloads.py), every
 the compiled netbench client (benchmarks/net/run.py, benchmarks/README.md).
 In both, pairs are interleaved and the whole round is repeated, so that
 machine noise hits every loop alike. Prints medians and ratios, writes JSON
-and PNG bar charts to benchmarks/results/ (bench-<date>.* and net-<date>.*).
+and PNG bar charts to benchmarks/results/ (bench-<date>.* and net-<date>.*); a
+full run's charts are also copied to docs/assets/{bench,net}-latest.png.
 
 usage: python benchmarks/run.py [--groups sched,net] [--repeat N] [--scale F] [--workloads a,b] [--loops a,b]
 """
@@ -18,6 +19,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,14 +78,34 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown groups {unknown}: use sched, net")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    full = args.scale == 1.0 and args.loops == ",".join(ALL_LOOPS)
     if "sched" in groups:
         run_sched(args, stamp)
+        publish_chart(args, f"bench-{stamp}.png", "bench-latest.png", full and args.workloads == ",".join(WORKLOADS))
     if "net" in groups:
         from net import run as net_run
 
         print("\n== network group ==", flush=True)
         argv = ["--repeat", str(args.repeat), "--scale", str(args.scale), "--loops", args.loops]
         net_run.main([*argv, "--out", args.out, "--stamp", stamp])
+        publish_chart(args, f"net-{stamp}.png", "net-latest.png", full)
+
+
+# The README and the documentation site show the charts of the last full run
+# (every loop, full sizes), copied here; a smoke or partial run leaves them.
+DOCS_ASSETS = os.path.join(os.path.dirname(HERE), "docs", "assets")
+
+
+def publish_chart(args: argparse.Namespace, name: str, latest: str, full: bool) -> None:
+    src, dst = os.path.join(args.out, name), os.path.join(DOCS_ASSETS, latest)
+    if not os.path.exists(src):
+        return
+    if not full:
+        print(f"not a full run of every loop (--scale 1, default --loops/--workloads): {dst} left as it is")
+        return
+    os.makedirs(DOCS_ASSETS, exist_ok=True)
+    shutil.copyfile(src, dst)
+    print("chart for the README and the docs:", dst)
 
 
 def run_sched(args: argparse.Namespace, stamp: str) -> None:
