@@ -70,9 +70,18 @@ if os.environ.get("PYTHONASYNCIODEBUG"):
 
 # The same reasoning for whole modules: the debug-mode pass re-runs the
 # behavioural suite; the integration suites (third-party servers and workers,
-# the pytest plugin, packaging) run once per Python, in the normal pass.
+# the pytest plugin, packaging) and the whole-program ones (the tutorial
+# examples, shutdown under load) run once per Python, in the normal pass.
 collect_ignore = (
-    ["test_workers.py", "test_recipes.py", "test_pytest_plugin.py", "test_packaging.py", "soak"]
+    [
+        "test_workers.py",
+        "test_recipes.py",
+        "test_pytest_plugin.py",
+        "test_packaging.py",
+        "test_seeds.py",
+        "test_shutdown_under_load.py",
+        "soak",
+    ]
     if os.environ.get("PYTHONASYNCIODEBUG")
     else []
 )

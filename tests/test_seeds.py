@@ -39,10 +39,7 @@ def test_examples_were_found():
     assert len(EXAMPLES) >= 8
 
 
-# In asyncio's debug mode only through install() (see LAUNCHES in conftest.py).
-SEED_IMPLS = (
-    ["asyncio", "ferroloop"] if os.environ.get("PYTHONASYNCIODEBUG") else ["asyncio", "ferroloop", "ferroloop-cli"]
-)
+SEED_IMPLS = ["asyncio", "ferroloop", "ferroloop-cli"]
 
 
 @pytest.fixture(params=SEED_IMPLS)
