@@ -14,7 +14,9 @@
 //!   comparisons and moves of CPython's `heapq`, so that timers with equal
 //!   deadlines come out in the same order as on stdlib asyncio.
 //! - [`ready`]: the ready queue with `_run_once`'s batch rule.
-//! - [`clock`]: `CLOCK_MONOTONIC` as float seconds, the clock of `time.monotonic()`.
+//! - [`clock`]: `CLOCK_MONOTONIC` as float seconds, the clock of `time.monotonic()`,
+//!   and the cheap tick counter that times callbacks.
+//! - [`stats`]: the sliding windows behind `ferroloop.stats()`.
 //! - [`net`]: owned fds, compact socket addresses, non-blocking socket calls.
 //! - [`buffer`]: the write queue of a stream transport.
 //! - [`sys`]: every raw libc call, each behind a safe wrapper.
@@ -25,5 +27,6 @@ pub mod net;
 pub mod reactor;
 pub mod ready;
 pub mod registry;
+pub mod stats;
 pub mod sys;
 pub mod timers;

@@ -115,6 +115,24 @@ pub fn monotonic_ns() -> i64 {
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
+/// The CPU's time-stamp counter (`rdtsc`), or `None` where there is none.
+/// Not serializing: reads may move a few instructions, which is far below
+/// what the callback timing built on it resolves.
+#[inline]
+#[must_use]
+pub fn cycle_counter() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `rdtsc` exists on every x86_64 CPU and has no preconditions.
+        #[allow(unused_unsafe)]
+        Some(unsafe { core::arch::x86_64::_rdtsc() })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 // ----- sockets ----------------------------------------------------------------
 
 /// `recv(fd, buf, 0)`.
