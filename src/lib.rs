@@ -9,6 +9,7 @@ mod py;
 mod server;
 mod sock_ops;
 mod transports;
+mod watchdog;
 
 use std::sync::atomic::Ordering;
 use std::sync::Once;
@@ -37,6 +38,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py::hooks::_set_hooks, m)?)?;
     transports::register(m)?;
     m.add_class::<server::Listener>()?;
+    m.add_class::<watchdog::Watchdog>()?;
     m.add("_SockCoroutine", sock_ops::init_class(m.py())?)?;
     m.add_function(wrap_pyfunction!(sock_ops::_sendfile_op, m)?)?;
     m.add_function(wrap_pyfunction!(server::_start_listener, m)?)?;

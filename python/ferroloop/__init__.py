@@ -15,9 +15,25 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from . import _compat, _ferroloop, _hooks
+from ._blocking import BlockingDetector, BlockingReport, detect_blocking
 from ._loop import Loop
+from ._stats import LoopLoad, LoopStats, SlowestCallback, TimerLag, stats
 
-__all__ = ["EventLoopPolicy", "Loop", "install", "new_event_loop", "run"]
+__all__ = [
+    "BlockingDetector",
+    "BlockingReport",
+    "EventLoopPolicy",
+    "Loop",
+    "LoopLoad",
+    "LoopStats",
+    "SlowestCallback",
+    "TimerLag",
+    "detect_blocking",
+    "install",
+    "new_event_loop",
+    "run",
+    "stats",
+]
 __version__: str = _ferroloop.__version__
 
 _ferroloop._set_hooks(

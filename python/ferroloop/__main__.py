@@ -11,6 +11,7 @@ debug mode, as ``PYTHONASYNCIODEBUG=1`` does.
 from __future__ import annotations
 
 import argparse
+import atexit
 import builtins
 import importlib.machinery
 import importlib.util
@@ -18,6 +19,7 @@ import io
 import linecache
 import os
 import runpy
+import signal
 import sys
 import types
 import zipfile
@@ -32,16 +34,43 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Run a Python program with ferroloop as asyncio's event loop.",
-        usage=f"{PROG} [-h] [--version] (script.py | -m module | -c code) [args ...]",
+        usage=f"{PROG} [-h] [--version] [--stats] [--detect-blocking SECONDS] (script.py | -m module | -c code) "
+        "[args ...]",
         epilog="Everything after the program is passed to it in sys.argv. Interpreter options such as "
         "-X dev go before -m ferroloop.",
     )
     p.add_argument("--version", action="version", version=f"ferroloop {ferroloop.__version__}")
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="print the event loops' statistics when the program exits (and on SIGUSR1 while it runs)",
+    )
+    p.add_argument(
+        "--detect-blocking",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="warn (on the 'ferroloop' logger) about any callback that blocks the loop for longer than SECONDS, "
+        "with the blocking line, while it blocks",
+    )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
     what.add_argument("-c", dest="code", metavar="code", help="run a program passed as a string")
     what.add_argument("script", nargs="?", help="the program's file (or a directory or zip with __main__.py)")
     return p
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
+# Our options that take a value as the next argument.
+_VALUED = ("--detect-blocking",)
 
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -55,6 +84,9 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
             return argv[: i + 1], argv[i + 1 :]  # -mmodule, -ccode, as python accepts
         if arg == "--":
             return argv[: i + 2], argv[i + 2 :]
+        if arg in _VALUED:
+            i += 2
+            continue
         if not arg.startswith("-") or arg == "-":
             return argv[: i + 1], argv[i + 1 :]
         i += 1
@@ -122,6 +154,23 @@ def _run_main_of(spec: importlib.machinery.ModuleSpec) -> None:
     )
 
 
+def _print_stats_at_exit() -> None:
+    """``--stats``: the summary on stderr at exit, and on SIGUSR1."""
+    import weakref
+
+    from . import _stats
+
+    _stats.tracked = weakref.WeakSet()
+
+    def show(*_: object) -> None:
+        sys.stderr.write(_stats.report() + "\n")
+        sys.stderr.flush()
+
+    atexit.register(show)
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, show)
+
+
 def main(argv: list[str]) -> None:
     ours, rest = _split(argv)
     if not ours:
@@ -131,6 +180,14 @@ def main(argv: list[str]) -> None:
     import ferroloop
 
     ferroloop.install()
+    if args.detect_blocking is not None:
+        from . import _blocking
+
+        # Reports are WARNINGs of the 'ferroloop' logger: without logging set
+        # up, Python's last-resort handler prints them on stderr.
+        _blocking.default_threshold = args.detect_blocking
+    if args.stats:
+        _print_stats_at_exit()
     if args.code is not None:
         sys.argv = ["-c", *rest]
         sys.path[0] = ""

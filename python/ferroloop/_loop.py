@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import io
+import os
 import socket
 import sys
 import threading
@@ -26,7 +27,7 @@ import types
 from asyncio import constants, events, exceptions, sslproto, unix_events
 from typing import Any
 
-from . import _compat, _ferroloop
+from . import _blocking, _compat, _ferroloop, _stats
 from ._selector import NativeSelectorView
 
 __all__ = ["Loop"]
@@ -53,6 +54,13 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
     def __init__(self) -> None:
         self._self_reading = False
         asyncio.SelectorEventLoop.__init__(self, NativeSelectorView(self))  # type: ignore[arg-type]
+        setting = os.environ.get("FERROLOOP_STATS")
+        if setting == "0":
+            self._stats_off()
+        elif setting == "1":
+            self._stats_on()
+        self._ferroloop_detector = _blocking.from_environment(self)
+        _stats.track(self)
 
     # ----- run_forever: asyncio's set-up and tear-down around the native loop
 
@@ -93,6 +101,10 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
         """Close the loop (asyncio's close, then the native reactor's fds)."""
         super().close()
         if self.is_closed():
+            _stats.closing(self)
+            detector = getattr(self, "_ferroloop_detector", None)
+            if detector is not None:
+                detector.stop()
             # The selector view reaches the native close through a weak
             # reference, which the collector clears before __del__ calls
             # close() on an abandoned loop: release the fds here as well.

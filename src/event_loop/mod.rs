@@ -13,6 +13,7 @@
 //! - `fd_watch`: `_add_reader`/`_remove_reader`/`_add_writer`/`_remove_writer`.
 //! - `state`: the attributes `BaseEventLoop.__init__` creates.
 //! - `entry`: raw vectorcall entry points of the hot methods.
+//! - `stats`: the counters behind `ferroloop.stats()` and the detector's pulse.
 //!
 //! # Invariants
 //! - `st` is never borrowed across a call into Python or across `detach`.
@@ -27,6 +28,7 @@ pub(crate) mod registrations;
 mod run;
 pub(crate) mod schedule;
 mod state;
+pub(crate) mod stats;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,6 +41,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::handles::{Handle, TimerHandle};
 use crate::py::cell::GilCell;
 use crate::py::errors::os_error;
+pub(crate) use run::describe;
 pub(crate) use state::{FdReg, LoopState, Ready, Watcher};
 
 /// The reactor token of the loop's own waker (never a registry token: slot
@@ -58,6 +61,7 @@ pub struct EventLoop {
     pub(crate) st: GilCell<LoopState>,
     pub(crate) poller: Poller,
     pub(crate) waker: Waker,
+    pub(crate) pulse: std::sync::Arc<stats::Pulse>,
     fork_generation: u64,
 }
 
@@ -194,6 +198,7 @@ impl EventLoop {
             // Large reads: into the result itself, shrunk to size (asyncio's
             // `sock.recv(max_size)` does the same).
             let data = crate::py::buffer::new_bytes_with(py, READ_SIZE, |buf| ferroloop_core::net::recv(fd, buf))?;
+            self.st.get_mut(py).stats.bytes_read += data.as_bytes().len() as u64;
             return Ok((!data.as_bytes().is_empty()).then(|| crate::py::spare_bytes::Lent::new(data)));
         }
         let mut st = self.st.get_mut(py);
@@ -204,6 +209,7 @@ impl EventLoop {
         if n == 0 {
             return Ok(None);
         }
+        st.stats.bytes_read += n as u64;
         // Making a bytes object runs no Python code, so the borrow may stay.
         let st = &mut *st;
         Ok(Some(st.spare.make(py, &st.scratch[..n])))
@@ -284,6 +290,7 @@ impl EventLoop {
             st: GilCell::new(LoopState::new()),
             poller,
             waker,
+            pulse: std::sync::Arc::default(),
             fork_generation: FORK_GENERATION.load(Ordering::Relaxed),
         })
     }
@@ -309,7 +316,11 @@ impl EventLoop {
     fn _run_forever_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        this.st.get_mut(py).running = true;
+        {
+            let mut st = this.st.get_mut(py);
+            st.running = true;
+            st.stats.run_started();
+        }
         let res = loop {
             if let Err(e) = run::run_once(slf) {
                 break Err(e);
@@ -320,8 +331,51 @@ impl EventLoop {
         };
         let mut st = this.st.get_mut(py);
         st.running = false;
+        st.stats.run_ended();
         st.retrack_all(py);
         res
+    }
+
+    /// What `ferroloop.stats()` reads (a dict; see `stats::snapshot`).
+    fn _stats<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        stats::snapshot(slf)
+    }
+
+    /// Stop counting (what `FERROLOOP_STATS=0` does, to measure the cost of statistics).
+    fn _stats_off(&self, py: Python<'_>) {
+        let detect = self.pulse.detect_ticks();
+        self.st.get_mut(py).stats.switch_off(detect);
+    }
+
+    /// Time callbacks from now on, as after the first read (`FERROLOOP_STATS=1`, `--stats`).
+    fn _stats_on(&self, py: Python<'_>) {
+        let detect = self.pulse.detect_ticks();
+        self.st.get_mut(py).stats.activate(detect);
+    }
+
+    #[getter]
+    fn slow_callback_duration(&self, py: Python<'_>) -> Py<PyAny> {
+        match &self.st.get(py).stats.slow_value {
+            Some(v) => v.to_py(py),
+            None => 0.1f64
+                .into_pyobject(py)
+                .map_or_else(|_| py.None(), |f| f.into_any().unbind()),
+        }
+    }
+
+    /// asyncio stores any value (and compares it in debug mode); statistics
+    /// count callbacks at least this long when it is a number.
+    #[setter(slow_callback_duration)]
+    fn set_slow_callback_duration(&self, value: &Bound<'_, PyAny>) {
+        let py = value.py();
+        let detect = self.pulse.detect_ticks();
+        let old = {
+            let mut st = self.st.get_mut(py);
+            let old = st.stats.slow_value.take();
+            st.stats.set_slow(value, detect);
+            old
+        };
+        drop(old);
     }
 
     fn is_closed(&self, py: Python<'_>) -> bool {

@@ -184,6 +184,8 @@ pub(crate) struct LoopState {
     pub scratch: Vec<u8>,
     /// The `bytes` of a past read, refilled for the next one (not GC-tracked).
     pub spare: crate::py::spare_bytes::SpareBytes,
+    /// What `ferroloop.stats()` reads.
+    pub stats: super::stats::Stats,
 }
 
 /// How many cleared handles of each kind a loop keeps for reuse (about
@@ -228,6 +230,7 @@ impl LoopState {
             retune: Vec::new(),
             scratch: Vec::new(),
             spare: crate::py::spare_bytes::SpareBytes::default(),
+            stats: super::stats::Stats::new(),
         }
     }
 }
@@ -256,6 +259,7 @@ impl Default for LoopState {
             retune: Vec::new(),
             scratch: Vec::new(),
             spare: crate::py::spare_bytes::SpareBytes::default(),
+            stats: super::stats::Stats::new(),
         }
     }
 }
@@ -302,6 +306,7 @@ impl crate::py::gc::GcRefs for LoopState {
             v.visit(Some(t.as_py()))?;
         }
         v.visit(self.debug_value.as_deref())?;
+        v.visit(self.stats.slow_value.as_deref())?;
         Ok(())
     }
 }

@@ -210,6 +210,7 @@ fn read_buffered(
     if nbytes == 0 {
         return on_eof(py, obj, t, protocol);
     }
+    count(py, t, nbytes, 0);
     let n = nbytes.into_pyobject(py)?.into_any();
     match call_method(protocol, pyo3::intern!(py, "buffer_updated"), &[&n]) {
         Ok(_) => Ok(()),
@@ -306,6 +307,7 @@ pub(crate) fn write(
             Ok((_, Err(e))) if net::would_block(&e) => {}
             Ok((_, Err(e))) => return write_error(py, obj, t, os_error(&e)),
             Ok((total, Ok(n))) => {
+                count(py, t, 0, n);
                 if n >= total {
                     return Ok(());
                 }
@@ -365,12 +367,28 @@ fn want_flush(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> Py
 
 /// Send as much of the queue as the socket takes (one `send`/`sendmsg`).
 fn send_queue(py: Python<'_>, t: &StreamTransport) -> std::io::Result<usize> {
-    let st = t.st.get(py);
-    if st.queue.chunks() == 1 {
-        let Some(front) = st.queue.front() else { return Ok(0) };
-        net::send(st.fd, front)
-    } else {
-        net::sendmsg(st.fd, &st.queue.slices())
+    let sent = {
+        let st = t.st.get(py);
+        if st.queue.chunks() == 1 {
+            let Some(front) = st.queue.front() else { return Ok(0) };
+            net::send(st.fd, front)
+        } else {
+            net::sendmsg(st.fd, &st.queue.slices())
+        }
+    };
+    if let Ok(n) = sent {
+        count(py, t, 0, n);
+    }
+    sent
+}
+
+/// Add to the loop's `bytes_read`/`bytes_written` (`ferroloop.stats()`).
+#[inline]
+fn count(py: Python<'_>, t: &StreamTransport, read: usize, written: usize) {
+    if let Some(lp) = &t.st.get(py).loop_ {
+        let mut st = lp.get().st.get_mut(py);
+        st.stats.bytes_read += read as u64;
+        st.stats.bytes_written += written as u64;
     }
 }
 
