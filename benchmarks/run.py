@@ -1,14 +1,16 @@
 """Compare ferroloop with stdlib asyncio, uvloop, rloop and veloxloop.
 
-Two groups. sched: in-process workloads (benchmarks/workloads.py), every
+Three groups. sched: in-process workloads (benchmarks/workloads.py), every
 (workload, loop) pair in a fresh process. net: servers on each loop driven by
 the compiled netbench client (benchmarks/net/run.py, benchmarks/README.md).
+obs: what ferroloop's statistics and blocking-call detector cost, ferroloop
+against itself (docs/observability.md).
 In both, pairs are interleaved and the whole round is repeated, so that
 machine noise hits every loop alike. Prints medians and ratios, writes JSON
 and PNG bar charts to benchmarks/results/ (bench-<date>.* and net-<date>.*); a
 full run's charts are also copied to docs/assets/{bench,net}-latest.png.
 
-usage: python benchmarks/run.py [--groups sched,net] [--repeat N] [--scale F] [--workloads a,b] [--loops a,b]
+usage: python benchmarks/run.py [--groups sched,net,obs] [--repeat N] [--scale F] [--workloads a,b] [--loops a,b]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SCHEDULING = ["call_soon", "call_later", "call_soon_threadsafe", "sleep0", "futu
 
 
 def available(name: str) -> bool:
+    name = name.split("+")[0]  # a ferroloop variant (worker.VARIANTS)
     return name == "asyncio" or importlib.util.find_spec(name) is not None
 
 
@@ -65,7 +68,7 @@ def fmt_rate(x: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--groups", default="sched,net", help="which groups to run: sched, net or both")
+    ap.add_argument("--groups", default="sched,net,obs", help="which groups to run: sched, net, obs")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size and network duration")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="sched group workloads")
@@ -74,9 +77,9 @@ def main() -> None:
     args = ap.parse_args()
 
     groups = args.groups.split(",")
-    unknown = [g for g in groups if g not in ("sched", "net")]
+    unknown = [g for g in groups if g not in ("sched", "net", "obs")]
     if unknown:
-        raise SystemExit(f"unknown groups {unknown}: use sched, net")
+        raise SystemExit(f"unknown groups {unknown}: use sched, net, obs")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     full = args.scale == 1.0 and args.loops == ",".join(ALL_LOOPS)
     if "sched" in groups:
@@ -89,6 +92,8 @@ def main() -> None:
         argv = ["--repeat", str(args.repeat), "--scale", str(args.scale), "--loops", args.loops]
         net_run.main([*argv, "--out", args.out, "--stamp", stamp])
         publish_chart(args, f"net-{stamp}.png", "net-latest.png", full)
+    if "obs" in groups and available("ferroloop"):
+        run_obs(args, stamp)
 
 
 # The README and the documentation site show the charts of the last full run
@@ -106,6 +111,54 @@ def publish_chart(args: argparse.Namespace, name: str, latest: str, full: bool) 
     os.makedirs(DOCS_ASSETS, exist_ok=True)
     shutil.copyfile(src, dst)
     print("chart for the README and the docs:", dst)
+
+
+def print_table(head: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    print()
+    print("| " + " | ".join(h.ljust(widths[i]) for i, h in enumerate(head)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(c).ljust(widths[i]) for i, c in enumerate(r)) + " |")
+
+
+# The obs group: ferroloop without statistics, as it runs by default
+# (counting), with every callback timed (after a first ferroloop.stats()), and
+# with a blocking-call detector (worker.VARIANTS).
+OBS_VARIANTS = ["ferroloop+nostats", "ferroloop", "ferroloop+timed", "ferroloop+detector"]
+OBS_WORKLOADS = ["call_soon", "call_later", "sleep0"]
+OBS_NET_ROWS = ["protocol-1k", "http"]
+
+
+def run_obs(args: argparse.Namespace, stamp: str) -> None:
+    print("\n== observability group: ferroloop without statistics, counting (default), timed, detector ==", flush=True)
+    samples: dict[str, dict[str, list[float]]] = {w: {v: [] for v in OBS_VARIANTS} for w in OBS_WORKLOADS}
+    for rep in range(args.repeat):
+        print(f"obs round {rep + 1}/{args.repeat}", flush=True)
+        for w in OBS_WORKLOADS:
+            size = max(1, int(WORKLOADS[w][1] * args.scale))
+            k = rep % len(OBS_VARIANTS)
+            for v in OBS_VARIANTS[k:] + OBS_VARIANTS[:k]:
+                r = run_one(v, w, size)
+                if r is not None:
+                    samples[w][v].append(r)
+    med = {w: {v: (statistics.median(x) if x else None) for v, x in d.items()} for w, d in samples.items()}
+    head = ["workload", *OBS_VARIANTS, *(f"{v.split('+')[-1]} × nostats" for v in OBS_VARIANTS[1:])]
+    rows = []
+    for w in OBS_WORKLOADS:
+        m = med[w]
+        base = m["ferroloop+nostats"]
+        ratios = [f"{m[v] / base:.3f}" if m[v] and base else "—" for v in OBS_VARIANTS[1:]]
+        rows.append([f"{w} ({WORKLOADS[w][2]})", *[fmt_rate(m[v]) for v in OBS_VARIANTS], *ratios])
+    print_table(head, rows)
+    print(f"\nOperations per second, median of {args.repeat} interleaved runs.")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"obs-{stamp}.json"), "w") as f:
+        json.dump({"samples": samples, "median": med}, f, indent=1)
+    from net import run as net_run
+
+    argv = ["--repeat", str(args.repeat), "--scale", str(args.scale), "--loops", ",".join(OBS_VARIANTS)]
+    net_run.main([*argv, "--rows", ",".join(OBS_NET_ROWS), "--out", args.out, "--stamp", f"obs-{stamp}"])
 
 
 def run_sched(args: argparse.Namespace, stamp: str) -> None:
@@ -146,13 +199,7 @@ def run_sched(args: argparse.Namespace, stamp: str) -> None:
                 f"{fl / best:.2f}× {best_name}" if fl and best else "—",
             ]
         )
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = "| " + " | ".join(h.ljust(widths[i]) for i, h in enumerate(head)) + " |"
-    print()
-    print(line)
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(c).ljust(widths[i]) for i, c in enumerate(r)) + " |")
+    print_table(head, rows)
     print(
         "\nOperations per second, median of",
         args.repeat,

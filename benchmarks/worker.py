@@ -14,8 +14,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from workloads import WORKLOADS
 
+# ferroloop with its observability switched one way or another (the "obs"
+# group of run.py): the environment variables Loop() reads.
+VARIANTS = {
+    "ferroloop+nostats": {"FERROLOOP_STATS": "0"},  # no counting at all
+    "ferroloop+timed": {"FERROLOOP_STATS": "1"},  # every callback timed, as after a first stats()
+    "ferroloop+detector": {"FERROLOOP_DETECT_BLOCKING": "0.1"},  # a blocking-call detector watching
+}
+
+
+def base_name(name: str) -> str:
+    """The loop a variant name runs (``ferroloop+timed`` -> ``ferroloop``), after setting its environment."""
+    if name in VARIANTS:
+        os.environ.update(VARIANTS[name])
+        return "ferroloop"
+    return name
+
 
 def make_loop(name: str):  # type: ignore[no-untyped-def]
+    name = base_name(name)
     if name == "asyncio":
         import asyncio
 

@@ -17,7 +17,9 @@
 //! - The thread holds the loop only weakly (a Python weak reference and a
 //!   `Weak` pulse): an abandoned loop is not kept alive, and the thread ends
 //!   with it.
-//! - Python objects the thread owns are dropped with the GIL held.
+//! - Python objects the thread owns are dropped with the GIL held; the
+//!   thread never attaches to an interpreter that is shutting down (`try_attach`),
+//!   and `ferroloop._blocking` stops every detector at exit.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
@@ -245,7 +247,18 @@ fn watch(pulse: &Weak<Pulse>, threshold: u64, period: Duration, control: &Contro
             None => break,
         }
     }
-    Python::attach(|_py| drop(shared));
+    // After the interpreter finalized (a detector still running at exit),
+    // the references are left: nothing may touch Python then.
+    if let Err(shared) = release(shared) {
+        std::mem::forget(shared);
+    }
+}
+
+/// Drop `shared` with the GIL held, or give it back if the interpreter is gone.
+fn release(shared: Shared) -> Result<(), Shared> {
+    let mut slot = Some(shared);
+    Python::try_attach(|_py| drop(slot.take()));
+    slot.map_or(Ok(()), Err)
 }
 
 /// The loop thread's Python stack as `[(filename, lineno, name), ...]`,
@@ -275,7 +288,7 @@ fn capture_frames<'py>(py: Python<'py>, lp: &Bound<'py, PyAny>, shared: &Shared)
 /// Report a callback blocking since `start`. `Some(true)`: reported;
 /// `Some(false)`: it ended meanwhile; `None`: the loop is gone.
 fn report_start(shared: &Shared, pulse: &Pulse, seq: u64, start: u64) -> Option<bool> {
-    Python::attach(|py| {
+    Python::try_attach(|py| {
         let lp = shared.lp.bind(py).upgrade()?;
         let Ok(native) = lp.cast::<EventLoop>() else {
             return None;
@@ -296,11 +309,12 @@ fn report_start(shared: &Shared, pulse: &Pulse, seq: u64, start: u64) -> Option<
         }
         Some(true)
     })
+    .flatten()
 }
 
 /// The follow-up of episode `seq`: it lasted `ticks`. False if the loop is gone.
 fn report_end(shared: &Shared, seq: u64, ticks: u64) -> bool {
-    Python::attach(|py| {
+    Python::try_attach(|py| {
         let seconds = clock::ticks_to_seconds(ticks);
         let none = py.None();
         if let Err(e) = shared.report.call1(py, (seq, seconds, &none, &none, &none, true)) {
@@ -308,4 +322,5 @@ fn report_end(shared: &Shared, seq: u64, ticks: u64) -> bool {
         }
         shared.lp.bind(py).upgrade().is_some()
     })
+    .unwrap_or(false)
 }

@@ -94,6 +94,7 @@ class Failed(Exception):
 
 
 def available(name: str) -> bool:
+    name = name.split("+")[0]  # a ferroloop variant (worker.VARIANTS)
     return name == "asyncio" or importlib.util.find_spec(name) is not None
 
 

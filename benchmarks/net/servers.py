@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from worker import make_loop
+from worker import base_name, make_loop
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nContent-Type: text/plain\r\n\r\nHello, world!"
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -222,6 +222,7 @@ def run_uvicorn(loop_name: str, addr: str) -> None:
             super().connection_made(transport)
 
     _, host, port = parse_addr(addr)
+    loop_name = base_name(loop_name)
     factory = "asyncio:SelectorEventLoop" if loop_name == "asyncio" else f"{loop_name}:new_event_loop"
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -11,6 +11,7 @@ the blocking is seen, one when it ends.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import logging
 import math
@@ -115,6 +116,7 @@ class BlockingDetector:
                 detector._on_report(*args)
 
         self._watchdog = _ferroloop._Watchdog(loop, self.threshold, report, _current_task, sys._current_frames)
+        _live.add(self)
 
     @property
     def running(self) -> bool:
@@ -164,6 +166,17 @@ class BlockingDetector:
             self._handler(report)
         except Exception:
             logger.exception("the blocking-report handler %r failed", self._handler)
+
+
+# Detectors still running, stopped at exit (before the interpreter finalizes,
+# which their threads must not see).
+_live: weakref.WeakSet[BlockingDetector] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for detector in list(_live):
+        detector.stop()
 
 
 def _safe_repr(obj: Any) -> str:

@@ -217,17 +217,25 @@ fn before_poll(py: Python<'_>, this: &EventLoop) {
 
 /// Step 4: move due timers to the ready queue.
 fn fire_timers(py: Python<'_>, this: &EventLoop) {
-    let mut st = this.st.get_mut(py);
+    let mut guard = this.st.get_mut(py);
+    let st = &mut *guard;
     if st.timers.is_empty() {
         return;
     }
     let now = ferroloop_core::clock::monotonic();
     let end_time = now + st.clock_resolution;
+    // Timer lag for `ferroloop.stats()`, taken at the first due timer.
+    let mut lag = None;
     while let Some((when, _)) = st.timers.peek() {
         if when >= end_time {
             break;
         }
-        st.stats.timer_fired(now, when);
+        if lag.is_none() {
+            lag = Some(st.stats.lag_at(now));
+        }
+        if let Some(Some(second)) = lag.as_mut() {
+            second.record(((now - when).max(0.0) * 1e9) as u64);
+        }
         if let Some((_, t)) = st.timers.pop() {
             t.get().set_scheduled(false);
             st.ready.push(Ready::Native(t.into_handle(py)));

@@ -113,7 +113,10 @@ pub(crate) struct Stats {
     /// A callback at least this long is handled by `after_slow`: the
     /// smaller of `slow_ticks` and the detectors' thresholds.
     alert_ticks: u64,
-    /// `loop.slow_callback_duration` in ticks (`u64::MAX`: not a number).
+    /// `loop.slow_callback_duration` in seconds (NaN: not a number: never).
+    slow_seconds: f64,
+    /// The same in ticks, once callbacks are timed (converting needs the
+    /// tick rate, measured on first use: not before somebody asks).
     slow_ticks: u64,
     /// `loop.slow_callback_duration` as it was set.
     pub slow_value: Option<Held<PyAny>>,
@@ -121,7 +124,6 @@ pub(crate) struct Stats {
 
 impl Stats {
     pub(crate) fn new() -> Self {
-        let slow_ticks = clock::seconds_to_ticks(0.1);
         Self {
             timed: false,
             beating: false,
@@ -144,8 +146,9 @@ impl Stats {
             slot_second: i64::MIN,
             slot_end: 0,
             slot_max: 0,
-            alert_ticks: slow_ticks,
-            slow_ticks,
+            alert_ticks: u64::MAX,
+            slow_seconds: 0.1,
+            slow_ticks: u64::MAX,
             slow_value: None,
         }
     }
@@ -198,14 +201,13 @@ impl Stats {
         }
     }
 
-    /// A timer due at `when` moved to the ready queue at `now`.
+    /// Where to record the lateness of timers firing at `now` (`None`: off).
     #[inline]
-    pub(crate) fn timer_fired(&mut self, now: f64, when: f64) {
+    pub(crate) fn lag_at(&mut self, now: f64) -> Option<&mut ferroloop_core::stats::Second> {
         if self.off {
-            return;
+            return None;
         }
-        let late = ((now - when).max(0.0) * 1e9) as u64;
-        self.lag.get_or_insert_with(Box::default).record(now, late);
+        Some(self.lag.get_or_insert_with(Box::default).second(now))
     }
 
     /// The locals of a batch.
@@ -244,20 +246,24 @@ impl Stats {
         } else {
             None
         };
-        self.slow_ticks = match number {
-            Some(s) if !s.is_nan() => clock::seconds_to_ticks(s),
-            _ => u64::MAX,
-        };
-        self.alert_ticks = self.slow_ticks.min(detect_ticks);
+        self.slow_seconds = number.unwrap_or(f64::NAN);
         self.slow_value = Some(Held::new(value.clone().unbind()));
+        self.detect_changed(detect_ticks);
     }
 
     pub(crate) fn detect_changed(&mut self, detect_ticks: u64) {
-        self.alert_ticks = self.slow_ticks.min(detect_ticks);
         let timed = !self.off && self.activated.is_some();
-        if timed && !self.timed {
-            self.tick_mark = clock::ticks();
+        if timed {
+            self.slow_ticks = if self.slow_seconds.is_nan() {
+                u64::MAX
+            } else {
+                clock::seconds_to_ticks(self.slow_seconds)
+            };
+            if !self.timed {
+                self.tick_mark = clock::ticks();
+            }
         }
+        self.alert_ticks = self.slow_ticks.min(detect_ticks);
         self.timed = timed;
         self.beating = timed || detect_ticks != u64::MAX;
     }

@@ -108,12 +108,35 @@ fn bin_range(b: usize) -> (u64, u64) {
     (low, low + width - 1)
 }
 
+/// The whole second of monotonic time `t` (a cast for the usual positive
+/// times: `floor` is a libm call without SSE4.1).
+#[inline]
+fn second_of(t: f64) -> i64 {
+    if t >= 0.0 {
+        t as i64
+    } else {
+        t.floor() as i64
+    }
+}
+
+/// One second's part of a [`Histogram`].
 #[derive(Debug, Clone)]
-struct Second {
+pub struct Second {
     at: i64,
     count: u64,
     max: u64,
     bins: [u32; BINS],
+}
+
+impl Second {
+    /// Count one value.
+    #[inline]
+    pub fn record(&mut self, ns: u64) {
+        self.count += 1;
+        self.max = self.max.max(ns);
+        let b = &mut self.bins[bin_of(ns)];
+        *b = b.saturating_add(1);
+    }
 }
 
 /// A histogram of nanosecond values per second over the last 10 s.
@@ -148,7 +171,12 @@ pub struct Summary {
 impl Histogram {
     /// Record `ns` at monotonic time `now` (seconds).
     pub fn record(&mut self, now: f64, ns: u64) {
-        let second = now.floor() as i64;
+        self.second(now).record(ns);
+    }
+
+    /// The part of the second of `now`, to record several values of it.
+    pub fn second(&mut self, now: f64) -> &mut Second {
+        let second = second_of(now);
         let s = &mut self.seconds[second.rem_euclid(SECONDS as i64) as usize];
         if s.at != second {
             s.at = second;
@@ -156,17 +184,14 @@ impl Histogram {
             s.max = 0;
             s.bins = [0; BINS];
         }
-        s.count += 1;
-        s.max = s.max.max(ns);
-        let b = &mut s.bins[bin_of(ns)];
-        *b = b.saturating_add(1);
+        s
     }
 
     /// p50, p99 and max over the seconds within the last 10 s of `now`
     /// (a percentile is its bin's midpoint, never above the max).
     #[must_use]
     pub fn summary(&self, now: f64) -> Summary {
-        let current = now.floor() as i64;
+        let current = second_of(now);
         let live: Vec<&Second> = self
             .seconds
             .iter()
