@@ -8,7 +8,8 @@ from that environment (not from the checkout's python/), that
 ``ferroloop.__version__`` and the installed distribution's metadata both equal
 VERSION, then runs one program on ferroloop and on stdlib asyncio and compares:
 a TCP echo through ``asyncio.start_server`` on 127.0.0.1, a ``call_later``, a
-subprocess (``echo``) and ``python -m ferroloop -c ...`` in a child.
+subprocess (``echo``) and ``python -m ferroloop -c ...`` in a child; and
+``ferroloop.stats()`` and ``detect_blocking()`` on a callback that blocks.
 Exits non-zero with a message on the first difference.
 """
 
@@ -113,6 +114,29 @@ def expected_results() -> dict[str, Any]:
     }
 
 
+def check_observability() -> None:
+    """The native statistics and the watchdog thread work from the wheel."""
+    import time
+
+    import ferroloop
+
+    reports: list[Any] = []
+
+    async def block() -> Any:
+        ferroloop.stats()  # callbacks are timed from the next batch on
+        await asyncio.sleep(0)
+        with ferroloop.detect_blocking(0.05, handler=reports.append):
+            time.sleep(0.2)  # the blocking line
+            await asyncio.sleep(0.1)
+        return ferroloop.stats()
+
+    stats = ferroloop.run(block())
+    if stats.slow_callbacks != 1 or stats.slowest_callback is None or stats.slowest_callback.seconds < 0.2:
+        fail(f"statistics: {stats!r}")
+    if [r.finished for r in reports] != [False, True] or "time.sleep(0.2)" not in reports[0].stack:
+        fail(f"blocking reports: {reports!r}")
+
+
 async def on_which_loop() -> str:
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
 
@@ -123,6 +147,7 @@ def smoke(expected: str) -> None:
 
     if (which := ferroloop.run(on_which_loop())) != "ferroloop":
         fail(f"ferroloop.run ran on a {which} loop")
+    check_observability()
     want = expected_results()
     for name, run in (("ferroloop", ferroloop.run), ("asyncio", asyncio.run)):
         got = run(main())

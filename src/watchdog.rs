@@ -298,10 +298,15 @@ fn report_start(shared: &Shared, pulse: &Pulse, seq: u64, start: u64) -> Option<
         }
         let frames = capture_frames(py, &lp, shared).unwrap_or_else(|_| PyList::empty(py));
         let item = pulse.item.load(Ordering::Relaxed) as *const Ready;
-        // SAFETY: `seq` is unchanged and we hold the GIL, so the loop thread
-        // is inside this item's callback and its stack slot is live (see
-        // `event_loop::stats`); nothing above ran Python code.
-        let handle = crate::event_loop::describe(native, unsafe { &*item }).ok();
+        // 0: a callback of unknown handle (`Pulse::enter_current`).
+        let handle = if item.is_null() {
+            None
+        } else {
+            // SAFETY: `seq` is unchanged and we hold the GIL, so the loop
+            // thread is inside this item's callback and its stack slot is
+            // live (see `event_loop::stats`); nothing above ran Python code.
+            crate::event_loop::describe(native, unsafe { &*item }).ok()
+        };
         let task = shared.current_task.call1(py, (&lp,)).ok();
         let seconds = clock::ticks_to_seconds(clock::ticks().saturating_sub(start));
         if let Err(e) = shared.report.call1(py, (seq, seconds, handle, task, frames, false)) {

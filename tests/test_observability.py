@@ -409,6 +409,29 @@ def test_reports_time_sleep_while_it_sleeps(fl_loop: Any) -> None:
     assert end.location == report.location
 
 
+def test_detector_started_by_the_blocking_callback(fl_loop: Any) -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        with ferroloop.detect_blocking(0.1, handler=rec):  # in the running loop
+            time.sleep(0.3)  # BLOCK-SAME-STEP
+            await asyncio.sleep(0.05)
+            time.sleep(0.3)  # BLOCK-NEXT-STEP
+            await asyncio.sleep(0.05)
+
+    task = fl_loop.create_task(main())
+    fl_loop.run_until_complete(task)
+    starts = [r for _, r in rec.reports if not r.finished]
+    assert [r.location for r in starts] == [
+        f"{HERE}:{line_of('BLOCK-SAME-STEP')}",
+        f"{HERE}:{line_of('BLOCK-NEXT-STEP')}",
+    ]
+    assert all(r.task is task for r in starts)
+    # The step that started the detector is watched from then on, handle unknown.
+    assert starts[0].handle == "<unknown handle>" and "task_wakeup" in starts[1].handle
+    assert [r.seconds for r in rec.finished()] == [pytest.approx(0.3, abs=0.03)] * 2
+
+
 def test_reports_cpu_bound_loop(fl_loop: Any) -> None:
     rec = Recorder()
 

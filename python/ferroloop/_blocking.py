@@ -117,6 +117,10 @@ class BlockingDetector:
 
         self._watchdog = _ferroloop._Watchdog(loop, self.threshold, report, _current_task, sys._current_frames)
         _live.add(self)
+        if asyncio._get_running_loop() is loop:
+            # Started by a callback of the loop (the usual `with detect_blocking():`
+            # in a coroutine): watch the rest of this callback too.
+            self.loop._pulse_enter()
 
     @property
     def running(self) -> bool:

@@ -347,6 +347,20 @@ impl EventLoop {
         self.st.get_mut(py).stats.switch_off(detect);
     }
 
+    /// A detector was attached from inside one of this loop's callbacks
+    /// (see `stats::Pulse::enter_current`).
+    fn _pulse_enter(&self, py: Python<'_>) {
+        if !self.st.get(py).stats.beating {
+            return;
+        }
+        let start = if self.st.get(py).stats.timed {
+            ferroloop_core::clock::ticks()
+        } else {
+            0
+        };
+        self.pulse.enter_current(start);
+    }
+
     /// Time callbacks from now on, as after the first read (`FERROLOOP_STATS=1`, `--stats`).
     fn _stats_on(&self, py: Python<'_>) {
         let detect = self.pulse.detect_ticks();

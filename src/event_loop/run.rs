@@ -434,10 +434,16 @@ pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
         finish_item(py, this, item);
         if res.is_err() {
             this.st.get_mut(py).stats.batch_ended(None, ntodo - done);
+            this.pulse.settle();
             return res;
         }
     }
-    this.st.get_mut(py).ready.trim();
+    let mut st = this.st.get_mut(py);
+    if st.stats.beating {
+        // A detector came during the batch (`Pulse::enter_current`).
+        this.pulse.settle();
+    }
+    st.ready.trim();
     Ok(())
 }
 

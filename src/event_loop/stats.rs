@@ -310,10 +310,11 @@ impl Pulse {
         t.iter().copied().min().unwrap_or(u64::MAX)
     }
 
-    /// A callback starts: returns its (odd) sequence number.
+    /// A callback starts: returns its (odd) sequence number. (`seq` may be
+    /// odd already: see `enter_current`.)
     #[inline]
     pub(crate) fn begin(&self, start: u64, item: &Ready) -> u64 {
-        let seq = self.seq.load(Ordering::Relaxed) + 1;
+        let seq = (self.seq.load(Ordering::Relaxed) + 1) | 1;
         self.start.store(start, Ordering::Relaxed);
         self.item.store(std::ptr::from_ref(item) as usize, Ordering::Relaxed);
         self.seq.store(seq, Ordering::Release);
@@ -324,6 +325,26 @@ impl Pulse {
     #[inline]
     pub(crate) fn end(&self, seq: u64) {
         self.seq.store(seq + 1, Ordering::Release);
+    }
+
+    /// A detector was attached from inside a callback of a batch that runs
+    /// without the pulse: count the rest of that batch as one callback begun
+    /// now, of unknown handle (`item` 0), so that it is watched too.
+    pub(crate) fn enter_current(&self, start: u64) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        if seq & 1 == 0 {
+            self.start.store(start, Ordering::Relaxed);
+            self.item.store(0, Ordering::Relaxed);
+            self.seq.store(seq + 1, Ordering::Release);
+        }
+    }
+
+    /// The end of a batch run without the pulse: undo `enter_current`.
+    pub(crate) fn settle(&self) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        if seq & 1 == 1 {
+            self.seq.store(seq + 1, Ordering::Release);
+        }
     }
 }
 
