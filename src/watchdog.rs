@@ -11,7 +11,9 @@
 //! the same callback is still running, and captures, before running any
 //! Python code, the loop thread's stack (file, line, function of each frame),
 //! the handle and the current task. Then it calls the Python reporter.
-//! When the callback ends, a second call gives its whole duration.
+//! When the callback ends, a second call gives its whole duration. A callback
+//! that holds the GIL until it ends (C code that never releases it) gets only
+//! that second call, without a stack.
 //!
 //! # Invariants
 //! - The thread holds the loop only weakly (a Python weak reference and a
@@ -242,7 +244,11 @@ fn watch(pulse: &Weak<Pulse>, threshold: u64, period: Duration, control: &Contro
             continue;
         }
         match report_start(&shared, &pulse, seq, start) {
-            Some(true) => episode = Some((seq, start)),
+            Some(true) => {
+                // Still running when captured (which can take a while: the GIL).
+                last_sample = clock::ticks();
+                episode = Some((seq, start));
+            }
             Some(false) => {}
             None => break,
         }
@@ -294,20 +300,41 @@ fn report_start(shared: &Shared, pulse: &Pulse, seq: u64, start: u64) -> Option<
             return None;
         };
         if pulse.seq.load(Ordering::Acquire) != seq {
+            // It ended while we waited for the GIL: it held it all along (C
+            // code that does not release it). Say so, without a stack.
+            let ticks = if pulse.long_seq.load(Ordering::Acquire) == seq {
+                pulse.long_ticks.load(Ordering::Relaxed)
+            } else {
+                clock::ticks().saturating_sub(start)
+            };
+            let seconds = clock::ticks_to_seconds(ticks);
+            let none = py.None();
+            if let Err(e) = shared.report.call1(py, (seq, seconds, &none, &none, &none, true)) {
+                e.write_unraisable(py, Some(shared.report.bind(py)));
+            }
             return Some(false);
         }
-        let frames = capture_frames(py, &lp, shared).unwrap_or_else(|_| PyList::empty(py));
         let item = pulse.item.load(Ordering::Relaxed) as *const Ready;
         // 0: a callback of unknown handle (`Pulse::enter_current`).
-        let handle = if item.is_null() {
+        let item = if item.is_null() {
             None
         } else {
             // SAFETY: `seq` is unchanged and we hold the GIL, so the loop
             // thread is inside this item's callback and its stack slot is
-            // live (see `event_loop::stats`); nothing above ran Python code.
-            crate::event_loop::describe(native, unsafe { &*item }).ok()
+            // live (see `event_loop::stats`). Nothing since the check could
+            // release the GIL, and `clone_ref` only takes new references, so
+            // the copy is made before the loop thread can move on.
+            Some(unsafe { &*item }.clone_ref(py))
         };
+        // From here on the GIL can change hands (an allocation may run the
+        // cycle collector and a finalizer): only owned copies are used.
         let task = shared.current_task.call1(py, (&lp,)).ok();
+        let mut frames = capture_frames(py, &lp, shared).unwrap_or_else(|_| PyList::empty(py));
+        if pulse.seq.load(Ordering::Acquire) != seq {
+            // The loop moved on while the stack was read: it may not be this callback's.
+            frames = PyList::empty(py);
+        }
+        let handle = item.and_then(|item| crate::event_loop::describe(native, &item).ok());
         let seconds = clock::ticks_to_seconds(clock::ticks().saturating_sub(start));
         if let Err(e) = shared.report.call1(py, (seq, seconds, handle, task, frames, false)) {
             e.write_unraisable(py, Some(shared.report.bind(py)));

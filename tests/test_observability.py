@@ -453,6 +453,32 @@ def test_reports_cpu_bound_loop(fl_loop: Any) -> None:
     assert [r.seconds for r in rec.finished()] == [pytest.approx(0.5, abs=0.1)]
 
 
+def test_c_code_holding_the_gil_is_reported_when_it_ends(fl_loop: Any) -> None:
+    rec = Recorder()
+
+    def crunch() -> None:
+        sum(range(2 * 10**7))  # builtin sum holds the GIL throughout (about 0.3 s here)
+
+    with ferroloop.detect_blocking(0.1, loop=fl_loop, handler=rec):
+        t0 = time.monotonic()
+        fl_loop.call_soon(crunch)
+        fl_loop.call_soon(fl_loop.stop)
+        fl_loop.run_forever()
+        took = time.monotonic() - t0
+        time.sleep(0.05)
+    assert took > 0.15, "the machine is too fast for this test's workload"
+    # The watchdog gets the GIL only when sum() returns: if crunch() still
+    # runs then (its return is a switch point), the report has its stack;
+    # if not, only the follow-up comes, without one.
+    seen = [r for _, r in rec.reports if not r.finished]
+    (end,) = rec.finished()
+    if seen:
+        assert seen[0].frames[-1].name == "crunch" and end.frames == seen[0].frames
+    else:
+        assert end.frames == () and "held the GIL" in end.message()
+    assert end.seconds == pytest.approx(took, abs=0.06)
+
+
 def test_reports_blocked_protocol_callback(fl_loop: Any) -> None:
     rec = Recorder()
 

@@ -147,8 +147,19 @@ class BlockingDetector:
             if finished:
                 first = self._open.pop(seq, None)
                 if first is None:
-                    return
-                report = replace(first, seconds=seconds, finished=True)
+                    # Seen blocking, but it held the GIL until it ended: no stack.
+                    report = BlockingReport(
+                        task=None,
+                        handle="<unknown handle>",
+                        seconds=seconds,
+                        stack="",
+                        frames=(),
+                        finished=True,
+                        thread_id=getattr(self.loop, "_thread_id", None),
+                        blocker="a callback that held the GIL until it ended (C code?)",
+                    )
+                else:
+                    report = replace(first, seconds=seconds, finished=True)
             else:
                 summary = _user_frames(list(frames))
                 report = BlockingReport(

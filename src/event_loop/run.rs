@@ -458,7 +458,7 @@ fn run_batch_observed(slf: &Bound<'_, EventLoop>, ntodo: usize, mut t: super::st
         let popped = this.st.get_mut(py).ready.pop();
         let Some(item) = popped else {
             this.st.get_mut(py).stats.batch_ended(Some(&t), ntodo + 1 - done);
-            return Ok(());
+            break;
         };
         let seq = this.pulse.begin(t.start(), &item);
         let res = if this.debug(py) {
@@ -466,15 +466,21 @@ fn run_batch_observed(slf: &Bound<'_, EventLoop>, ntodo: usize, mut t: super::st
         } else {
             run_item(py, &item)
         };
-        this.pulse.end(seq);
         if t.precise {
             let end = ferroloop_core::clock::ticks();
             let dt = end.wrapping_sub(t.mark);
             t.mark = end;
+            if dt >= t.alert() {
+                // Before the end: a watchdog reporting it reads the exact length.
+                this.pulse.note_long(seq, dt);
+            }
+            this.pulse.end(seq);
             if t.notable(dt, end) {
                 this.st.get_mut(py).stats.tick_mark = end;
-                t = super::stats::after_slow(slf, &item, seq, dt, end);
+                t = super::stats::after_slow(slf, &item, dt, end);
             }
+        } else {
+            this.pulse.end(seq);
         }
         finish_item(py, this, item);
         if res.is_err() {

@@ -73,6 +73,23 @@ impl Ready {
         }
     }
 
+    /// A second entry for the same work (new strong references only: no
+    /// allocation, no Python code, so the GIL cannot change hands meanwhile).
+    pub(crate) fn clone_ref(&self, py: Python<'_>) -> Self {
+        match self {
+            Ready::Native(h) => Ready::Native(h.clone_ref(py)),
+            Ready::Foreign(o) => Ready::Foreign(o.clone_ref(py)),
+            Ready::IoRead(s) => Ready::IoRead(s.clone_ref(py)),
+            Ready::IoWrite(s) => Ready::IoWrite(s.clone_ref(py)),
+            Ready::IoFlushed(s) => Ready::IoFlushed(s.clone_ref(py)),
+            Ready::IoFlushFailed(s) => Ready::IoFlushFailed(s.clone_ref(py)),
+            Ready::IoRegisterFailed(s) => Ready::IoRegisterFailed(s.clone_ref(py)),
+            Ready::Accept(l) => Ready::Accept(l.clone_ref(py)),
+            Ready::SetUp(l) => Ready::SetUp(l.clone_ref(py)),
+            Ready::SockOp(o) => Ready::SockOp(o.clone_ref(py)),
+        }
+    }
+
     pub(crate) fn as_any(&self, py: Python<'_>) -> Py<PyAny> {
         match self {
             Ready::Native(h) => h.to_py(py).into_any(),

@@ -70,6 +70,12 @@ impl Timing {
         }
     }
 
+    /// Callbacks at least this long are slow or watched by a detector.
+    #[inline]
+    pub(crate) fn alert(&self) -> u64 {
+        self.alert
+    }
+
     /// The callback that ended at `end` after `dt` ticks needs `after_slow`.
     #[inline]
     pub(crate) fn notable(&self, dt: u64, end: u64) -> bool {
@@ -293,7 +299,7 @@ pub(crate) struct Pulse {
     pub seq: AtomicU64,
     pub start: AtomicU64,
     pub item: AtomicUsize,
-    /// The last callback that ran at least `detect_ticks`: its `seq` and length.
+    /// The last timed callback that ran at least the alert threshold: its `seq` and length.
     pub long_seq: AtomicU64,
     pub long_ticks: AtomicU64,
     /// The attached detectors' thresholds, in ticks.
@@ -319,6 +325,13 @@ impl Pulse {
         self.item.store(std::ptr::from_ref(item) as usize, Ordering::Relaxed);
         self.seq.store(seq, Ordering::Release);
         seq
+    }
+
+    /// The callback `seq` (still running) lasted `ticks`.
+    #[inline]
+    pub(crate) fn note_long(&self, seq: u64, ticks: u64) {
+        self.long_ticks.store(ticks, Ordering::Relaxed);
+        self.long_seq.store(seq, Ordering::Release);
     }
 
     /// The callback `seq` ended.
@@ -351,7 +364,7 @@ impl Pulse {
 /// The end of a callback that may matter (long, the longest of its second
 /// so far, or the first of a new second): count it, describe it.
 /// Returns the batch's refreshed locals.
-pub(crate) fn after_slow(slf: &Bound<'_, EventLoop>, item: &Ready, seq: u64, dt: u64, end: u64) -> Timing {
+pub(crate) fn after_slow(slf: &Bound<'_, EventLoop>, item: &Ready, dt: u64, end: u64) -> Timing {
     let py = slf.py();
     let this = slf.get();
     let refreshed = |this: &EventLoop| {
@@ -388,10 +401,6 @@ pub(crate) fn after_slow(slf: &Bound<'_, EventLoop>, item: &Ready, seq: u64, dt:
         }
         (s.slot_second, longest)
     };
-    if dt >= this.pulse.detect_ticks() {
-        this.pulse.long_ticks.store(dt, Ordering::Relaxed);
-        this.pulse.long_seq.store(seq, Ordering::Release);
-    }
     if longest {
         let text = describe(slf, item);
         this.st.get_mut(py).stats.slowest.offer(second, dt, text);
