@@ -10,6 +10,8 @@
   ``"asyncio"``, ``"ferroloop"`` (``new_event_loop``/``loop_factory``),
   ``"ferroloop-install"`` (``ferroloop.install()``, then asyncio's own entry
   points) and ``"ferroloop-cli"`` (``python -m ferroloop program.py``).
+- ``fl_loop``: a plain ferroloop loop, for ferroloop-only features
+  (statistics, the blocking-call detector), closed at the end.
 - ``@pytest.mark.deviation("D-NNN")``: a documented difference
   (docs/compatibility.md); on ferroloop the test becomes a strict xfail.
 - ``@pytest.mark.only("asyncio"|"ferroloop")``: run on one implementation only.
@@ -130,6 +132,14 @@ def loop(loop_factory: Callable[[], asyncio.AbstractEventLoop], loop_errors: Err
     _LEAK_WATCH.append(("loop", weakref.ref(lp)))
     del lp
     assert not errors, f"unexpected exception handler calls: {errors!r}"
+
+
+@pytest.fixture
+def fl_loop() -> Iterator[Any]:
+    """A ferroloop loop for ferroloop-only features (statistics, the detector), closed at the end."""
+    lp = ferroloop.new_event_loop()
+    yield lp
+    lp.close()
 
 
 _LEAK_WATCH: list[tuple[str, weakref.ref[Any]]] = []

@@ -70,11 +70,15 @@ class Recorder:
         return [r for _, r in self.reports if r.finished]
 
 
-@pytest.fixture
-def fl_loop() -> Any:
-    lp = ferroloop.new_event_loop()
-    yield lp
-    lp.close()
+async def feed_one_byte(loop: Any, protocol: type[asyncio.Protocol], wait: float) -> None:
+    """Connect ``protocol`` to one end of a socket pair, send it one byte, wait, close."""
+    a, b = socket.socketpair()
+    transport, _ = await loop.connect_accepted_socket(protocol, a)
+    b.send(b"x")
+    await asyncio.sleep(wait)
+    transport.close()
+    b.close()
+    await asyncio.sleep(0)
 
 
 # ----- slow_callback_duration (asyncio's attribute, kept natively) ------------
@@ -279,13 +283,7 @@ def test_slowest_names_protocol_callbacks(fl_loop: Any) -> None:
 
     async def main() -> None:
         ferroloop.stats()
-        a, b = socket.socketpair()
-        transport, _ = await fl_loop.connect_accepted_socket(Slow, a)
-        b.send(b"x")
-        await asyncio.sleep(0.1)
-        transport.close()
-        b.close()
-        await asyncio.sleep(0)
+        await feed_one_byte(fl_loop, Slow, 0.1)
 
     fl_loop.run_until_complete(main())
     slowest = ferroloop.stats(fl_loop).slowest_callback
@@ -486,16 +484,8 @@ def test_reports_blocked_protocol_callback(fl_loop: Any) -> None:
         def data_received(self, data: bytes) -> None:
             time.sleep(0.4)  # BLOCK-PROTOCOL
 
-    async def main() -> None:
-        a, b = socket.socketpair()
-        transport, _ = await fl_loop.connect_accepted_socket(Blocking, a)
-        b.send(b"x")
-        await asyncio.sleep(0.6)
-        transport.close()
-        b.close()
-
     with ferroloop.detect_blocking(0.1, loop=fl_loop, handler=rec):
-        fl_loop.run_until_complete(main())
+        fl_loop.run_until_complete(feed_one_byte(fl_loop, Blocking, 0.6))
     _, report = rec.first()
     assert report.task is None
     assert "_read_ready" in report.handle

@@ -36,13 +36,6 @@ def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     return out
 
 
-@pytest.fixture
-def fl_loop() -> Any:
-    lp = ferroloop.new_event_loop()
-    yield lp
-    lp.close()
-
-
 def test_instruments_report_the_statistics(fl_loop: Any) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
