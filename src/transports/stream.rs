@@ -137,8 +137,22 @@ pub(crate) struct StreamState {
     pub protocol_paused: bool,
     /// Waiting in the loop's pre-poll flush list.
     pub flush_pending: bool,
+    /// A pre-poll flush sent queued data and its `Flushed` event (asyncio's
+    /// `_write_ready` step: resume the protocol, finish a close or a
+    /// write_eof) has not run yet. Until it does, the data counts as still
+    /// buffered, as it would on asyncio, which sends it only in that step
+    /// (see `StreamState::buffer_empty`).
+    pub flushed_pending: bool,
     /// The last read was large: read straight into the result next time.
     pub big_reads: bool,
+}
+
+impl StreamState {
+    /// `not self._buffer` as asyncio would see it now: nothing queued, and
+    /// no flushed data waiting for its `_write_ready` step.
+    pub(crate) fn buffer_empty(&self) -> bool {
+        self.queue.is_empty() && !self.flushed_pending
+    }
 }
 
 /// The reactor's `READ`/`WRITE` bits as kept in `interest`/`kernel` (a byte

@@ -272,7 +272,7 @@ fastcall_method!(
         let lp = lp.map_or_else(|| py.None(), |l| l.to_py(py).into_any());
         let waiter = lp.bind(py).call_method0(pyo3::intern!(py, "create_future"))?;
         t.st.get_mut(py).cold_mut().empty_waiter = Some(Held::new(waiter.clone().unbind()));
-        if t.st.get(py).queue.is_empty() {
+        if t.st.get(py).buffer_empty() {
             waiter.call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?;
         }
         Ok(waiter.unbind())

@@ -95,7 +95,12 @@ pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyRe
         IoKind::Read => read_ready(py, obj, t),
         IoKind::Write => write_ready(py, obj, t),
         IoKind::Flushed => {
-            if t.st.get(py).conn_lost > 0 {
+            let lost = {
+                let mut st = t.st.get_mut(py);
+                st.flushed_pending = false;
+                st.conn_lost > 0
+            };
+            if lost {
                 return Ok(());
             }
             after_send(py, obj, t)
@@ -413,6 +418,7 @@ pub(crate) fn flush(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
     match send_queue(py, t) {
         Ok(n) if n > 0 => {
             consume(py, t, n);
+            t.st.get_mut(py).flushed_pending = true;
             Some(IoKind::Flushed)
         }
         Ok(_) => register_writer(py, stream_ref),
@@ -527,7 +533,7 @@ pub(crate) fn write_eof(py: Python<'_>, t: &StreamTransport) -> PyResult<()> {
             return Ok(());
         }
         st.eof = true;
-        st.queue.is_empty()
+        st.buffer_empty()
     };
     if empty {
         shutdown_write(py, t)?;

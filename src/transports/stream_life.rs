@@ -155,7 +155,7 @@ pub(crate) fn close(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport)
         st.closing = true;
     }
     stream::remove_reader(py, obj, t)?;
-    let empty = t.st.get(py).queue.is_empty();
+    let empty = t.st.get(py).buffer_empty();
     if empty {
         t.st.get_mut(py).conn_lost += 1;
         stream::remove_writer(py, obj, t)?;
