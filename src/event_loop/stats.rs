@@ -8,7 +8,7 @@
 //! already). Everything windowed is summed only when somebody asks.
 //!
 //! Timing each callback (for `slow_callbacks` and `slowest_callback`) needs a
-//! tick read per callback: 4-6 % of a chain of empty callbacks. So it starts
+//! tick read per callback: about 7 % of a chain of empty callbacks. So it starts
 //! only when somebody first reads the statistics (or asks for them: `--stats`,
 //! `FERROLOOP_STATS=1`, the OpenTelemetry bridge); the batch loop then runs
 //! in `run::run_batch_observed`, and the plain loop stays as it was. A
@@ -25,7 +25,10 @@
 //! since when and which ready item (a pointer into the loop thread's stack).
 //! A watchdog may dereference `item` only while holding the GIL and after
 //! seeing `seq` unchanged: the loop thread changes `seq` only with the GIL
-//! held, and leaves the item's stack frame only after changing it.
+//! held, and leaves the item's stack frame only after changing it. It must
+//! copy what it needs (`Ready::clone_ref`) before anything that could hand
+//! the GIL back (an allocation can run the cycle collector and a finalizer).
+//! `item` is 0 for a callback of unknown handle (`Pulse::enter_current`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
