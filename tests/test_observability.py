@@ -45,7 +45,7 @@ def os_threads() -> int:
         try:
             with open(f"/proc/self/task/{tid}/comm", encoding="utf-8") as f:
                 count += f.read().startswith("ferroloop-watch")
-        except FileNotFoundError:  # ended meanwhile
+        except OSError:  # the thread ended meanwhile (ENOENT or ESRCH)
             pass
     return count
 
