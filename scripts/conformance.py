@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 MODULES = [
     "test_tasks",
@@ -76,6 +78,36 @@ SELECTOR_CLASSES = (
 EXCLUDED: dict[str, str] = {}
 
 
+def add_twins(suite: Any, mod: Any, module: str, prefix: str, make_loop: Callable[[Any], Any]) -> None:
+    """Add to ``suite`` the module's selector-loop test classes once more, as
+    ``prefix + name`` classes whose loops come from ``make_loop(self)``;
+    for test_events, its event-loop mixin (Unix flavour where there is one)."""
+    import unittest
+
+    if module == "test_events":
+        from test.test_asyncio import utils as test_utils
+
+        mixin = getattr(mod, "UnixEventLoopTestsMixin", None) or mod.EventLoopTestsMixin
+        bases: list[tuple[str, tuple[type, ...]]] = [("EventLoopTests", (mixin, test_utils.TestCase))]
+    else:
+        bases = [(name, (getattr(mod, name),)) for name in SELECTOR_CLASSES if getattr(mod, name, None) is not None]
+    for name, parents in bases:
+        attrs = {"create_event_loop": make_loop, "new_loop": make_loop, "__module__": mod.__name__}
+        twin = type(prefix + name, parents, attrs)
+        suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(twin))
+
+
+def flatten(s: Any) -> Iterator[Any]:
+    """The tests of a suite of suites."""
+    import unittest
+
+    for t in s:
+        if isinstance(t, unittest.TestSuite):
+            yield from flatten(t)
+        else:
+            yield t
+
+
 def worker(module: str, timeout: float) -> None:
     import asyncio
     import faulthandler
@@ -97,38 +129,7 @@ def worker(module: str, timeout: float) -> None:
     mod = __import__(f"test.test_asyncio.{module}", fromlist=["*"])
     suite = unittest.defaultTestLoader.loadTestsFromModule(mod)
 
-    if module == "test_events":
-        from test.test_asyncio import utils as test_utils
-
-        mixin = getattr(mod, "UnixEventLoopTestsMixin", None) or mod.EventLoopTestsMixin
-
-        class FerroloopEventLoopTests(mixin, test_utils.TestCase):  # type: ignore[misc, valid-type]
-            def create_event_loop(self):  # type: ignore[no-untyped-def]
-                return ferroloop.new_event_loop()
-
-        suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(FerroloopEventLoopTests))
-
-    for name in SELECTOR_CLASSES if module != "test_events" else ():
-        base = getattr(mod, name, None)
-        if base is None:
-            continue
-
-        def make_loop(self):  # type: ignore[no-untyped-def]
-            return ferroloop.new_event_loop()
-
-        twin = type(
-            "Ferroloop" + name,
-            (base,),
-            {"create_event_loop": make_loop, "new_loop": make_loop, "__module__": mod.__name__},
-        )
-        suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(twin))
-
-    def flatten(s):  # type: ignore[no-untyped-def]
-        for t in s:
-            if isinstance(t, unittest.TestSuite):
-                yield from flatten(t)
-            else:
-                yield t
+    add_twins(suite, mod, module, "Ferroloop", lambda self: ferroloop.new_event_loop())
 
     out = sys.stdout
 

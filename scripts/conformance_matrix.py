@@ -53,7 +53,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from conformance import EXCLUDED, MODULES, SELECTOR_CLASSES  # noqa: E402
+from conformance import EXCLUDED, MODULES, add_twins, flatten  # noqa: E402
 
 LOOPS = ("asyncio", "ferroloop", "uvloop", "rloop")
 REFERENCE = "asyncio"
@@ -176,35 +176,7 @@ def worker(module: str, loop_name: str, timeout: float, skip: int) -> None:
     mod = __import__(f"test.test_asyncio.{module}", fromlist=["*"])
     suite = unittest.defaultTestLoader.loadTestsFromModule(mod)
 
-    def make_loop(self):  # type: ignore[no-untyped-def]
-        return counting_factory()
-
-    if module == "test_events":
-        mixin = getattr(mod, "UnixEventLoopTestsMixin", None) or mod.EventLoopTestsMixin
-        twin = type(
-            TWIN + "EventLoopTests",
-            (mixin, test_utils.TestCase),
-            {"create_event_loop": make_loop, "__module__": mod.__name__},
-        )
-        suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(twin))
-    else:
-        for name in SELECTOR_CLASSES:
-            base = getattr(mod, name, None)
-            if base is None:
-                continue
-            twin = type(
-                TWIN + name,
-                (base,),
-                {"create_event_loop": make_loop, "new_loop": make_loop, "__module__": mod.__name__},
-            )
-            suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(twin))
-
-    def flatten(s):  # type: ignore[no-untyped-def]
-        for t in s:
-            if isinstance(t, unittest.TestSuite):
-                yield from flatten(t)
-            else:
-                yield t
+    add_twins(suite, mod, module, TWIN, lambda self: counting_factory())
 
     out = sys.stdout
 
