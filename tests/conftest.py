@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -265,3 +266,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         mark = item.get_closest_marker("deviation")
         if mark is not None and f"### {mark.args[0]}" not in doc:
             raise pytest.UsageError(f"{item.nodeid}: deviation {mark.args[0]} is not in docs/compatibility.md")
+
+
+# A program for `python -m ferroloop` option tests (test_stats, test_blocking):
+# one task step blocks for 0.3 s.
+CLI_PROGRAM = """\
+import asyncio, time
+async def main():
+    await asyncio.sleep(0.01)
+    time.sleep(0.3)
+    print("done")
+asyncio.run(main())
+"""
+
+
+def run_cli(tmp_path: Any, *options: str, program: str = CLI_PROGRAM, timeout: float = 30) -> Any:
+    """``python -m ferroloop OPTIONS app.py`` with ``program`` as app.py (blocks 0.3 s by default)."""
+    path = tmp_path / "app.py"
+    path.write_text(program)
+    return subprocess.run(
+        [sys.executable, "-m", "ferroloop", *options, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+async def feed_one_byte(loop: Any, protocol: type[asyncio.Protocol], wait: float) -> None:
+    """Connect ``protocol`` to one end of a socket pair, send it one byte, wait, close."""
+    a, b = socket.socketpair()
+    transport, _ = await loop.connect_accepted_socket(protocol, a)
+    b.send(b"x")
+    await asyncio.sleep(wait)
+    transport.close()
+    b.close()
+    await asyncio.sleep(0)
