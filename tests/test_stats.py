@@ -35,6 +35,20 @@ def test_slow_callback_duration_keeps_any_value(loop: Any) -> None:
         assert got is value or (isinstance(value, float) and math.isnan(got))
 
 
+def test_slow_callback_duration_can_be_deleted(loop: Any) -> None:
+    name = type(loop).__name__
+    del loop.slow_callback_duration
+    with pytest.raises(AttributeError, match=f"^'{name}' object has no attribute 'slow_callback_duration'$"):
+        loop.slow_callback_duration  # noqa: B018
+    with pytest.raises(AttributeError, match="slow_callback_duration"):
+        del loop.slow_callback_duration
+    loop.set_debug(False)  # debug mode reads it after each callback (and raises)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    loop.slow_callback_duration = 0.5
+    assert loop.slow_callback_duration == 0.5
+
+
 def test_slow_callback_duration_drives_debug_warning(loop: Any, caplog: pytest.LogCaptureFixture) -> None:
     loop.set_debug(True)
     loop.slow_callback_duration = 0.02

@@ -266,6 +266,30 @@ impl EventLoop {
     }
 }
 
+/// Set (`Some`) or delete `slow_callback_duration`.
+fn store_slow(slf: &Bound<'_, EventLoop>, value: Option<&Bound<'_, PyAny>>) {
+    let py = slf.py();
+    let this = slf.get();
+    let detect = this.pulse.detect_ticks();
+    let old = {
+        let mut st = this.st.get_mut(py);
+        let old = st.stats.slow_value.take();
+        st.stats.set_slow(value, detect);
+        old
+    };
+    drop(old);
+}
+
+/// What reading or deleting a deleted `slow_callback_duration` raises (as for
+/// any missing instance attribute).
+fn no_slow_attribute(slf: &Bound<'_, EventLoop>) -> PyErr {
+    let name = slf
+        .get_type()
+        .name()
+        .map_or_else(|_| "EventLoop".to_owned(), |n| n.to_string());
+    pyo3::exceptions::PyAttributeError::new_err(format!("'{name}' object has no attribute 'slow_callback_duration'"))
+}
+
 fn ignore_empty(value: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
     if value.len()? == 0 {
         Ok(())
@@ -368,28 +392,34 @@ impl EventLoop {
     }
 
     #[getter]
-    fn slow_callback_duration(&self, py: Python<'_>) -> Py<PyAny> {
-        match &self.st.get(py).stats.slow_value {
-            Some(v) => v.to_py(py),
-            None => 0.1f64
-                .into_pyobject(py)
-                .map_or_else(|_| py.None(), |f| f.into_any().unbind()),
+    fn slow_callback_duration(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let st = slf.get().st.get(py);
+        match (&st.stats.slow_value, st.stats.slow_deleted) {
+            (Some(v), _) => Ok(v.to_py(py)),
+            (None, false) => Ok(0.1f64.into_pyobject(py)?.into_any().unbind()),
+            (None, true) => {
+                drop(st);
+                Err(no_slow_attribute(slf))
+            }
         }
     }
 
     /// asyncio stores any value (and compares it in debug mode); statistics
     /// count callbacks at least this long when it is a number.
     #[setter(slow_callback_duration)]
-    fn set_slow_callback_duration(&self, value: &Bound<'_, PyAny>) {
-        let py = value.py();
-        let detect = self.pulse.detect_ticks();
-        let old = {
-            let mut st = self.st.get_mut(py);
-            let old = st.stats.slow_value.take();
-            st.stats.set_slow(value, detect);
-            old
-        };
-        drop(old);
+    fn set_slow_callback_duration(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) {
+        store_slow(slf, Some(value));
+    }
+
+    /// `del loop.slow_callback_duration`, as for asyncio's instance attribute.
+    #[deleter(slow_callback_duration)]
+    fn del_slow_callback_duration(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().st.get(slf.py()).stats.slow_deleted {
+            return Err(no_slow_attribute(slf));
+        }
+        store_slow(slf, None);
+        Ok(())
     }
 
     fn is_closed(&self, py: Python<'_>) -> bool {

@@ -129,6 +129,8 @@ pub(crate) struct Stats {
     slow_ticks: u64,
     /// `loop.slow_callback_duration` as it was set.
     pub slow_value: Option<Held<PyAny>>,
+    /// `del loop.slow_callback_duration` (reading it raises AttributeError).
+    pub slow_deleted: bool,
 }
 
 impl Stats {
@@ -159,6 +161,7 @@ impl Stats {
             slow_seconds: 0.1,
             slow_ticks: u64::MAX,
             slow_value: None,
+            slow_deleted: false,
         }
     }
 
@@ -248,15 +251,18 @@ impl Stats {
         self.callbacks -= left as u64;
     }
 
-    /// `loop.slow_callback_duration = value`.
-    pub(crate) fn set_slow(&mut self, value: &Bound<'_, PyAny>, detect_ticks: u64) {
-        let number = if value.is_instance_of::<pyo3::types::PyFloat>() || value.is_instance_of::<pyo3::types::PyInt>() {
-            value.extract::<f64>().ok()
-        } else {
-            None
-        };
+    /// `loop.slow_callback_duration = value` (`None`: `del`).
+    pub(crate) fn set_slow(&mut self, value: Option<&Bound<'_, PyAny>>, detect_ticks: u64) {
+        let number = value.and_then(|v| {
+            if v.is_instance_of::<pyo3::types::PyFloat>() || v.is_instance_of::<pyo3::types::PyInt>() {
+                v.extract::<f64>().ok()
+            } else {
+                None
+            }
+        });
         self.slow_seconds = number.unwrap_or(f64::NAN);
-        self.slow_value = Some(Held::new(value.clone().unbind()));
+        self.slow_value = value.map(|v| Held::new(v.clone().unbind()));
+        self.slow_deleted = value.is_none();
         self.detect_changed(detect_ticks);
     }
 
