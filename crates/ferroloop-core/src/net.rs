@@ -198,6 +198,45 @@ impl SockAddr {
     }
 }
 
+impl SockAddr {
+    /// An IPv4 address (`sockaddr_in`), as Python's `socket` builds it from `(host, port)`.
+    #[must_use]
+    pub fn v4(ip: [u8; 4], port: u16) -> Self {
+        let mut b = [0u8; 16];
+        b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        b[2..4].copy_from_slice(&port.to_be_bytes());
+        b[4..8].copy_from_slice(&ip);
+        Self::from_bytes(&b)
+    }
+
+    /// An IPv6 address (`sockaddr_in6`) from `(host, port, flowinfo, scope_id)`.
+    #[must_use]
+    pub fn v6(ip: [u8; 16], port: u16, flowinfo: u32, scope_id: u32) -> Self {
+        let mut b = [0u8; 28];
+        b[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        b[2..4].copy_from_slice(&port.to_be_bytes());
+        b[4..8].copy_from_slice(&flowinfo.to_be_bytes());
+        b[8..24].copy_from_slice(&ip);
+        b[24..28].copy_from_slice(&scope_id.to_ne_bytes());
+        Self::from_bytes(&b)
+    }
+}
+
+/// `recvfrom` one datagram into `buf`: its length and its sender.
+pub fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+    let (n, raw) = sys::recvfrom(fd, buf)?;
+    Ok((n, SockAddr::from_raw(&raw)))
+}
+
+/// `sendto` one datagram to `addr`.
+pub fn send_to(fd: RawFd, buf: &[u8], addr: &SockAddr) -> io::Result<usize> {
+    sys::sendto(fd, buf, addr.as_bytes())
+}
+
+/// `AF_INET` and `AF_INET6`.
+pub const AF_INET: i32 = libc::AF_INET;
+pub const AF_INET6: i32 = libc::AF_INET6;
+
 /// `accept4` a connection: the new non-blocking, close-on-exec socket and
 /// the peer's address.
 pub fn accept(fd: RawFd) -> io::Result<(Fd, SockAddr)> {
@@ -297,6 +336,42 @@ mod tests {
         let a = SockAddr::from_bytes(&b);
         assert!(matches!(a, SockAddr::Heap(_)));
         assert_eq!(a.decode(), Decoded::UnixPath(long.into_bytes()));
+    }
+
+    #[test]
+    fn built_addresses_decode_like_python() {
+        assert_eq!(
+            SockAddr::v4([10, 1, 2, 3], 53).decode(),
+            Decoded::V4 {
+                host: "10.1.2.3".into(),
+                port: 53
+            }
+        );
+        let mut ip = [0u8; 16];
+        ip[15] = 1;
+        assert_eq!(
+            SockAddr::v6(ip, 443, 7, 0).decode(),
+            Decoded::V6 {
+                host: "::1".into(),
+                port: 443,
+                flowinfo: 7,
+                scope_id: 0
+            }
+        );
+    }
+
+    #[test]
+    fn datagrams_carry_their_sender() {
+        let a = Fd::from_raw(sys::udp_loopback_v4().unwrap());
+        let b = Fd::from_raw(sys::udp_loopback_v4().unwrap());
+        let (aa, ba) = (local_addr(a.raw()).unwrap(), local_addr(b.raw()).unwrap());
+        assert_eq!(send_to(a.raw(), b"ping", &ba).unwrap(), 4);
+        let mut buf = [0u8; 16];
+        let (n, from) = recv_from(b.raw(), &mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"ping"[..], aa));
+        assert_eq!(send_to(a.raw(), b"", &ba).unwrap(), 0);
+        assert_eq!(recv_from(b.raw(), &mut buf).unwrap().0, 0);
+        assert!(would_block(&recv_from(b.raw(), &mut buf).unwrap_err()));
     }
 
     #[test]

@@ -195,6 +195,59 @@ impl RawAddr {
     }
 }
 
+/// `recvfrom(fd, buf, 0)`: the datagram's length and its sender's address.
+pub fn recvfrom(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, RawAddr)> {
+    let mut addr = RawAddr::empty();
+    let n = syscall!(recvfrom(
+        fd,
+        buf.as_mut_ptr().cast(),
+        buf.len(),
+        0,
+        (&raw mut addr.storage).cast(),
+        &raw mut addr.len
+    ))?;
+    Ok((n as usize, addr))
+}
+
+/// `sendto(fd, buf, 0, addr)`; `addr` is the kernel's bytes of a socket address.
+pub fn sendto(fd: RawFd, buf: &[u8], addr: &[u8]) -> io::Result<usize> {
+    let mut storage = RawAddr::empty();
+    let n = addr.len().min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: copies `n` bytes into the storage, which is at least that large.
+    unsafe {
+        std::ptr::copy_nonoverlapping(addr.as_ptr(), (&raw mut storage.storage).cast::<u8>(), n);
+    }
+    syscall!(sendto(
+        fd,
+        buf.as_ptr().cast(),
+        buf.len(),
+        0,
+        (&raw const storage.storage).cast(),
+        n as libc::socklen_t
+    ))
+    .map(|n| n as usize)
+}
+
+/// A non-blocking UDP socket bound to 127.0.0.1 on a free port (tests).
+#[cfg(test)]
+pub(crate) fn udp_loopback_v4() -> io::Result<RawFd> {
+    let fd = syscall!(socket(
+        libc::AF_INET,
+        libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        0
+    ))?;
+    // SAFETY: an all-zero sockaddr_in is valid; the fields are set below.
+    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    if let Err(e) = syscall!(bind(fd, (&raw const sin).cast(), len)) {
+        close(fd);
+        return Err(e);
+    }
+    Ok(fd)
+}
+
 /// `accept4(fd, SOCK_NONBLOCK | SOCK_CLOEXEC)` with the peer's address.
 pub fn accept(fd: RawFd) -> io::Result<(RawFd, RawAddr)> {
     let mut addr = RawAddr::empty();
