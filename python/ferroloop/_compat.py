@@ -36,3 +36,21 @@ BaseDefaultEventLoopPolicy: Any = getattr(
 #: The platform's default policy class (on Unix it carries the child-watcher
 #: methods that asyncio's subprocess code calls before 3.14).
 DefaultEventLoopPolicy: Any = getattr(asyncio.unix_events, "_UnixDefaultEventLoopPolicy", BaseDefaultEventLoopPolicy)
+
+
+def datagram_flags() -> tuple[bool, int]:
+    """How this Python's ``_SelectorDatagramTransport.sendto`` treats empty data and counts buffered bytes.
+
+    3.11 and 3.12.1 return early on empty data and count ``len(data)``; 3.13
+    sends empty datagrams and counts ``len(data) + 8``. Read from the source
+    when it is there (patch releases may differ), else from the version.
+    """
+    from asyncio import selector_events
+
+    try:
+        src = inspect.getsource(selector_events._SelectorDatagramTransport.sendto)  # type: ignore[attr-defined]
+    except (OSError, TypeError):
+        return PY313, 8 if PY313 else 0
+    sends_empty = "if not data:" not in src
+    header = 8 if "len(data) + 8" in src else 0
+    return sends_empty, header

@@ -77,6 +77,9 @@ SERVER_TRACKS_TRANSPORTS = _compat.PY313
 #: 3.12 queues the caller's buffers; 3.11 copies into a bytearray.
 ZERO_COPY_WRITES = _compat.PY312
 
+#: how this Python's datagram ``sendto`` treats empty data and counts buffered bytes.
+datagram_flags = _compat.datagram_flags
+
 
 def transport_fatal_error(transport: Any, exc: BaseException, message: str) -> None:
     """The reporting half of ``_SelectorTransport._fatal_error``."""

@@ -119,6 +119,13 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
             self._ensure_fd_no_transport(sock)
         return _ferroloop._stream_transport(self, sock, protocol, waiter, extra, server)
 
+    def _make_datagram_transport(
+        self, sock: socket.socket, protocol: Any, address: Any = None, waiter: Any = None, extra: Any = None
+    ) -> Any:
+        if _compat.PY312:
+            self._ensure_fd_no_transport(sock)
+        return _ferroloop._datagram_transport(self, sock, protocol, address, waiter, extra)
+
     def _make_ssl_transport(
         self,
         rawsock: socket.socket,

@@ -215,6 +215,24 @@ impl EventLoop {
         Ok(Some(st.spare.make(py, &st.scratch[..n])))
     }
 
+    /// One `recvfrom` into the shared read buffer: the datagram as exact-size
+    /// `bytes` (empty for an empty datagram) and its sender.
+    pub(crate) fn recvfrom_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        fd: std::os::fd::RawFd,
+    ) -> std::io::Result<(crate::py::spare_bytes::Lent<'py>, ferroloop_core::net::SockAddr)> {
+        let mut st = self.st.get_mut(py);
+        if st.scratch.is_empty() {
+            st.scratch = vec![0; READ_SIZE];
+        }
+        let (n, from) = ferroloop_core::net::recv_from(fd, &mut st.scratch)?;
+        st.stats.bytes_read += n as u64;
+        // Making a bytes object runs no Python code, so the borrow may stay.
+        let st = &mut *st;
+        Ok((st.spare.make(py, &st.scratch[..n]), from))
+    }
+
     /// Give back the `bytes` of a read once its consumer returned (kept for
     /// the next read if nothing else refers to it).
     pub(crate) fn give_back_bytes(&self, py: Python<'_>, data: crate::py::spare_bytes::Lent<'_>) {

@@ -312,6 +312,7 @@ fn io_handle(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<Py<Ha
     let obj = stream.bind(py);
     let method = match kind {
         IoKind::Read => "_read_ready",
+        _ if stream.get().st.get(py).dgram => "_sendto_ready",
         _ => "_write_ready",
     };
     let callback = obj.getattr(method)?;

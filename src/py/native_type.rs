@@ -212,6 +212,15 @@ impl<T: RawPayload> RawClass<T> {
         })
     }
 
+    /// True if instances of `other` keep their payload and weak-reference
+    /// list where this class's instances do (so one class's slot functions
+    /// serve both).
+    pub(crate) fn same_layout(&self, other: &Self) -> bool {
+        self.payload_offset == other.payload_offset
+            && self.weaklist_offset == other.weaklist_offset
+            && self.base_slots == other.base_slots
+    }
+
     /// The type object.
     pub(crate) fn type_object<'py>(&self, py: Python<'py>) -> &Bound<'py, PyType> {
         self.ty.bind(py)

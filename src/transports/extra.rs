@@ -18,7 +18,7 @@ use super::stream::{Addr, Sock, StreamTransport};
 use crate::py::held::Held;
 
 /// A decoded address as Python's `socket` module presents it.
-fn addr_object(py: Python<'_>, d: Decoded) -> PyResult<Py<PyAny>> {
+pub(crate) fn addr_object(py: Python<'_>, d: Decoded) -> PyResult<Py<PyAny>> {
     Ok(match d {
         Decoded::V4 { host, port } => (host, port).into_pyobject(py)?.into_any().unbind(),
         Decoded::V6 {
@@ -146,7 +146,7 @@ pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) 
             info.push(format!(
                 "write=<{}, bufsize={}>",
                 if writing { "polling" } else { "idle" },
-                st.queue.len()
+                st.write_buffer_size()
             ));
         }
     }

@@ -11,6 +11,7 @@ use pyo3::types::PyModule;
 static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static BUFFERED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static FLAGS: PyOnceLock<(bool, bool, u32)> = PyOnceLock::new();
+static DGRAM_FLAGS: PyOnceLock<(bool, usize)> = PyOnceLock::new();
 
 fn module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     Ok(MODULE
@@ -45,6 +46,25 @@ pub(crate) fn zero_copy_writes(py: Python<'_>) -> bool {
 /// `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 pub(crate) fn connlost_threshold(py: Python<'_>) -> u32 {
     flags(py).2
+}
+
+fn dgram_flags(py: Python<'_>) -> (bool, usize) {
+    *DGRAM_FLAGS.get_or_init(py, || {
+        hook(py, "datagram_flags")
+            .and_then(|f| f.call0())
+            .and_then(|v| v.extract::<(bool, usize)>())
+            .unwrap_or((true, 0))
+    })
+}
+
+/// 3.13: `sendto(b'')` sends an empty datagram (3.11/3.12 drop it).
+pub(crate) fn empty_datagrams(py: Python<'_>) -> bool {
+    dgram_flags(py).0
+}
+
+/// 3.13: bytes counted per buffered datagram besides its data.
+pub(crate) fn datagram_header(py: Python<'_>) -> usize {
+    dgram_flags(py).1
 }
 
 /// `asyncio.BufferedProtocol`.

@@ -4,12 +4,17 @@
 //!   (TCP and unix stream sockets); `stream_life` its lifecycle,
 //!   `stream_io` its read and write paths, `stream_api` its Python methods,
 //!   `extra` `get_extra_info()` and `repr()`.
+//! - [`datagram`]: `_SelectorDatagramTransport` (UDP and unix datagram
+//!   sockets), the same payload as the stream transport with `dgram` set;
+//!   `datagram_api` its Python methods.
 //! - `keep`: what keeps queued write data alive.
 //! - `hooks`: the cold paths written in Python.
 //!
 //! The classes derive from asyncio's own `asyncio.Transport`, so
 //! `isinstance(transport, asyncio.Transport)` holds (`py::native_type`).
 
+pub(crate) mod datagram;
+mod datagram_api;
 mod extra;
 mod hooks;
 mod keep;
@@ -17,6 +22,8 @@ pub(crate) mod stream;
 mod stream_api;
 pub(crate) mod stream_io;
 pub(crate) mod stream_life;
+
+use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -49,6 +56,82 @@ fn _stream_transport<'py>(
     )
 }
 
+/// `_make_datagram_transport(loop, sock, protocol, address=None, waiter=None, extra=None)`.
+#[pyfunction]
+#[pyo3(signature = (loop_, sock, protocol, address=None, waiter=None, extra=None))]
+fn _datagram_transport<'py>(
+    loop_: &Bound<'py, PyAny>,
+    sock: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    address: Option<Bound<'py, PyAny>>,
+    waiter: Option<Bound<'py, PyAny>>,
+    extra: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let lp = stream_life::native_loop(loop_)?;
+    datagram::create(
+        &lp,
+        sock,
+        protocol,
+        address.filter(|a| !a.is_none()),
+        waiter,
+        extra.filter(|e| !e.is_none()),
+    )
+}
+
+/// The datagram class: the stream transport's payload (and layout) under
+/// asyncio's datagram bases.
+static DGRAM_CLASS: OnceLock<RawClass<StreamTransport>> = OnceLock::new();
+
+pub(crate) fn dgram_class_opt() -> Option<&'static RawClass<StreamTransport>> {
+    DGRAM_CLASS.get()
+}
+
+pub(crate) fn dgram_class() -> &'static RawClass<StreamTransport> {
+    DGRAM_CLASS
+        .get()
+        .unwrap_or_else(|| unreachable!("ferroloop transports are not registered"))
+}
+
+/// Create the datagram class. Its bases are those of asyncio's own
+/// `_SelectorDatagramTransport` on this Python (3.12+ adds
+/// `DatagramTransport`); its first base is the stream class's, so both
+/// classes put the payload at the same offset, and the slot functions (which
+/// find the payload through the stream class) serve both.
+fn register_datagram(m: &Bound<'_, PyModule>, base: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = m.py();
+    let transports = py.import("asyncio.transports")?;
+    let dgram_base = transports.getattr("DatagramTransport")?;
+    let asyncio_class = py
+        .import("asyncio.selector_events")?
+        .getattr("_SelectorDatagramTransport")?;
+    let mut bases = vec![base.clone()];
+    if asyncio_class.cast::<pyo3::types::PyType>()?.is_subclass(&dgram_base)? {
+        bases.push(dgram_base);
+    }
+    let bases = PyTuple::new(py, bases)?;
+    let class = RawClass::<StreamTransport>::create(
+        py,
+        c"ferroloop._ferroloop._SelectorDatagramTransport",
+        c"asyncio's selector datagram transport (UDP and unix datagram sockets), native.",
+        &bases,
+        datagram_api::methods(),
+        &datagram_api::getters(),
+        Some(stream_api::repr),
+        &[],
+    )?;
+    if !class.same_layout(stream::class()) {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "ferroloop: the datagram transport's layout differs from the stream transport's",
+        ));
+    }
+    let ty = class.type_object(py).clone();
+    ty.setattr("max_size", 256 * 1024)?;
+    let _ = DGRAM_CLASS.set(class);
+    m.add("_SelectorDatagramTransport", ty)?;
+    m.add_function(wrap_pyfunction!(_datagram_transport, m)?)?;
+    Ok(())
+}
+
 /// `trsock.TransportSocket(sock)`.
 pub(crate) fn transport_socket<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     hooks::transport_socket(py, sock)
@@ -59,7 +142,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     // `_FlowControlMixin` (a `Transport`): base_events._SendfileFallbackProtocol checks for it.
     let base = py.import("asyncio.transports")?.getattr("_FlowControlMixin")?;
-    let bases = PyTuple::new(py, [base])?;
+    let bases = PyTuple::new(py, [base.clone()])?;
     let class = RawClass::<StreamTransport>::create(
         py,
         c"ferroloop._ferroloop._SelectorSocketTransport",
@@ -81,5 +164,5 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     stream::init_class(class);
     m.add("_SelectorSocketTransport", ty)?;
     m.add_function(wrap_pyfunction!(_stream_transport, m)?)?;
-    Ok(())
+    register_datagram(m, &base)
 }

@@ -94,6 +94,8 @@ pub(crate) struct Cold {
     pub empty_waiter: Option<Held<PyAny>>,
     /// `None`: the defaults (64 KiB / 16 KiB).
     pub limits: Option<Limits>,
+    /// A datagram transport's own state (`datagram`).
+    pub dgram: Option<Box<super::datagram::Dgram>>,
 }
 
 /// Everything `_SelectorSocketTransport` keeps in its instance dict.
@@ -145,13 +147,34 @@ pub(crate) struct StreamState {
     pub flushed_pending: bool,
     /// The last read was large: read straight into the result next time.
     pub big_reads: bool,
+    /// A `_SelectorDatagramTransport` (its own state is in `cold.dgram`).
+    pub dgram: bool,
 }
 
 impl StreamState {
     /// `not self._buffer` as asyncio would see it now: nothing queued, and
     /// no flushed data waiting for its `_write_ready` step.
     pub(crate) fn buffer_empty(&self) -> bool {
+        if self.dgram {
+            return !self.has_queued();
+        }
         self.queue.is_empty() && !self.flushed_pending
+    }
+
+    /// `bool(self._buffer)`.
+    pub(crate) fn has_queued(&self) -> bool {
+        match self.dgram() {
+            Some(d) => !d.queue.is_empty(),
+            None => !self.queue.is_empty(),
+        }
+    }
+
+    /// `get_write_buffer_size()`.
+    pub(crate) fn write_buffer_size(&self) -> usize {
+        match self.dgram() {
+            Some(d) => d.size,
+            None => self.queue.len(),
+        }
     }
 }
 
@@ -232,6 +255,9 @@ impl GcRefs for StreamState {
                 v.visit(Some(&*l.high))?;
                 v.visit(Some(&*l.low))?;
             }
+            if let Some(d) = &c.dgram {
+                d.visit(v)?;
+            }
         }
         for a in [&self.sockname, &self.peername] {
             if let Addr::Py(o) = a {
@@ -293,9 +319,18 @@ impl StreamTransport {
     }
 }
 
-/// The payload of an instance of the class (checked by exact type).
+/// The payload of a stream or datagram transport, if `obj` is one (both
+/// classes carry the same payload at the same offset: see
+/// `transports::register`).
+pub(crate) fn payload_of<'a>(obj: &'a Bound<'_, PyAny>) -> Option<&'a StreamTransport> {
+    class()
+        .payload_of(obj)
+        .or_else(|| super::dgram_class_opt().and_then(|c| c.payload_of(obj)))
+}
+
+/// The payload of an instance of either class.
 pub(crate) fn payload<'a>(obj: &'a Bound<'_, PyAny>) -> &'a StreamTransport {
-    match class().payload_of(obj) {
+    match payload_of(obj) {
         Some(t) => t,
         None => unreachable!("not a ferroloop stream transport"),
     }
@@ -317,13 +352,13 @@ pub(crate) struct StreamRef(Held<PyAny>);
 impl StreamRef {
     /// `obj` must be an instance of the class.
     pub(crate) fn of(obj: &Bound<'_, PyAny>) -> Option<Self> {
-        class().payload_of(obj)?;
+        payload_of(obj)?;
         Some(Self(Held::new(obj.clone().unbind())))
     }
 
     pub(crate) fn get(&self) -> &StreamTransport {
-        // SAFETY: a StreamRef only ever holds an instance of the class
-        // (checked in `of`), kept alive by the reference itself.
+        // SAFETY: a StreamRef only ever holds an instance of either class
+        // (checked in `of`; same payload offset), kept alive by the reference itself.
         unsafe { class().payload(self.0.as_ptr()) }
     }
 

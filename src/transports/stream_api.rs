@@ -125,7 +125,7 @@ fastcall_method!(
     [],
     |c| {
         c.no_arguments()?;
-        let n = me(&c).st.get(c.py).queue.len();
+        let n = me(&c).st.get(c.py).write_buffer_size();
         Ok(n.into_pyobject(c.py)?.into_any().unbind())
     }
 );
@@ -463,7 +463,8 @@ raw_getter!(get_low_water, StreamTransport, |py, obj, t| {
 });
 raw_getter!(get_extra, StreamTransport, |py, obj, t| extra::extra_dict(py, t));
 
-/// The attribute table of the class.
+/// The attribute table of the class (the datagram class uses it too,
+/// without the stream-only entries).
 pub(crate) fn getters() -> Vec<(&'static CStr, RawGetter)> {
     vec![
         (c"_sock", get_sock),

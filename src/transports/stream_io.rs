@@ -71,9 +71,9 @@ const WRITE_FAILED: &str = "Fatal write error on socket transport";
 pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<()> {
     let t = stream.get();
     let obj = stream.bind(py);
-    let ctx = {
+    let (ctx, dgram) = {
         let st = t.st.get(py);
-        match kind {
+        let ctx = match kind {
             IoKind::Read => {
                 if st.queued_read_epoch != st.read_epoch || st.interest & READING == 0 {
                     return Ok(());
@@ -89,9 +89,12 @@ pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyRe
             IoKind::Flushed | IoKind::FlushFailed | IoKind::RegisterFailed => {
                 st.write_ctx.as_ref().map(|c| c.clone_ref(py))
             }
-        }
+        };
+        (ctx, st.dgram)
     };
     in_context(py, ctx.as_deref(), || match kind {
+        IoKind::Read if dgram => super::datagram::read_ready(py, t),
+        IoKind::Write if dgram => super::datagram::sendto_ready(py, obj, t),
         IoKind::Read => read_ready(py, obj, t),
         IoKind::Write => write_ready(py, obj, t),
         IoKind::Flushed => {
@@ -582,7 +585,7 @@ pub(crate) fn writelines(
 pub(crate) fn maybe_pause_protocol(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let protocol = {
         let mut st = t.st.get_mut(py);
-        if st.queue.len() as f64 <= st.high_water() || st.protocol_paused {
+        if st.write_buffer_size() as f64 <= st.high_water() || st.protocol_paused {
             return Ok(());
         }
         st.protocol_paused = true;
@@ -601,7 +604,7 @@ pub(crate) fn maybe_pause_protocol(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &S
 pub(crate) fn maybe_resume_protocol(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let protocol = {
         let mut st = t.st.get_mut(py);
-        if !st.protocol_paused || st.queue.len() as f64 > st.low_water() {
+        if !st.protocol_paused || st.write_buffer_size() as f64 > st.low_water() {
             return Ok(());
         }
         st.protocol_paused = false;

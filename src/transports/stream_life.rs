@@ -171,11 +171,17 @@ pub(crate) fn force_close(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTran
         if st.conn_lost > 0 {
             return Ok(());
         }
-        (!st.queue.is_empty(), st.closing)
+        (st.has_queued(), st.closing)
     };
     if had_data {
-        let dropped = t.st.get_mut(py).queue.clear();
+        let (dropped, dropped_dgrams) = {
+            let mut st = t.st.get_mut(py);
+            // `self._buffer.clear()` (a datagram transport keeps `_buffer_size`).
+            let dgrams = st.dgram_mut().map(|d| std::mem::take(&mut d.queue));
+            (st.queue.clear(), dgrams)
+        };
         drop(dropped);
+        drop(dropped_dgrams);
         stream::remove_writer(py, obj, t)?;
     }
     if !was_closing {

@@ -1,0 +1,531 @@
+//! The native datagram transport: asyncio's `_SelectorDatagramTransport`
+//! for UDP (IPv4, IPv6) and unix datagram sockets.
+//!
+//! It shares the stream transport's payload (`stream::StreamState`, with
+//! `dgram` set): registration, epochs, contexts, `close`/`abort`/
+//! `connection_lost`/`__del__`, extra info and flow control are the same
+//! code as `_SelectorTransport`'s are the same in asyncio. What differs
+//! lives here, in [`Dgram`] (the cold part of the state):
+//!
+//! - `_read_ready`: one `recvfrom` of up to `max_size` (256 KiB) per
+//!   readiness event, as asyncio does, into the loop's shared buffer, then
+//!   `datagram_received(bytes, addr)`; an `OSError` goes to
+//!   `error_received`; exceptions of either callback propagate to the
+//!   loop's exception handler and the transport stays open.
+//! - `sendto`: tries the socket at once (`send` when connected, else
+//!   `sendto`); what does not fit is queued as `(bytes(data), addr)` and the
+//!   writer `_sendto_ready` is registered, as asyncio does.
+//! - Addresses: the Python tuple of a sender is made once per address and
+//!   kept in a small cache; `sendto(data, addr)` with such a tuple (the
+//!   echo pattern), or with a numeric `(host, port)`, goes out without a
+//!   Python call. Anything else goes through the Python socket's `sendto`,
+//!   so hostnames, unix paths and bad addresses behave exactly as asyncio.
+//!
+//! Python-version differences, as the running version's asyncio does them:
+//! 3.11 and 3.12 drop an empty `sendto()`, 3.13 sends it; 3.13 counts 8
+//! bytes of header per buffered datagram in `get_write_buffer_size()` (and,
+//! like asyncio, does not take them off again when the datagram is sent).
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ferroloop_core::net::{self, SockAddr};
+use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PySystemExit};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyInt, PyMemoryView, PyString, PyTuple};
+
+use super::extra::addr_object;
+use super::hooks;
+use super::stream::{self, Addr, Sock, StreamState, StreamTransport, WRITING};
+use super::stream_io;
+use super::stream_life;
+use crate::event_loop::{schedule, EventLoop};
+use crate::py::call::call_method;
+use crate::py::errors::os_error;
+use crate::py::gc::{GcStop, Visitor};
+use crate::py::held::Held;
+
+/// How many recent addresses keep their Python object.
+const PEERS: usize = 16;
+
+const WRITE_FAILED: &str = "Fatal write error on datagram transport";
+
+/// What only a datagram transport keeps.
+#[derive(Debug, Default)]
+pub(crate) struct Dgram {
+    /// `_buffer`: `(bytes, addr)` per queued datagram.
+    pub queue: VecDeque<(Held<PyAny>, Held<PyAny>)>,
+    /// `_buffer_size`.
+    pub size: usize,
+    /// `_address` (the `remote_addr` of `create_datagram_endpoint`).
+    pub address: Option<Held<PyAny>>,
+    /// `bool(self._address)`.
+    pub has_address: bool,
+    /// `bool(self._extra['peername'])`: `send` instead of `sendto`.
+    pub connected: bool,
+    /// The socket's address family.
+    pub family: i32,
+    /// Recent addresses and their Python objects (both directions).
+    pub peers: Vec<(SockAddr, Held<PyAny>)>,
+    pub next_peer: usize,
+}
+
+impl Dgram {
+    pub(crate) fn visit(&self, v: &Visitor<'_, '_>) -> Result<(), GcStop> {
+        for (data, addr) in &self.queue {
+            v.visit(Some(&**data))?;
+            v.visit(Some(&**addr))?;
+        }
+        v.visit(self.address.as_deref())?;
+        for (_, obj) in &self.peers {
+            v.visit(Some(&**obj))?;
+        }
+        Ok(())
+    }
+
+    /// The Python object of `addr`, from the cache or made (and cached).
+    fn object_of(&mut self, py: Python<'_>, addr: &SockAddr) -> PyResult<Py<PyAny>> {
+        if let Some((_, obj)) = self.peers.iter().find(|(a, _)| a == addr) {
+            return Ok(obj.to_py(py));
+        }
+        let obj = addr_object(py, addr.decode())?;
+        self.remember(py, addr.clone(), &obj);
+        Ok(obj)
+    }
+
+    fn remember(&mut self, py: Python<'_>, addr: SockAddr, obj: &Py<PyAny>) {
+        let entry = (addr, Held::new(obj.clone_ref(py)));
+        if self.peers.len() < PEERS {
+            self.peers.push(entry);
+        } else {
+            let old = std::mem::replace(&mut self.peers[self.next_peer], entry);
+            self.next_peer = (self.next_peer + 1) % PEERS;
+            drop(old);
+        }
+    }
+
+    /// The kernel address of a Python address object this transport made or
+    /// parsed (by identity).
+    fn cached(&self, obj: &Bound<'_, PyAny>) -> Option<SockAddr> {
+        self.peers
+            .iter()
+            .find(|(_, o)| o.as_ptr() == obj.as_ptr())
+            .map(|(a, _)| a.clone())
+    }
+}
+
+impl StreamState {
+    pub(crate) fn dgram(&self) -> Option<&Dgram> {
+        self.cold.as_ref().and_then(|c| c.dgram.as_deref())
+    }
+
+    pub(crate) fn dgram_mut(&mut self) -> Option<&mut Dgram> {
+        self.cold.as_mut().and_then(|c| c.dgram.as_deref_mut())
+    }
+}
+
+fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// The truth value of an address as Python would see it.
+fn addr_truthy(py: Python<'_>, a: &Addr) -> PyResult<bool> {
+    Ok(match a {
+        Addr::None => false,
+        Addr::Py(o) => o.bind(py).is_truthy()?,
+        Addr::Native(n) => match n.decode() {
+            net::Decoded::Empty => false,
+            net::Decoded::UnixPath(p) => !p.is_empty(),
+            _ => true,
+        },
+    })
+}
+
+/// `_SelectorDatagramTransport(loop, sock, protocol, address, waiter, extra)`.
+pub(crate) fn create<'py>(
+    lp: &Bound<'py, EventLoop>,
+    sock: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    address: Option<Bound<'py, PyAny>>,
+    waiter: Option<Bound<'py, PyAny>>,
+    extra: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = lp.py();
+    let fd: i32 = sock.call_method0(pyo3::intern!(py, "fileno"))?.extract()?;
+    let sockname = net::local_addr(fd).map_or(Addr::None, Addr::Native);
+    let extra_peer = match &extra {
+        Some(e) => e
+            .cast::<pyo3::types::PyDict>()
+            .ok()
+            .and_then(|d| d.get_item(pyo3::intern!(py, "peername")).ok().flatten()),
+        None => None,
+    };
+    let peername = match extra_peer {
+        Some(p) => Addr::Py(Held::new(p.unbind())),
+        None => net::peer_addr(fd).map_or(Addr::None, Addr::Native),
+    };
+    let family = match &sockname {
+        Addr::Native(a) => a.family(),
+        _ => sock.getattr(pyo3::intern!(py, "family"))?.extract()?,
+    };
+    let has_address = match &address {
+        Some(a) => a.is_truthy()?,
+        None => false,
+    };
+    let dgram = Dgram {
+        connected: addr_truthy(py, &peername)?,
+        address: address.map(|a| Held::new(a.unbind())),
+        has_address,
+        family,
+        ..Dgram::default()
+    };
+    let cold = stream::Cold {
+        extra: extra.map(|e| Held::new(e.unbind())),
+        dgram: Some(Box::new(dgram)),
+        ..stream::Cold::default()
+    };
+    let state = StreamState {
+        loop_: Some(Held::new(lp.clone().unbind())),
+        protocol: Some(Held::new(protocol.clone().unbind())),
+        sock: Sock::Py(Held::new(sock.clone().unbind())),
+        fd,
+        cold: Some(Box::new(cold)),
+        sockname,
+        peername,
+        protocol_connected: true,
+        dgram: true,
+        ..StreamState::default()
+    };
+    let obj = super::dgram_class().new_instance(
+        py,
+        StreamTransport {
+            st: crate::py::cell::GilCell::new(state),
+        },
+    )?;
+    let t = stream::payload(&obj);
+    lp.get().remember_transport(py, fd, std::ptr::from_ref(t) as usize);
+    let made = protocol.getattr(pyo3::intern!(py, "connection_made"))?;
+    schedule::call_soon(lp, made, PyTuple::new(py, [&obj])?, None, "call_soon")?;
+    let start = obj.getattr(pyo3::intern!(py, "_start_reading"))?;
+    schedule::call_soon(lp, start, PyTuple::empty(py), None, "call_soon")?;
+    if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
+        let set = hooks::set_result_unless_cancelled(py)?;
+        schedule::call_soon(
+            lp,
+            set,
+            PyTuple::new(py, [waiter, py.None().into_bound(py)])?,
+            None,
+            "call_soon",
+        )?;
+    }
+    Ok(obj)
+}
+
+/// `_read_ready`: one datagram to `datagram_received`, or the error to
+/// `error_received`. Their exceptions propagate (to the exception handler).
+pub(crate) fn read_ready(py: Python<'_>, t: &StreamTransport) -> PyResult<()> {
+    let (fd, protocol, lp) = {
+        let st = t.st.get(py);
+        if st.conn_lost > 0 {
+            return Ok(());
+        }
+        let (Some(p), Some(lp)) = (&st.protocol, &st.loop_) else {
+            return Ok(());
+        };
+        (st.fd, p.clone_ref(py), lp.clone_ref(py))
+    };
+    let (data, from) = match lp.get().recvfrom_bytes(py, fd) {
+        Ok(got) => got,
+        Err(e) if net::would_block(&e) => return Ok(()),
+        Err(e) => {
+            let exc = os_error(&e).into_value(py).into_any();
+            call_method(protocol.bind(py), pyo3::intern!(py, "error_received"), &[exc.bind(py)])?;
+            return Ok(());
+        }
+    };
+    let addr = {
+        let mut st = t.st.get_mut(py);
+        match st.dgram_mut() {
+            Some(d) => d.object_of(py, &from)?,
+            None => addr_object(py, from.decode())?,
+        }
+    };
+    let res = call_method(
+        protocol.bind(py),
+        pyo3::intern!(py, "datagram_received"),
+        &[data.bytes.as_any(), addr.bind(py)],
+    );
+    lp.get().give_back_bytes(py, data);
+    res.map(|_| ())
+}
+
+/// True for the types `sendto()` accepts.
+fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
+    data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()
+}
+
+/// How one send attempt ended.
+enum Sent {
+    Done,
+    WouldBlock,
+    /// An `OSError`: for `error_received`.
+    Os(PyErr),
+    /// Anything else: a fatal error.
+    Other(PyErr),
+}
+
+fn classify(py: Python<'_>, err: PyErr) -> Sent {
+    if err.is_instance_of::<PyBlockingIOError>(py) || err.is_instance_of::<PyInterruptedError>(py) {
+        Sent::WouldBlock
+    } else if err.is_instance_of::<PyOSError>(py) {
+        Sent::Os(err)
+    } else {
+        Sent::Other(err)
+    }
+}
+
+fn from_io(py: Python<'_>, t: &StreamTransport, res: std::io::Result<usize>) -> Sent {
+    match res {
+        Ok(n) => {
+            count(py, t, n);
+            Sent::Done
+        }
+        Err(e) if net::would_block(&e) => Sent::WouldBlock,
+        Err(e) => Sent::Os(os_error(&e)),
+    }
+}
+
+fn count(py: Python<'_>, t: &StreamTransport, n: usize) {
+    if let Some(lp) = &t.st.get(py).loop_ {
+        lp.get().st.get_mut(py).stats.bytes_written += n as u64;
+    }
+}
+
+/// A numeric `(host, port[, flowinfo[, scope_id]])` of the socket's family,
+/// as Python's `socket` would build it; `None` for anything else (hostnames,
+/// scoped or mapped addresses, out-of-range numbers, other types): those go
+/// through Python's `sendto`.
+fn parse_numeric(family: i32, addr: &Bound<'_, PyAny>) -> Option<SockAddr> {
+    let tuple = addr.cast_exact::<PyTuple>().ok()?;
+    let n = tuple.len();
+    let host = tuple.get_item(0).ok()?;
+    let host = host.cast_exact::<PyString>().ok()?;
+    let number = |i: usize| -> Option<u64> {
+        let item = tuple.get_item(i).ok()?;
+        item.cast_exact::<PyInt>().ok()?.extract::<u64>().ok()
+    };
+    let port = u16::try_from(number(1)?).ok()?;
+    let host = host.to_str().ok()?;
+    match family {
+        net::AF_INET if n == 2 => {
+            let ip: Ipv4Addr = host.parse().ok()?;
+            Some(SockAddr::v4(ip.octets(), port))
+        }
+        net::AF_INET6 if (2..=4).contains(&n) => {
+            let ip: Ipv6Addr = host.parse().ok()?;
+            let flowinfo = if n > 2 { number(2)? } else { 0 };
+            let scope_id = if n > 3 { number(3)? } else { 0 };
+            if flowinfo > 0xF_FFFF || ip.is_unicast_link_local() {
+                return None;
+            }
+            Some(SockAddr::v6(
+                ip.octets(),
+                port,
+                flowinfo as u32,
+                u32::try_from(scope_id).ok()?,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// One `send`/`sendto` of `data` to `addr`, natively when the address is
+/// known or numeric, else through the Python socket.
+fn send_one(py: Python<'_>, t: &StreamTransport, data: &Bound<'_, PyAny>, addr: &Bound<'_, PyAny>) -> Sent {
+    let (fd, connected, known, family, sock) = {
+        let st = t.st.get(py);
+        let Some(d) = st.dgram() else { return Sent::Done };
+        let sock = match &st.sock {
+            Sock::Py(s) => Some(s.clone_ref(py)),
+            _ => None,
+        };
+        (st.fd, d.connected, d.cached(addr), d.family, sock)
+    };
+    let Some(sock) = sock else {
+        // `self._sock` is None: asyncio's call raises AttributeError.
+        let err = py
+            .None()
+            .into_bound(py)
+            .getattr(if connected { "send" } else { "sendto" });
+        return Sent::Other(err.err().unwrap_or_else(|| PyTypeError::new_err("closed")));
+    };
+    if connected {
+        return match crate::py::buffer::with_bytes(data, |b| net::send(fd, b)) {
+            Ok(res) => from_io(py, t, res),
+            Err(err) => classify(py, err),
+        };
+    }
+    let target = known.or_else(|| {
+        let parsed = parse_numeric(family, addr)?;
+        let mut st = t.st.get_mut(py);
+        if let Some(d) = st.dgram_mut() {
+            d.remember(py, parsed.clone(), &addr.clone().unbind());
+        }
+        Some(parsed)
+    });
+    match target {
+        Some(to) => match crate::py::buffer::with_bytes(data, |b| net::send_to(fd, b, &to)) {
+            Ok(res) => from_io(py, t, res),
+            Err(err) => classify(py, err),
+        },
+        None => match sock.bind(py).call_method1(pyo3::intern!(py, "sendto"), (data, addr)) {
+            Ok(n) => {
+                count(py, t, n.extract::<usize>().unwrap_or(0));
+                Sent::Done
+            }
+            Err(err) => classify(py, err),
+        },
+    }
+}
+
+/// `self._protocol.error_received(exc)` (its exceptions propagate).
+fn error_received(py: Python<'_>, t: &StreamTransport, err: PyErr) -> PyResult<()> {
+    let protocol = t.st.get(py).protocol.as_ref().map(|p| p.clone_ref(py));
+    let exc = err.into_value(py).into_any();
+    let target = protocol.map_or_else(|| py.None(), |p| p.to_py(py));
+    call_method(target.bind(py), pyo3::intern!(py, "error_received"), &[exc.bind(py)])?;
+    Ok(())
+}
+
+/// `sendto(data, addr=None)`.
+pub(crate) fn sendto(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    t: &StreamTransport,
+    data: &Bound<'_, PyAny>,
+    addr: Option<Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    if !is_bytes_like(data) {
+        return Err(PyTypeError::new_err(format!(
+            "data argument must be a bytes-like object, not {}",
+            data.get_type().name()?.repr()?
+        )));
+    }
+    let len = data.len()?;
+    if len == 0 && !hooks::empty_datagrams(py) {
+        return Ok(());
+    }
+    let mut addr = addr.unwrap_or_else(|| py.None().into_bound(py));
+    let address = {
+        let st = t.st.get(py);
+        st.dgram()
+            .filter(|d| d.has_address)
+            .and_then(|d| d.address.as_ref().map(|a| a.clone_ref(py)))
+    };
+    if let Some(address) = &address {
+        let address = address.bind(py);
+        if !addr.is_none() && !addr.is(address) {
+            let allowed = PyTuple::new(py, [py.None().into_bound(py), address.clone()])?;
+            if !allowed.contains(&addr)? {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid address: must be None or {}",
+                    address.str()?
+                )));
+            }
+        }
+        addr = address.clone();
+    }
+    let conn_lost = t.st.get(py).conn_lost;
+    if conn_lost > 0 && address.is_some() {
+        if conn_lost >= hooks::connlost_threshold(py) {
+            hooks::log_warning(py, "socket.send() raised exception.")?;
+        }
+        t.st.get_mut(py).conn_lost += 1;
+        return Ok(());
+    }
+    let empty = t.st.get(py).dgram().is_none_or(|d| d.queue.is_empty());
+    if empty {
+        // Attempt to send it right away first.
+        match send_one(py, t, data, &addr) {
+            Sent::Done => return Ok(()),
+            Sent::WouldBlock => add_writer(py, obj, t)?,
+            Sent::Os(err) => return error_received(py, t, err),
+            Sent::Other(err) => {
+                if is_fatal(py, &err) {
+                    return Err(err);
+                }
+                return stream_life::fatal_error(py, obj, t, err, WRITE_FAILED);
+            }
+        }
+    }
+    // Ensure that what we buffer is immutable.
+    let copy = if data.is_exact_instance_of::<PyBytes>() {
+        data.clone()
+    } else {
+        py.get_type::<PyBytes>().call1((data,))?
+    };
+    {
+        let mut st = t.st.get_mut(py);
+        if let Some(d) = st.dgram_mut() {
+            d.queue.push_back((Held::new(copy.unbind()), Held::new(addr.unbind())));
+            d.size += len + hooks::datagram_header(py);
+        }
+    }
+    stream_io::maybe_pause_protocol(py, obj, t)
+}
+
+/// `self._loop._add_writer(self._sock_fd, self._sendto_ready)`.
+fn add_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let ctx = crate::py::call::copy_context(py)?;
+    let want = t.st.get(py).interest | WRITING;
+    stream::set_interest(py, obj, t, want)?;
+    let old = {
+        let mut st = t.st.get_mut(py);
+        st.write_epoch = st.write_epoch.wrapping_add(1);
+        st.write_ctx.replace(Held::new(ctx))
+    };
+    drop(old);
+    Ok(())
+}
+
+/// `_sendto_ready` (the writer).
+pub(crate) fn sendto_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    loop {
+        let next = {
+            let mut st = t.st.get_mut(py);
+            let Some(d) = st.dgram_mut() else { return Ok(()) };
+            let Some((data, addr)) = d.queue.pop_front() else { break };
+            let n = data.bind(py).len().unwrap_or(0);
+            d.size = d.size.saturating_sub(n);
+            (data, addr, n)
+        };
+        let (data, addr, n) = next;
+        match send_one(py, t, data.bind(py), addr.bind(py)) {
+            Sent::Done => {}
+            Sent::WouldBlock => {
+                let mut st = t.st.get_mut(py);
+                if let Some(d) = st.dgram_mut() {
+                    d.queue.push_front((data, addr)); // Try again later.
+                    d.size += n;
+                }
+                break;
+            }
+            Sent::Os(err) => return error_received(py, t, err),
+            Sent::Other(err) => {
+                if is_fatal(py, &err) {
+                    return Err(err);
+                }
+                return stream_life::fatal_error(py, obj, t, err, WRITE_FAILED);
+            }
+        }
+    }
+    stream_io::maybe_resume_protocol(py, obj, t)?; // May append to buffer.
+    if t.st.get(py).dgram().is_none_or(|d| d.queue.is_empty()) {
+        stream::remove_writer(py, obj, t)?;
+        if t.st.get(py).closing {
+            stream_life::call_connection_lost(py, obj, t, &py.None().into_bound(py))?;
+        }
+    }
+    Ok(())
+}
