@@ -7,6 +7,8 @@ runs pinned to another; the server's CPU time (utime + stime from
 /proc/PID/stat) is read when the client's measured window opens and when it
 closes; the server is stopped. Reported: requests per second, and the server's
 CPU time per request, which does not depend on how fast the load generator is.
+The UDP rows count datagram round trips (one datagram in flight per client
+socket) and report the datagrams netbench gave up on after its timeout.
 The idle row reads the server's VmRSS before and after `netbench client idle`
 holds its connections open. See benchmarks/README.md.
 
@@ -50,6 +52,7 @@ WARMUP = 0.5  # seconds of the same load before it (this machine's CPUs take ~0.
 IDLE_CONNS = 10_000
 CONNS = 10
 UNSUPPORTED = 3  # servers.py's exit status when the loop lacks a feature
+UDP_TIMEOUT = 0.1  # seconds netbench waits for a datagram's echo before giving up on it and sending the next
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -58,9 +61,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class Row:
     id: str
     label: str
-    kind: str  # echo | http | idle
+    kind: str  # echo | udp | http | idle
     flavour: str  # servers.py FLAVOUR
-    size: int = 0  # echo message size in bytes
+    size: int = 0  # echo message (udp: datagram) size in bytes
 
     @property
     def unix(self) -> bool:
@@ -79,6 +82,8 @@ ROWS = [
         for k in (1, 10, 100)
     ),
     Row("unix-1k", "echo protocol-unix 1 KiB", "echo", "protocol-unix", 1024),
+    Row("udp-64", "udp echo 64 B", "udp", "udp", 64),
+    Row("udp-1k", "udp echo 1 KiB", "udp", "udp", 1024),
     Row("http", "http (httptools)", "http", "http"),
     Row("uvicorn", "http uvicorn", "http", "uvicorn"),
     Row("idle", "idle conn RSS (protocol)", "idle", "protocol"),
@@ -161,7 +166,7 @@ class Server:
         self.path = os.path.join(tmpdir, f"{loop}.sock") if row.unix else None
         addr = f"unix:{self.path}" if self.path else "127.0.0.1:0"
         if loop == LIMIT:
-            cmd = [NETBENCH, "server", "http" if row.kind == "http" else "echo", "--addr", addr]
+            cmd = [NETBENCH, "server", row.kind if row.kind in ("http", "udp") else "echo", "--addr", addr]
         else:
             cmd = [sys.executable, SERVERS, loop, row.flavour, addr]
         self.cmd, self.cpu = cmd, cpu
@@ -302,8 +307,11 @@ def sample(loop: str, row: Row, plan: Plan, tmpdir: str) -> dict[str, Any]:
             return idle_sample(server, plan)
         timeout = plan.duration + plan.warmup + 60
         common = ["--conns", str(CONNS), "--duration", f"{plan.duration:g}", "--warmup", f"{plan.warmup:g}"]
-        if row.kind == "echo":
-            result, cpu = netbench_client(server, plan.client_cpu, ["echo", "--size", str(row.size), *common], timeout)
+        if row.kind in ("echo", "udp"):
+            args = [row.kind, "--size", str(row.size), *common]
+            if row.kind == "udp":
+                args += ["--timeout", f"{UDP_TIMEOUT:g}"]
+            result, cpu = netbench_client(server, plan.client_cpu, args, timeout)
         elif plan.http_client == "wrk":
             # netbench warms up and checks the response bytes; wrk measures.
             warm = ["http", "--conns", str(CONNS), "--duration", f"{max(plan.warmup, 0.1):g}", "--warmup", "0"]
@@ -319,6 +327,9 @@ def sample(loop: str, row: Row, plan: Plan, tmpdir: str) -> dict[str, Any]:
             "p50_us": result.get("p50_us"),
             "p99_us": result.get("p99_us"),
             "client": "wrk" if row.kind == "http" and plan.http_client == "wrk" else "netbench",
+            # UDP: datagrams given up on after netbench's timeout (and sent anew), and
+            # echoes of those that came back later, in the window.
+            **({"lost": result["lost"], "late": result["late"]} if row.kind == "udp" else {}),
         }
 
 
@@ -384,7 +395,11 @@ def ratio(m: dict[str, float | None], other: str) -> str:
 
 
 def report(
-    rows: list[Row], columns: list[str], med: dict[str, dict[str, dict[str, float | None]]], repeat: int
+    rows: list[Row],
+    columns: list[str],
+    med: dict[str, dict[str, dict[str, float | None]]],
+    samples: dict[str, dict[str, list[dict[str, Any]]]],
+    repeat: int,
 ) -> None:
     peers = [p for p in RATIO_PEERS if p in columns]
     head = ["workload", *columns, *(f"× {p}" for p in peers)]
@@ -398,8 +413,10 @@ def report(
             "Network: requests per second (higher is better)",
             head,
             body,
-            f"Median of {repeat} interleaved runs, {CONNS} connections, one request in flight per connection; "
-            f"limit = netbench's pure-Rust epoll server; × peer = ferroloop ÷ peer.",
+            f"Median of {repeat} interleaved runs, {CONNS} connections, one request in flight per connection "
+            f"(udp: {CONNS} client sockets, one datagram in flight each; a request is a datagram round trip); "
+            f"limit = netbench's pure-Rust epoll server (udp: a blocking recvfrom/sendto loop); "
+            f"× peer = ferroloop ÷ peer.",
         )
     body = []
     for r in rows:
@@ -410,9 +427,18 @@ def report(
         "Network: server cost (lower is better)",
         head,
         body,
-        "Server CPU time (utime+stime) per request over the measured window; idle: server RSS growth per "
-        "open idle connection; × peer = ferroloop ÷ peer.",
+        "Server CPU time (utime+stime) per request (udp: per datagram echoed) over the measured window; "
+        "idle: server RSS growth per open idle connection; × peer = ferroloop ÷ peer.",
     )
+    udp = [r for r in rows if r.kind == "udp"]
+    if udp:
+        lost = {(r.id, c): sum(s.get("lost", 0) for s in samples[r.id][c]) for r in udp for c in columns}
+        late = {(r.id, c): sum(s.get("late", 0) for s in samples[r.id][c]) for r in udp for c in columns}
+        where = [f"{c}/{r}: {n} lost, {late[r, c]} late" for (r, c), n in lost.items() if n or late[r, c]]
+        print(
+            "\nUDP datagrams lost (given up on after netbench's timeout and sent anew; every sample): "
+            + ("; ".join(where) if where else "none")
+        )
 
 
 def chart(path: str, rows: list[Row], columns: list[str], med: dict[str, Any], title: str) -> None:
@@ -541,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
 
     keys = ("rps", "cpu_us", "p50_us", "p99_us", "rss_per_conn")
     med = {r.id: {c: {k: median(samples[r.id][c], k) for k in keys} for c in columns} for r in rows}
-    report(rows, columns, med, args.repeat)
+    report(rows, columns, med, samples, args.repeat)
 
     os.makedirs(args.out, exist_ok=True)
     stamp = args.stamp or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -555,6 +581,7 @@ def main(argv: list[str] | None = None) -> None:
         "duration": plan.duration,
         "warmup": plan.warmup,
         "conns": CONNS,
+        "udp_timeout": UDP_TIMEOUT,
         "idle_conns": plan.idle_conns,
         "http_client": plan.http_client,
         "fresh_malloc": args.fresh_malloc,

@@ -15,6 +15,8 @@ makes it). ADDR is HOST:PORT (port 0: the kernel picks one) or unix:PATH. FLAVOU
   uvicorn        uvicorn (its httptools protocol, no access log, one worker, loop= the
                  loop's factory) serving an ASGI app with the same status, headers and
                  body (uvicorn lowercases the header names)
+  udp            loop.create_datagram_endpoint, an asyncio.DatagramProtocol sending
+                 every datagram back to its sender in datagram_received (ADDR HOST:PORT)
 
 Prints "READY <addr>" once listening (flushed), then serves. SIGTERM and SIGINT
 end the process at once (their default action: a benchmark server has
@@ -116,6 +118,23 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.write(data)
 
 
+class DatagramEchoProtocol(asyncio.DatagramProtocol):
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.transport.sendto(data, addr)
+
+
+async def serve_udp(loop: Any, host: str, port: int) -> str:
+    """The udp flavour: a datagram endpoint bound to (host, port)."""
+    transport, _ = await loop.create_datagram_endpoint(DatagramEchoProtocol, local_addr=(host, port))
+    name = transport.get_extra_info("sockname")
+    if name is None:  # not every loop fills in sockname; the socket has it
+        name = transport.get_extra_info("socket").getsockname()
+    return f"{name[0]}:{name[1]}"
+
+
 class HttpProtocol(asyncio.Protocol):
     """HTTP/1.1 keep-alive on httptools; pipelined requests are answered in order."""
 
@@ -206,6 +225,10 @@ async def start(loop: Any, flavour: str, addr: str) -> str:
     elif flavour == "sockets":
         assert host is not None
         return await serve_sockets(loop, host, port)
+    elif flavour == "udp":
+        if host is None:
+            raise SystemExit("udp needs ADDR HOST:PORT")
+        return await serve_udp(loop, host, port)
     else:
         raise SystemExit(f"unknown flavour {flavour}")
     return describe(server.sockets)

@@ -24,7 +24,7 @@ use crate::net::{Addr, Stream};
 use crate::sys::{self, Epoll};
 
 /// The pattern's period: a prime, so no message size is a multiple of it.
-const PERIOD: usize = 251;
+pub const PERIOD: usize = 251;
 
 pub enum Kind {
     Echo { size: usize },
@@ -265,7 +265,45 @@ pub fn run(opts: &Options) -> Result<(), String> {
 }
 
 fn report(load: &Load, seconds: f64, errors: u64, first_error: &str, opts: &Options) {
-    let mut lat = load.latencies_ns.clone();
+    let (mode, size) = match opts.kind {
+        Kind::Echo { size } => ("echo", size),
+        Kind::Http { .. } => ("http", 0),
+    };
+    print_result(&Summary {
+        mode,
+        addr: &opts.addr.to_string(),
+        conns: opts.conns,
+        size,
+        requests: load.requests,
+        seconds,
+        latencies_ns: &load.latencies_ns,
+        errors,
+        first_error,
+        lost: 0,
+        late: 0,
+    });
+}
+
+/// What a measured window produced, for the JSON result line.
+pub struct Summary<'a> {
+    pub mode: &'a str,
+    pub addr: &'a str,
+    pub conns: usize,
+    pub size: usize,
+    pub requests: u64,
+    pub seconds: f64,
+    pub latencies_ns: &'a [u64],
+    pub errors: u64,
+    pub first_error: &'a str,
+    /// UDP: requests given up on after the timeout (and sent anew); 0 for TCP.
+    pub lost: u64,
+    /// UDP: echoes that arrived after their request was given up on; 0 for TCP.
+    pub late: u64,
+}
+
+/// Prints the JSON result line.
+pub fn print_result(s: &Summary) {
+    let mut lat = s.latencies_ns.to_vec();
     lat.sort_unstable();
     let pct = |p: usize| -> f64 {
         if lat.is_empty() {
@@ -273,25 +311,27 @@ fn report(load: &Load, seconds: f64, errors: u64, first_error: &str, opts: &Opti
         }
         lat[(lat.len() * p / 100).min(lat.len() - 1)] as f64 / 1000.0
     };
-    let (mode, size) = match opts.kind {
-        Kind::Echo { size } => ("echo", size),
-        Kind::Http { .. } => ("http", 0),
-    };
-    let rps = if seconds > 0.0 {
-        load.requests as f64 / seconds
+    let rps = if s.seconds > 0.0 {
+        s.requests as f64 / s.seconds
     } else {
         0.0
     };
     println!(
-        "{{\"mode\": \"{mode}\", \"addr\": \"{}\", \"conns\": {}, \"size\": {size}, \"requests\": {}, \
-         \"seconds\": {seconds:.6}, \"rps\": {rps:.1}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \
-         \"errors\": {errors}, \"first_error\": \"{}\"}}",
-        json_escape(&opts.addr.to_string()),
-        opts.conns,
-        load.requests,
+        "{{\"mode\": \"{}\", \"addr\": \"{}\", \"conns\": {}, \"size\": {}, \"requests\": {}, \
+         \"seconds\": {:.6}, \"rps\": {rps:.1}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \
+         \"errors\": {}, \"first_error\": \"{}\", \"lost\": {}, \"late\": {}}}",
+        s.mode,
+        json_escape(s.addr),
+        s.conns,
+        s.size,
+        s.requests,
+        s.seconds,
         pct(50),
         pct(99),
-        json_escape(first_error),
+        s.errors,
+        json_escape(s.first_error),
+        s.lost,
+        s.late,
     );
 }
 

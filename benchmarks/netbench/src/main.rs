@@ -8,9 +8,11 @@
 //! ```text
 //! netbench client echo --addr ADDR [--conns 10] [--size 1024] [--duration 5] [--warmup 1]
 //! netbench client http --addr ADDR [--conns 10] [--duration 5] [--warmup 1] [--any-response]
+//! netbench client udp --addr HOST:PORT [--conns 10] [--size 64] [--duration 5] [--warmup 1] [--timeout 0.1]
 //! netbench client idle --addr ADDR [--conns 10000]
 //! netbench server echo --addr ADDR
 //! netbench server http --addr ADDR
+//! netbench server udp --addr HOST:PORT
 //! ```
 //!
 //! ADDR is `HOST:PORT` or `unix:PATH`; durations are seconds (fractions
@@ -28,11 +30,19 @@
 //!   response, reset, EOF) is closed and counted in `errors`. Exit status 0
 //!   when the run happened, whatever `errors` says; 2 on bad usage; 1 when
 //!   connecting failed.
+//! - `client udp`: `--conns` UDP sockets, each with one datagram of
+//!   `--size` bytes in flight; every echo is compared with what was sent. A
+//!   datagram not echoed within `--timeout` seconds is given up on and the
+//!   next one sent (counted in `lost`; an echo that comes after that, in
+//!   `late`). Same output as `client echo`, plus `lost` and `late` (0 in the
+//!   TCP modes). See `src/udp.rs`.
 //! - `client idle`: opens `--conns` connections and completes one small echo
 //!   round trip on each, prints `READY <n>`, holds them until stdin is closed,
 //!   then closes them and exits.
-//! - `server echo` / `server http`: serve until killed; print `READY <addr>`
-//!   once listening (with port 0, the port the kernel picked).
+//! - `server echo` / `server http` / `server udp`: serve until killed; print
+//!   `READY <addr>` once listening (with port 0, the port the kernel picked).
+//!   `server udp` is one blocking socket echoing every datagram with one
+//!   `recvfrom` and one `sendto`.
 //!
 //! Every command raises RLIMIT_NOFILE's soft limit to the hard limit first.
 
@@ -42,6 +52,7 @@ mod idle;
 mod net;
 mod server;
 mod sys;
+mod udp;
 
 use std::process::ExitCode;
 
@@ -50,8 +61,10 @@ use net::Addr;
 const USAGE: &str = "usage:
   netbench client echo --addr ADDR [--conns 10] [--size 1024] [--duration 5] [--warmup 1]
   netbench client http --addr ADDR [--conns 10] [--duration 5] [--warmup 1] [--any-response]
+  netbench client udp --addr HOST:PORT [--conns 10] [--size 64] [--duration 5] [--warmup 1] [--timeout 0.1]
   netbench client idle --addr ADDR [--conns 10000]
   netbench server echo|http --addr ADDR
+  netbench server udp --addr HOST:PORT
 ADDR is HOST:PORT or unix:PATH";
 
 /// The `--name value` options and `--flag`s after the two subcommand words.
@@ -153,6 +166,31 @@ fn run(args: &[String]) -> Result<(), Failure> {
             }
             client::run(&opts).map_err(Failure::Run)
         }
+        ("client", "udp") => {
+            flags
+                .only(&["addr", "conns", "size", "duration", "warmup", "timeout"])
+                .map_err(usage)?;
+            let opts = udp::Options {
+                addr: addr.inet().map_err(usage)?,
+                conns: flags.num("conns", 10).map_err(usage)?,
+                size: flags.num("size", 64).map_err(usage)?,
+                duration: flags.num("duration", 5.0).map_err(usage)?,
+                warmup: flags.num("warmup", 1.0).map_err(usage)?,
+                timeout: flags.num("timeout", 0.1).map_err(usage)?,
+            };
+            let positive = |x: f64| x.is_finite() && x > 0.0;
+            if opts.conns == 0
+                || !positive(opts.duration)
+                || !positive(opts.timeout)
+                || !(opts.warmup == 0.0 || positive(opts.warmup))
+            {
+                return Err(usage("--conns, --duration and --timeout must be positive".to_string()));
+            }
+            if opts.size == 0 || opts.size > udp::MAX_SIZE {
+                return Err(usage(format!("--size must be 1 to {}", udp::MAX_SIZE)));
+            }
+            udp::run_client(&opts).map_err(Failure::Run)
+        }
         ("client", "idle") => {
             flags.only(&["addr", "conns"]).map_err(usage)?;
             idle::run(&addr, flags.num("conns", 10_000).map_err(usage)?).map_err(Failure::Run)
@@ -165,6 +203,10 @@ fn run(args: &[String]) -> Result<(), Failure> {
                 server::Flavour::Http
             };
             server::run(&addr, flavour).map_err(Failure::Run)
+        }
+        ("server", "udp") => {
+            flags.only(&["addr"]).map_err(usage)?;
+            udp::run_server(addr.inet().map_err(usage)?).map_err(Failure::Run)
         }
         _ => Err(usage(format!("unknown command {role} {what}"))),
     }

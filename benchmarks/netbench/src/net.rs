@@ -27,6 +27,14 @@ impl Addr {
             .ok_or_else(|| format!("address {s:?} resolves to nothing"))
     }
 
+    /// The IP address and port (UDP has no unix form here).
+    pub fn inet(&self) -> Result<SocketAddr, String> {
+        match self {
+            Addr::Tcp(a) => Ok(*a),
+            Addr::Unix(_) => Err(format!("{self}: UDP needs HOST:PORT")),
+        }
+    }
+
     /// The host part, for HTTP's Host header.
     pub fn host(&self) -> String {
         match self {

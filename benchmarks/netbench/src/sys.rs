@@ -18,6 +18,9 @@ pub const LISTEN: u32 = IN;
 pub const READ: u32 = IN | RDHUP | ET;
 /// A connection whose last write stopped at EAGAIN.
 pub const READ_WRITE: u32 = READ | OUT;
+/// A UDP socket: level-triggered readability (one `recv` per event; the
+/// socket is reported again while datagrams are queued).
+pub const DGRAM: u32 = IN;
 
 /// An epoll instance and the buffer its events land in.
 pub struct Epoll {
