@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -301,3 +302,11 @@ async def feed_one_byte(loop: Any, protocol: type[asyncio.Protocol], wait: float
     transport.close()
     b.close()
     await asyncio.sleep(0)
+
+
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    """A short directory for unix socket paths (sun_path holds 108 bytes)."""
+    path = tempfile.mkdtemp(prefix="fl-dg-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -38,19 +38,27 @@ BaseDefaultEventLoopPolicy: Any = getattr(
 DefaultEventLoopPolicy: Any = getattr(asyncio.unix_events, "_UnixDefaultEventLoopPolicy", BaseDefaultEventLoopPolicy)
 
 
-def datagram_flags() -> tuple[bool, int]:
-    """How this Python's ``_SelectorDatagramTransport.sendto`` treats empty data and counts buffered bytes.
+def datagram_flags() -> tuple[bool, int, bool]:
+    """How this Python's ``_SelectorDatagramTransport`` treats empty data and counts buffered bytes.
 
-    3.11 and 3.12.1 return early on empty data and count ``len(data)``; 3.13
-    sends empty datagrams and counts ``len(data) + 8``. Read from the source
-    when it is there (patch releases may differ), else from the version.
+    ``(sends_empty, header, header_leaves)``: 3.11 and 3.12.1 return early on
+    empty data and count ``len(data)``; 3.13.0 sends empty datagrams and
+    counts ``len(data) + 8`` per buffered datagram but takes only
+    ``len(data)`` off when it is sent (CPython gh-135444); releases with that
+    fixed have ``_header_size`` and take the header off too. Read from the
+    class and its source (patch releases differ), else from the version.
     """
     from asyncio import selector_events
 
+    cls: Any = selector_events._SelectorDatagramTransport  # type: ignore[attr-defined]
     try:
-        src = inspect.getsource(selector_events._SelectorDatagramTransport.sendto)  # type: ignore[attr-defined]
+        src = inspect.getsource(cls.sendto)
     except (OSError, TypeError):
-        return PY313, 8 if PY313 else 0
-    sends_empty = "if not data:" not in src
-    header = 8 if "len(data) + 8" in src else 0
-    return sends_empty, header
+        src = None
+    sends_empty = PY313 if src is None else "if not data:" not in src
+    header = getattr(cls, "_header_size", None)
+    if isinstance(header, int):
+        return sends_empty, header, True
+    if src is None:
+        return sends_empty, 8 if PY313 else 0, False
+    return sends_empty, 8 if "len(data) + 8" in src else 0, False

@@ -21,10 +21,20 @@
 //!   Python call. Anything else goes through the Python socket's `sendto`,
 //!   so hostnames, unix paths and bad addresses behave exactly as asyncio.
 //!
+//! - Read-ahead at the poll step: when this transport is the loop's only
+//!   registration, only reading, and its last read found a datagram, the
+//!   poll step tries `recvfrom` instead of `epoll_wait`. A datagram (or a
+//!   socket error) found there is exactly what the poll would have reported
+//!   as readable at that moment; it is kept (`stash`) and the reader's ready
+//!   item is queued where the poll would have queued it, so the protocol
+//!   sees asyncio's order. Nothing there: the flag drops and the loop polls
+//!   as usual. Under load this saves the `epoll_wait` of every datagram.
+//!
 //! Python-version differences, as the running version's asyncio does them:
 //! 3.11 and 3.12 drop an empty `sendto()`, 3.13 sends it; 3.13 counts 8
 //! bytes of header per buffered datagram in `get_write_buffer_size()` (and,
-//! like asyncio, does not take them off again when the datagram is sent).
+//! like asyncio 3.13.0, does not take them off again when the datagram is
+//! sent; releases with `_header_size` do, and so does ferroloop there).
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -496,7 +506,7 @@ pub(crate) fn sendto_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTra
             let mut st = t.st.get_mut(py);
             let Some(d) = st.dgram_mut() else { return Ok(()) };
             let Some((data, addr)) = d.queue.pop_front() else { break };
-            let n = data.bind(py).len().unwrap_or(0);
+            let n = data.bind(py).len().unwrap_or(0) + hooks::datagram_header_leaves(py);
             d.size = d.size.saturating_sub(n);
             (data, addr, n)
         };

@@ -11,7 +11,7 @@ use pyo3::types::PyModule;
 static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static BUFFERED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static FLAGS: PyOnceLock<(bool, bool, u32)> = PyOnceLock::new();
-static DGRAM_FLAGS: PyOnceLock<(bool, usize)> = PyOnceLock::new();
+static DGRAM_FLAGS: PyOnceLock<(bool, usize, bool)> = PyOnceLock::new();
 
 fn module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     Ok(MODULE
@@ -48,12 +48,12 @@ pub(crate) fn connlost_threshold(py: Python<'_>) -> u32 {
     flags(py).2
 }
 
-fn dgram_flags(py: Python<'_>) -> (bool, usize) {
+fn dgram_flags(py: Python<'_>) -> (bool, usize, bool) {
     *DGRAM_FLAGS.get_or_init(py, || {
         hook(py, "datagram_flags")
             .and_then(|f| f.call0())
-            .and_then(|v| v.extract::<(bool, usize)>())
-            .unwrap_or((true, 0))
+            .and_then(|v| v.extract::<(bool, usize, bool)>())
+            .unwrap_or((true, 0, false))
     })
 }
 
@@ -65,6 +65,18 @@ pub(crate) fn empty_datagrams(py: Python<'_>) -> bool {
 /// 3.13: bytes counted per buffered datagram besides its data.
 pub(crate) fn datagram_header(py: Python<'_>) -> usize {
     dgram_flags(py).1
+}
+
+/// The header bytes taken off again when a buffered datagram leaves (and
+/// added back when it is put back): 0 on 3.13.0 (CPython gh-135444), the
+/// header where that is fixed.
+pub(crate) fn datagram_header_leaves(py: Python<'_>) -> usize {
+    let (_, header, leaves) = dgram_flags(py);
+    if leaves {
+        header
+    } else {
+        0
+    }
 }
 
 /// `asyncio.BufferedProtocol`.
