@@ -79,6 +79,14 @@ impl Registrations {
         self.regs.remove(token).map(|e| e.reg)
     }
 
+    /// The registration, if there is exactly one.
+    pub(crate) fn only(&self) -> Option<&Entry> {
+        if self.by_fd.len() != 1 {
+            return None;
+        }
+        self.regs.iter().next().map(|(_, e)| e)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.by_fd.is_empty()
     }

@@ -23,7 +23,7 @@
 use ferroloop_core::reactor::{READ, WRITE};
 use pyo3::prelude::*;
 
-use super::registrations::Reg;
+use super::registrations::{Entry, Reg};
 use super::{EventLoop, Ready, Watcher};
 use crate::handles::{release, run_handle, try_recycle, Handle, TimerHandle};
 use crate::py::errors::os_error;
@@ -83,6 +83,20 @@ fn poll_timeout(py: Python<'_>, this: &EventLoop) -> Option<f64> {
 fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
+    // The only registration a datagram transport under load: read ahead
+    // instead of polling (transports::datagram).
+    let only = match this.st.get(py).fds.only() {
+        Some(Entry {
+            reg: Reg::Stream(s), ..
+        }) if s.get().st.get(py).dgram => Some(s.clone_ref(py)),
+        _ => None,
+    };
+    if let Some(s) = only {
+        if crate::transports::datagram::read_ahead(py, this, s.get()) {
+            this.st.get_mut(py).ready.push(Ready::IoRead(s));
+            return Ok(());
+        }
+    }
     let mut events = {
         let mut st = this.st.get_mut(py);
         if timeout == Some(0.0) && st.fds.is_empty() {
@@ -202,7 +216,12 @@ fn before_poll(py: Python<'_>, this: &EventLoop) {
     if flush || retune {
         let pending = std::mem::take(&mut this.st.get_mut(py).retune);
         for stream in pending {
-            if let Err(e) = stream::apply_interest(py, stream.bind(py), stream.get()) {
+            let applied = stream::apply_interest(py, stream.bind(py), stream.get());
+            if applied.is_ok() && crate::transports::datagram::stashed_read(py, stream.get()) {
+                this.st.get_mut(py).ready.push(Ready::IoRead(stream));
+                continue;
+            }
+            if let Err(e) = applied {
                 stream.get().st.get_mut(py).io_errno = e
                     .value(py)
                     .getattr("errno")

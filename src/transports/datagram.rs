@@ -47,7 +47,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyMemoryView, PyString, PyTuple};
 
 use super::extra::addr_object;
 use super::hooks;
-use super::stream::{self, Addr, Sock, StreamState, StreamTransport, WRITING};
+use super::stream::{self, Addr, Sock, StreamState, StreamTransport, READING, WRITING};
 use super::stream_io;
 use super::stream_life;
 use crate::event_loop::{schedule, EventLoop};
@@ -55,6 +55,7 @@ use crate::py::call::call_method;
 use crate::py::errors::os_error;
 use crate::py::gc::{GcStop, Visitor};
 use crate::py::held::Held;
+use crate::py::spare_bytes::Lent;
 
 /// How many recent addresses keep their Python object.
 const PEERS: usize = 16;
@@ -76,9 +77,24 @@ pub(crate) struct Dgram {
     pub connected: bool,
     /// The socket's address family.
     pub family: i32,
-    /// Recent addresses and their Python objects (both directions).
-    pub peers: Vec<(SockAddr, Held<PyAny>)>,
+    /// Recent addresses and their Python objects: made for a received
+    /// datagram (`true`: reused for the next one from there, and found by
+    /// identity by `sendto`), or given to `sendto` and parsed (`false`: found
+    /// by identity only; it need not be the form a received address takes,
+    /// e.g. an IPv6 `(host, port)`).
+    pub peers: Vec<(SockAddr, Held<PyAny>, bool)>,
     pub next_peer: usize,
+    /// What the poll step read ahead, for the next `_read_ready`.
+    pub stash: Option<Stash>,
+    /// The last read found a datagram: read ahead at the next poll step.
+    pub read_ahead: bool,
+}
+
+/// A read done at the poll step.
+#[derive(Debug)]
+pub(crate) enum Stash {
+    Datagram(Held<PyAny>, SockAddr),
+    Error(i32),
 }
 
 impl Dgram {
@@ -88,7 +104,10 @@ impl Dgram {
             v.visit(Some(&**addr))?;
         }
         v.visit(self.address.as_deref())?;
-        for (_, obj) in &self.peers {
+        if let Some(Stash::Datagram(data, _)) = &self.stash {
+            v.visit(Some(&**data))?;
+        }
+        for (_, obj, _) in &self.peers {
             v.visit(Some(&**obj))?;
         }
         Ok(())
@@ -96,16 +115,16 @@ impl Dgram {
 
     /// The Python object of `addr`, from the cache or made (and cached).
     fn object_of(&mut self, py: Python<'_>, addr: &SockAddr) -> PyResult<Py<PyAny>> {
-        if let Some((_, obj)) = self.peers.iter().find(|(a, _)| a == addr) {
+        if let Some((_, obj, _)) = self.peers.iter().find(|(a, _, made)| *made && a == addr) {
             return Ok(obj.to_py(py));
         }
         let obj = addr_object(py, addr.decode())?;
-        self.remember(py, addr.clone(), &obj);
+        self.remember(py, addr.clone(), &obj, true);
         Ok(obj)
     }
 
-    fn remember(&mut self, py: Python<'_>, addr: SockAddr, obj: &Py<PyAny>) {
-        let entry = (addr, Held::new(obj.clone_ref(py)));
+    fn remember(&mut self, py: Python<'_>, addr: SockAddr, obj: &Py<PyAny>, made: bool) {
+        let entry = (addr, Held::new(obj.clone_ref(py)), made);
         if self.peers.len() < PEERS {
             self.peers.push(entry);
         } else {
@@ -120,8 +139,8 @@ impl Dgram {
     fn cached(&self, obj: &Bound<'_, PyAny>) -> Option<SockAddr> {
         self.peers
             .iter()
-            .find(|(_, o)| o.as_ptr() == obj.as_ptr())
-            .map(|(a, _)| a.clone())
+            .find(|(_, o, _)| o.as_ptr() == obj.as_ptr())
+            .map(|(a, _, _)| a.clone())
     }
 }
 
@@ -245,7 +264,13 @@ pub(crate) fn read_ready(py: Python<'_>, t: &StreamTransport) -> PyResult<()> {
         };
         (st.fd, p.clone_ref(py), lp.clone_ref(py))
     };
-    let (data, from) = match lp.get().recvfrom_bytes(py, fd) {
+    let stash = t.st.get_mut(py).dgram_mut().and_then(|d| d.stash.take());
+    let received = match stash {
+        Some(Stash::Datagram(data, from)) => Ok((Lent::new(data.bind(py).cast::<PyBytes>()?.clone()), from)),
+        Some(Stash::Error(errno)) => Err(std::io::Error::from_raw_os_error(errno)),
+        None => lp.get().recvfrom_bytes(py, fd),
+    };
+    let (data, from) = match received {
         Ok(got) => got,
         Err(e) if net::would_block(&e) => return Ok(()),
         Err(e) => {
@@ -257,7 +282,10 @@ pub(crate) fn read_ready(py: Python<'_>, t: &StreamTransport) -> PyResult<()> {
     let addr = {
         let mut st = t.st.get_mut(py);
         match st.dgram_mut() {
-            Some(d) => d.object_of(py, &from)?,
+            Some(d) => {
+                d.read_ahead = true;
+                d.object_of(py, &from)?
+            }
             None => addr_object(py, from.decode())?,
         }
     };
@@ -380,7 +408,7 @@ fn send_one(py: Python<'_>, t: &StreamTransport, data: &Bound<'_, PyAny>, addr: 
         let parsed = parse_numeric(family, addr)?;
         let mut st = t.st.get_mut(py);
         if let Some(d) = st.dgram_mut() {
-            d.remember(py, parsed.clone(), &addr.clone().unbind());
+            d.remember(py, parsed.clone(), &addr.clone().unbind(), false);
         }
         Some(parsed)
     });
@@ -538,4 +566,52 @@ pub(crate) fn sendto_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTra
         }
     }
     Ok(())
+}
+
+/// The poll step's read-ahead (see the module documentation): `true` if a
+/// datagram or an error was read and the reader's item is due, so the poll
+/// is skipped.
+pub(crate) fn read_ahead(py: Python<'_>, lp: &EventLoop, t: &StreamTransport) -> bool {
+    let fd = {
+        let st = t.st.get(py);
+        let idle_reader = st.interest == READING && st.kernel == READING && !st.retune_pending;
+        let Some(d) = st.dgram() else { return false };
+        if !idle_reader || st.conn_lost > 0 || !d.read_ahead || d.stash.is_some() {
+            return false;
+        }
+        st.fd
+    };
+    let stash = match lp.recvfrom_bytes(py, fd) {
+        Ok((data, from)) => Stash::Datagram(Held::new(data.bytes.into_any().unbind()), from),
+        Err(e) if net::would_block(&e) => {
+            if let Some(d) = t.st.get_mut(py).dgram_mut() {
+                d.read_ahead = false;
+            }
+            return false;
+        }
+        Err(e) => Stash::Error(e.raw_os_error().unwrap_or(libc_eio())),
+    };
+    let mut st = t.st.get_mut(py);
+    st.queued_read_epoch = st.read_epoch;
+    if let Some(d) = st.dgram_mut() {
+        d.stash = Some(stash);
+    }
+    true
+}
+
+/// `EIO`, for an error without an errno (never expected from `recvfrom`).
+const fn libc_eio() -> i32 {
+    5
+}
+
+/// A datagram read ahead whose reader item was dropped (reading paused and
+/// resumed since): due again now that the transport reads (called at the
+/// pre-poll step for transports whose reader was re-added).
+pub(crate) fn stashed_read(py: Python<'_>, t: &StreamTransport) -> bool {
+    let mut st = t.st.get_mut(py);
+    let due = st.interest & READING != 0 && st.conn_lost == 0 && st.dgram().is_some_and(|d| d.stash.is_some());
+    if due {
+        st.queued_read_epoch = st.read_epoch;
+    }
+    due
 }

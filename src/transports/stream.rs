@@ -493,6 +493,18 @@ pub(crate) fn add_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTrans
         st.read_ctx.replace(Held::new(ctx))
     };
     drop(old);
+    // A datagram read ahead before reading paused is due at the pre-poll step.
+    let stashed = {
+        let mut st = t.st.get_mut(py);
+        let due = !st.retune_pending && st.dgram().is_some_and(|d| d.stash.is_some());
+        if due {
+            st.retune_pending = true;
+        }
+        due.then(|| st.loop_.as_ref().map(|l| l.clone_ref(py))).flatten()
+    };
+    if let (Some(lp), Some(me)) = (stashed, StreamRef::of(obj)) {
+        lp.get().want_retune(py, me);
+    }
     Ok(())
 }
 
