@@ -50,7 +50,7 @@ use super::hooks;
 use super::stream::{self, Addr, Sock, StreamState, StreamTransport, READING, WRITING};
 use super::stream_io;
 use super::stream_life;
-use crate::event_loop::{schedule, EventLoop};
+use crate::event_loop::EventLoop;
 use crate::py::call::call_method;
 use crate::py::errors::os_error;
 use crate::py::gc::{GcStop, Visitor};
@@ -183,14 +183,7 @@ pub(crate) fn create<'py>(
     let py = lp.py();
     let fd: i32 = sock.call_method0(pyo3::intern!(py, "fileno"))?.extract()?;
     let sockname = net::local_addr(fd).map_or(Addr::None, Addr::Native);
-    let extra_peer = match &extra {
-        Some(e) => e
-            .cast::<pyo3::types::PyDict>()
-            .ok()
-            .and_then(|d| d.get_item(pyo3::intern!(py, "peername")).ok().flatten()),
-        None => None,
-    };
-    let peername = match extra_peer {
+    let peername = match stream_life::extra_peername(py, extra.as_ref()) {
         Some(p) => Addr::Py(Held::new(p.unbind())),
         None => net::peer_addr(fd).map_or(Addr::None, Addr::Native),
     };
@@ -226,28 +219,8 @@ pub(crate) fn create<'py>(
         dgram: true,
         ..StreamState::default()
     };
-    let obj = super::dgram_class().new_instance(
-        py,
-        StreamTransport {
-            st: crate::py::cell::GilCell::new(state),
-        },
-    )?;
-    let t = stream::payload(&obj);
-    lp.get().remember_transport(py, fd, std::ptr::from_ref(t) as usize);
-    let made = protocol.getattr(pyo3::intern!(py, "connection_made"))?;
-    schedule::call_soon(lp, made, PyTuple::new(py, [&obj])?, None, "call_soon")?;
-    let start = obj.getattr(pyo3::intern!(py, "_start_reading"))?;
-    schedule::call_soon(lp, start, PyTuple::empty(py), None, "call_soon")?;
-    if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
-        let set = hooks::set_result_unless_cancelled(py)?;
-        schedule::call_soon(
-            lp,
-            set,
-            PyTuple::new(py, [waiter, py.None().into_bound(py)])?,
-            None,
-            "call_soon",
-        )?;
-    }
+    let obj = stream_life::instantiate(lp, super::dgram_class(), state)?;
+    stream_life::schedule_start(lp, &obj, protocol, waiter)?;
     Ok(obj)
 }
 

@@ -17,6 +17,7 @@ use super::hooks;
 use super::stream::{self, Addr, Sock, SockKind, StreamState, StreamTransport};
 use crate::event_loop::{schedule, EventLoop};
 use crate::py::held::Held;
+use crate::py::native_type::RawClass;
 
 /// The caller's side of a new transport.
 pub(crate) struct NewStream<'py> {
@@ -58,14 +59,7 @@ pub(crate) fn create<'py>(
         }
     };
     let sockname = ferroloop_core::net::local_addr(fd).map_or(Addr::None, Addr::Native);
-    let extra_peer = match &new.extra {
-        Some(e) => e
-            .cast::<PyDict>()
-            .ok()
-            .and_then(|d| d.get_item(pyo3::intern!(py, "peername")).ok().flatten()),
-        None => None,
-    };
-    let peername = match (extra_peer, peer) {
+    let peername = match (extra_peername(py, new.extra.as_ref()), peer) {
         (Some(p), _) => Addr::Py(Held::new(p.unbind())),
         (None, Some(p)) => Addr::Native(p),
         (None, None) => ferroloop_core::net::peer_addr(fd).map_or(Addr::None, Addr::Native),
@@ -85,14 +79,7 @@ pub(crate) fn create<'py>(
         buffered,
         ..StreamState::default()
     };
-    let obj = stream::class().new_instance(
-        py,
-        StreamTransport {
-            st: crate::py::cell::GilCell::new(state),
-        },
-    )?;
-    let t = stream::payload(&obj);
-    lp.get().remember_transport(py, fd, std::ptr::from_ref(t) as usize);
+    let obj = instantiate(lp, stream::class(), state)?;
     if let Some(server) = &new.server {
         hooks::server_attach(py, server, &obj)?;
     }
@@ -104,11 +91,54 @@ pub(crate) fn create<'py>(
             }
         }
     }
-    let made = new.protocol.getattr(pyo3::intern!(py, "connection_made"))?;
-    schedule::call_soon(lp, made, PyTuple::new(py, [&obj])?, None, "call_soon")?;
+    schedule_start(lp, &obj, &new.protocol, new.waiter)?;
+    Ok(obj)
+}
+
+/// `extra['peername']`, if the caller's `extra` (a dict) has it.
+pub(crate) fn extra_peername<'py>(py: Python<'py>, extra: Option<&Bound<'py, PyAny>>) -> Option<Bound<'py, PyAny>> {
+    extra?
+        .cast::<PyDict>()
+        .ok()?
+        .get_item(pyo3::intern!(py, "peername"))
+        .ok()
+        .flatten()
+}
+
+/// A new transport of `class` carrying `state`, entered in the loop's
+/// `_transports` under its fd.
+pub(crate) fn instantiate<'py>(
+    lp: &Bound<'py, EventLoop>,
+    class: &RawClass<StreamTransport>,
+    state: StreamState,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = lp.py();
+    let fd = state.fd;
+    let obj = class.new_instance(
+        py,
+        StreamTransport {
+            st: crate::py::cell::GilCell::new(state),
+        },
+    )?;
+    let t = stream::payload(&obj);
+    lp.get().remember_transport(py, fd, std::ptr::from_ref(t) as usize);
+    Ok(obj)
+}
+
+/// The constructor's `call_soon`s: `connection_made`, start reading (only
+/// once `connection_made` ran), wake the waiter.
+pub(crate) fn schedule_start<'py>(
+    lp: &Bound<'py, EventLoop>,
+    obj: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    waiter: Option<Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    let py = lp.py();
+    let made = protocol.getattr(pyo3::intern!(py, "connection_made"))?;
+    schedule::call_soon(lp, made, PyTuple::new(py, [obj])?, None, "call_soon")?;
     let start = obj.getattr(pyo3::intern!(py, "_start_reading"))?;
     schedule::call_soon(lp, start, PyTuple::empty(py), None, "call_soon")?;
-    if let Some(waiter) = new.waiter.filter(|w| !w.is_none()) {
+    if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
         let set = hooks::set_result_unless_cancelled(py)?;
         schedule::call_soon(
             lp,
@@ -118,7 +148,7 @@ pub(crate) fn create<'py>(
             "call_soon",
         )?;
     }
-    Ok(obj)
+    Ok(())
 }
 
 /// `_SelectorTransport._add_reader(fd, self._read_ready)`: only when connected
