@@ -145,7 +145,7 @@ BENCH_PY ?= 3.12
 NETBENCH_CARGO = --manifest-path benchmarks/netbench/Cargo.toml --target-dir target/netbench
 
 .PHONY: bench
-bench: ## release builds on CPython 3.12 (BENCH_PY=3.x to change), then both benchmark groups (tables, JSON, PNG)
+bench: ## release builds on CPython 3.12 (BENCH_PY=3.x to change), then the benchmark groups: sched, net, proc, obs (tables, JSON, PNG)
 	@$(MAKE) --no-print-directory build-release PY=$(BENCH_PY)
 	@$(MAKE) --no-print-directory .venv-$(BENCH_PY)/.bench-ready
 	@$(MAKE) --no-print-directory netbench bench-tools

@@ -1,16 +1,19 @@
 """Compare ferroloop with stdlib asyncio, uvloop, rloop and veloxloop.
 
-Three groups. sched: in-process workloads (benchmarks/workloads.py), every
-(workload, loop) pair in a fresh process. net: servers on each loop driven by
-the compiled netbench client (benchmarks/net/run.py, benchmarks/README.md).
+Four groups. sched: in-process workloads (benchmarks/workloads.py WORKLOADS),
+every (workload, loop) pair in a fresh process. net: servers on each loop
+driven by the compiled netbench client (benchmarks/net/run.py,
+benchmarks/README.md). proc: child processes (workloads.py PROC_WORKLOADS:
+spawn rate, throughput through cat's pipes), run as sched's are.
 obs: what ferroloop's statistics and blocking-call detector cost, ferroloop
 against itself (docs/observability.md).
-In both, pairs are interleaved and the whole round is repeated, so that
+In all, pairs are interleaved and the whole round is repeated, so that
 machine noise hits every loop alike. Prints medians and ratios, writes JSON
-and PNG bar charts to benchmarks/results/ (bench-<date>.* and net-<date>.*); a
-full run's charts are also copied to docs/assets/{bench,net}-latest.png.
+and PNG bar charts to benchmarks/results/ (bench-<date>.*, net-<date>.*,
+proc-<date>.*); a full run's sched and net charts are also copied to
+docs/assets/{bench,net}-latest.png.
 
-usage: python benchmarks/run.py [--groups sched,net,obs] [--repeat N] [--scale F] [--workloads a,b] [--loops a,b]
+usage: python benchmarks/run.py [--groups sched,net,proc,obs] [--repeat N] [--scale F] [--workloads a,b] [--loops a,b]
 """
 
 from __future__ import annotations
@@ -25,14 +28,17 @@ import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from workloads import WORKLOADS  # noqa: E402
+from workloads import PIPE_CHUNK, PROC_WORKLOADS, SPAWN_CONCURRENCY, WORKLOADS  # noqa: E402
 
 ALL_LOOPS = ["ferroloop", "asyncio", "uvloop", "rloop", "veloxloop"]
 SCHEDULING = ["call_soon", "call_later", "call_soon_threadsafe", "sleep0", "future_roundtrip"]
+GROUPS = ["sched", "net", "proc", "obs"]
 
 
 def available(name: str) -> bool:
@@ -68,23 +74,29 @@ def fmt_rate(x: float | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--groups", default="sched,net,obs", help="which groups to run: sched, net, obs")
+    ap.add_argument("--groups", default=",".join(GROUPS), help="which groups to run: " + ", ".join(GROUPS))
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every workload size and network duration")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="sched group workloads")
+    ap.add_argument("--workloads", default=None, help="sched and proc group workloads (default: all of both)")
     ap.add_argument("--loops", default=",".join(ALL_LOOPS))
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
 
     groups = args.groups.split(",")
-    unknown = [g for g in groups if g not in ("sched", "net", "obs")]
+    unknown = [g for g in groups if g not in GROUPS]
     if unknown:
-        raise SystemExit(f"unknown groups {unknown}: use sched, net, obs")
+        raise SystemExit(f"unknown groups {unknown}: use {', '.join(GROUPS)}")
+    chosen = args.workloads.split(",") if args.workloads else None
+    unknown = [w for w in chosen or [] if w not in WORKLOADS and w not in PROC_WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workloads {unknown}; known: {', '.join([*WORKLOADS, *PROC_WORKLOADS])}")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     full = args.scale == 1.0 and args.loops == ",".join(ALL_LOOPS)
     if "sched" in groups:
-        run_sched(args, stamp)
-        publish_chart(args, f"bench-{stamp}.png", "bench-latest.png", full and args.workloads == ",".join(WORKLOADS))
+        names = [w for w in chosen if w in WORKLOADS] if chosen else list(WORKLOADS)
+        if names:
+            run_sched(args, stamp, names)
+            publish_chart(args, f"bench-{stamp}.png", "bench-latest.png", full and chosen is None)
     if "net" in groups:
         from net import run as net_run
 
@@ -92,6 +104,10 @@ def main() -> None:
         argv = ["--repeat", str(args.repeat), "--scale", str(args.scale), "--loops", args.loops]
         net_run.main([*argv, "--out", args.out, "--stamp", stamp])
         publish_chart(args, f"net-{stamp}.png", "net-latest.png", full)
+    if "proc" in groups:
+        names = [w for w in chosen if w in PROC_WORKLOADS] if chosen else list(PROC_WORKLOADS)
+        if names:
+            run_proc(args, stamp, names)
     if "obs" in groups and available("ferroloop"):
         run_obs(args, stamp)
 
@@ -161,15 +177,67 @@ def run_obs(args: argparse.Namespace, stamp: str) -> None:
     net_run.main([*argv, "--rows", ",".join(OBS_NET_ROWS), "--out", args.out, "--stamp", f"obs-{stamp}"])
 
 
-def run_sched(args: argparse.Namespace, stamp: str) -> None:
+def run_sched(args: argparse.Namespace, stamp: str, workloads: list[str]) -> None:
     print("== scheduling group ==", flush=True)
+    run_rates(
+        args,
+        WORKLOADS,
+        workloads,
+        round_label="round",
+        fmt=lambda w, x: fmt_rate(x),
+        note="Operations per second, median of {repeat} interleaved runs; semaphore_sleep counts tasks "
+        "per second of overhead over the ideal 10 ms rounds.",
+        path=os.path.join(args.out, f"bench-{stamp}"),
+        meta={"date": stamp},
+        title="ferroloop vs peers",
+    )
+
+
+# The proc group: what a subprocess costs (spawn + wait of `true`, 8 at a
+# time) and what a pipe pair through `cat` carries (MiB per second).
+def fmt_proc(workload: str, x: float | None) -> str:
+    if x is not None and workload == "pipe_cat":  # its operations are MiB
+        return f"{x:.0f} MiB/s"
+    return fmt_rate(x)
+
+
+def run_proc(args: argparse.Namespace, stamp: str, workloads: list[str]) -> None:
+    print("\n== process group ==", flush=True)
+    run_rates(
+        args,
+        PROC_WORKLOADS,
+        workloads,
+        round_label="proc round",
+        fmt=fmt_proc,
+        note="Median of {repeat} interleaved runs: subprocess_spawn in spawns per second (create_subprocess_exec"
+        f"('true') + wait, {SPAWN_CONCURRENCY} in flight), pipe_cat in MiB per second through cat's stdin and "
+        f"stdout pipes ({PIPE_CHUNK // 1024} KiB writes).",
+        path=os.path.join(args.out, f"proc-{stamp}"),
+        meta={"date": stamp, "spawn_concurrency": SPAWN_CONCURRENCY, "pipe_chunk": PIPE_CHUNK},
+        title="child processes: ferroloop vs peers",
+    )
+
+
+def run_rates(
+    args: argparse.Namespace,
+    table: dict[str, tuple[Any, int, str]],
+    workloads: list[str],
+    *,
+    round_label: str,
+    fmt: Callable[[str, float | None], str],
+    note: str,
+    path: str,
+    meta: dict[str, Any],
+    title: str,
+) -> None:
+    """Every (workload, loop) pair through worker.py, interleaved, args.repeat rounds;
+    a table of medians and ratios, path.json (samples, medians) and path.png."""
     loops = [lp for lp in args.loops.split(",") if available(lp)]
-    workloads = args.workloads.split(",")
     samples: dict[str, dict[str, list[float]]] = {w: {lp: [] for lp in loops} for w in workloads}
     for rep in range(args.repeat):
-        print(f"round {rep + 1}/{args.repeat}", flush=True)
+        print(f"{round_label} {rep + 1}/{args.repeat}", flush=True)
         for w in workloads:
-            size = max(1, int(WORKLOADS[w][1] * args.scale))
+            size = max(1, int(table[w][1] * args.scale))
             order = loops[rep % len(loops) :] + loops[: rep % len(loops)]
             for lp in order:
                 r = run_one(lp, w, size)
@@ -192,30 +260,26 @@ def run_sched(args: argparse.Namespace, stamp: str) -> None:
         best_name = next((p for p in peers if m.get(p) == best), "")
         rows.append(
             [
-                f"{w} ({WORKLOADS[w][2]})",
-                *[fmt_rate(m[lp]) for lp in loops],
+                f"{w} ({table[w][2]})",
+                *[fmt(w, m[lp]) for lp in loops],
                 ratio("asyncio"),
                 ratio("uvloop"),
                 f"{fl / best:.2f}× {best_name}" if fl and best else "—",
             ]
         )
     print_table(head, rows)
-    print(
-        "\nOperations per second, median of",
-        args.repeat,
-        "interleaved runs; semaphore_sleep counts tasks per second of overhead over the ideal 10 ms rounds.",
-    )
+    print("\n" + note.format(repeat=args.repeat))
 
     os.makedirs(args.out, exist_ok=True)
     meta = {
-        "date": stamp,
+        **meta,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "repeat": args.repeat,
         "scale": args.scale,
     }
-    with open(os.path.join(args.out, f"bench-{stamp}.json"), "w") as f:
+    with open(path + ".json", "w") as f:
         json.dump({"meta": meta, "samples": samples, "median": med}, f, indent=1)
     try:
         import matplotlib
@@ -223,7 +287,7 @@ def run_sched(args: argparse.Namespace, stamp: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(12, 5))
+        fig, ax = plt.subplots(figsize=(12 if len(workloads) > 3 else 9, 5))
         n = len(loops)
         for i, lp in enumerate(loops):
             vals = [(med[w][lp] or 0) / (med[w].get("asyncio") or 1) for w in workloads]
@@ -231,12 +295,11 @@ def run_sched(args: argparse.Namespace, stamp: str) -> None:
         ax.set_xticks([k + (n - 1) / (2 * (n + 1)) for k in range(len(workloads))])
         ax.set_xticklabels(workloads, rotation=20)
         ax.set_ylabel("throughput × stdlib asyncio")
-        ax.set_title(f"ferroloop vs peers (CPython {meta['python']}, {meta['cpus']} CPUs, {stamp})")
+        ax.set_title(f"{title} (CPython {meta['python']}, {meta['cpus']} CPUs, {meta['date']})")
         ax.legend()
         fig.tight_layout()
-        png = os.path.join(args.out, f"bench-{stamp}.png")
-        fig.savefig(png)
-        print("chart:", png)
+        fig.savefig(path + ".png")
+        print("chart:", path + ".png")
     except ImportError:
         print("matplotlib not installed: no chart")
 

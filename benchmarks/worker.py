@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from workloads import WORKLOADS
+from workloads import PROC_WORKLOADS, WORKLOADS
 
 # ferroloop with its observability switched one way or another (the "obs"
 # group of run.py): the environment variables Loop() reads.
@@ -58,7 +58,7 @@ def make_loop(name: str):  # type: ignore[no-untyped-def]
 
 def main() -> None:
     name, workload, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    fn = WORKLOADS[workload][0]
+    fn = {**WORKLOADS, **PROC_WORKLOADS}[workload][0]
     import asyncio
 
     loop = make_loop(name)

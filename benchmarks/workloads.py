@@ -1,7 +1,8 @@
 """The benchmark workloads. Each takes a loop and a size and returns (seconds, operations).
 
 Every workload only uses the public asyncio API, so it runs unchanged on
-asyncio, uvloop, rloop, veloxloop and ferroloop.
+asyncio, uvloop, rloop, veloxloop and ferroloop. WORKLOADS are run.py's sched
+group, PROC_WORKLOADS its proc group (child processes).
 """
 
 from __future__ import annotations
@@ -242,4 +243,95 @@ WORKLOADS: dict[str, tuple[Workload, int, str]] = {
     "executor": (executor_roundtrip, 10_000, "round trips"),
     "semaphore_sleep": (semaphore_sleepers, 10_000, "tasks (overhead)"),
     "sock_pingpong": (sock_pingpong, 50_000, "1 KiB round trips"),
+}
+
+
+# ----- the proc group: child processes
+
+
+SPAWN_CONCURRENCY = 8
+
+
+def subprocess_spawn(loop: Any, n: int) -> tuple[float, int]:
+    """n runs of `true` through create_subprocess_exec + wait, 8 in flight at any time
+    (8 tasks, each spawning and waiting in turn). One spawn before the clock starts
+    sets up what a loop sets up once (asyncio's child watcher, imports)."""
+
+    async def spawn() -> None:
+        proc = await asyncio.create_subprocess_exec("true")
+        if await proc.wait() != 0:
+            raise RuntimeError(f"`true` exited with status {proc.returncode}")
+
+    left = [n]
+
+    async def spawner() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            await spawn()
+
+    async def main() -> float:
+        await spawn()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(spawner() for _ in range(SPAWN_CONCURRENCY)))
+        return time.perf_counter() - t0
+
+    return loop.run_until_complete(main()), n
+
+
+PIPE_CHUNK = 256 * 1024
+# The stream written to cat repeats every 7 chunks (7 * PIPE_CHUNK = 4 periods),
+# so every chunk differs from its neighbours and a lost, repeated or swapped
+# chunk shows; the 7 chunks are built once, the reader compares what comes back
+# with the stream at the same offset: bytes.startswith(data, offset) is a
+# memcmp, about 0.1 ms per MiB (a memoryview comparison would unpack byte by
+# byte, ten times slower, and weigh in the rate).
+_PIPE_PERIOD = 7 * PIPE_CHUNK // 4
+
+
+def pipe_cat(loop: Any, mib: int) -> tuple[float, int]:
+    """mib MiB through `cat` (create_subprocess_exec with stdin and stdout pipes):
+    one task writes 256 KiB chunks, each followed by `await stdin.drain()`, then
+    closes stdin; another reads stdout (read(256 KiB)) until EOF and checks every
+    byte. Operations are MiB, so the rate is MiB/s. The clock starts once cat runs."""
+    pattern = random.Random(6).randbytes(_PIPE_PERIOD) * 2
+    chunks = [pattern[off : off + PIPE_CHUNK] for off in (k * PIPE_CHUNK % _PIPE_PERIOD for k in range(7))]
+    total = mib * 1024 * 1024
+    pipe = asyncio.subprocess.PIPE
+
+    async def main() -> float:
+        proc = await asyncio.create_subprocess_exec("cat", stdin=pipe, stdout=pipe)
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None
+
+        async def writer() -> None:
+            for k in range(total // PIPE_CHUNK):
+                stdin.write(chunks[k % 7])
+                await stdin.drain()
+            stdin.close()
+            await stdin.wait_closed()
+
+        async def reader() -> int:
+            got = 0
+            while data := await stdout.read(PIPE_CHUNK):
+                if not pattern.startswith(data, got % _PIPE_PERIOD):
+                    raise AssertionError(f"cat's output differs from its input after {got} bytes")
+                got += len(data)
+            return got
+
+        t0 = time.perf_counter()
+        _, got = await asyncio.gather(writer(), reader())
+        dt = time.perf_counter() - t0
+        if got != total:
+            raise AssertionError(f"cat returned {got} bytes of {total}")
+        if await proc.wait() != 0:
+            raise RuntimeError(f"cat exited with status {proc.returncode}")
+        return dt
+
+    return loop.run_until_complete(main()), mib
+
+
+#: the proc group: name -> (function, default size, what an operation is)
+PROC_WORKLOADS: dict[str, tuple[Workload, int, str]] = {
+    "subprocess_spawn": (subprocess_spawn, 500, "spawns, 8 concurrent"),
+    "pipe_cat": (pipe_cat, 256, "MiB through cat, 256 KiB writes"),
 }
