@@ -60,6 +60,7 @@ fileobj_to_fd = selectors._fileobj_to_fd  # type: ignore[attr-defined]
 
 # ----- native transports (cold paths: errors, warnings, logging, objects made on demand)
 
+import errno as _errno  # noqa: E402
 import socket as _socket  # noqa: E402
 import warnings as _warnings  # noqa: E402
 from asyncio import constants as _constants  # noqa: E402
@@ -140,6 +141,24 @@ def write_buffer_limits(high: Any, low: Any) -> tuple[Any, Any]:
 
 def log_debug(msg: str, *args: Any) -> None:
     logger.debug(msg, *args)
+
+
+def log_info(msg: str, *args: Any) -> None:
+    logger.info(msg, *args)
+
+
+def pipe_fatal_error(transport: Any, exc: BaseException, message: str, read_pipe: bool) -> None:
+    """The reporting half of ``_UnixReadPipeTransport._fatal_error`` (quiet for EIO)
+    and ``_UnixWritePipeTransport._fatal_error`` (quiet for any OSError)."""
+    quiet = isinstance(exc, OSError) and (not read_pipe or exc.errno == _errno.EIO)
+    loop = transport._loop
+    if quiet:
+        if loop.get_debug():
+            logger.debug("%r: %s", transport, message, exc_info=exc)
+    else:
+        loop.call_exception_handler(
+            {"message": message, "exception": exc, "transport": transport, "protocol": transport._protocol}
+        )
 
 
 def log_warning(msg: str, *args: Any) -> None:

@@ -126,6 +126,12 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
             self._ensure_fd_no_transport(sock)
         return _ferroloop._datagram_transport(self, sock, protocol, address, waiter, extra)
 
+    def _make_read_pipe_transport(self, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None) -> Any:
+        return _ferroloop._read_pipe_transport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None) -> Any:
+        return _ferroloop._write_pipe_transport(self, pipe, protocol, waiter, extra)
+
     def _make_ssl_transport(
         self,
         rawsock: socket.socket,

@@ -194,10 +194,30 @@ impl EventLoop {
         fd: std::os::fd::RawFd,
         direct: bool,
     ) -> std::io::Result<Option<crate::py::spare_bytes::Lent<'py>>> {
+        self.read_bytes_with(py, fd, direct, ferroloop_core::net::recv)
+    }
+
+    /// [`Self::recv_bytes`] with `read(2)` (pipes: `os.read(fd, max_size)`).
+    pub(crate) fn read_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        fd: std::os::fd::RawFd,
+        direct: bool,
+    ) -> std::io::Result<Option<crate::py::spare_bytes::Lent<'py>>> {
+        self.read_bytes_with(py, fd, direct, ferroloop_core::net::read)
+    }
+
+    fn read_bytes_with<'py>(
+        &self,
+        py: Python<'py>,
+        fd: std::os::fd::RawFd,
+        direct: bool,
+        read: fn(std::os::fd::RawFd, &mut [u8]) -> std::io::Result<usize>,
+    ) -> std::io::Result<Option<crate::py::spare_bytes::Lent<'py>>> {
         if direct {
             // Large reads: into the result itself, shrunk to size (asyncio's
             // `sock.recv(max_size)` does the same).
-            let data = crate::py::buffer::new_bytes_with(py, READ_SIZE, |buf| ferroloop_core::net::recv(fd, buf))?;
+            let data = crate::py::buffer::new_bytes_with(py, READ_SIZE, |buf| read(fd, buf))?;
             self.st.get_mut(py).stats.bytes_read += data.as_bytes().len() as u64;
             return Ok((!data.as_bytes().is_empty()).then(|| crate::py::spare_bytes::Lent::new(data)));
         }
@@ -205,7 +225,7 @@ impl EventLoop {
         if st.scratch.is_empty() {
             st.scratch = vec![0; READ_SIZE];
         }
-        let n = ferroloop_core::net::recv(fd, &mut st.scratch)?;
+        let n = read(fd, &mut st.scratch)?;
         if n == 0 {
             return Ok(None);
         }

@@ -29,7 +29,7 @@ use crate::handles::{release, run_handle, try_recycle, Handle, TimerHandle};
 use crate::py::errors::os_error;
 use crate::py::held::Held;
 use crate::py::hooks::hooks;
-use crate::transports::stream::{self, StreamRef};
+use crate::transports::stream::{self, Flavor, StreamRef};
 use crate::transports::stream_io::{self, IoKind};
 
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
@@ -88,7 +88,7 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
     let only = match this.st.get(py).fds.only() {
         Some(Entry {
             reg: Reg::Stream(s), ..
-        }) if s.get().st.get(py).dgram => Some(s.clone_ref(py)),
+        }) if s.get().st.get(py).flavor == Flavor::Datagram => Some(s.clone_ref(py)),
         _ => None,
     };
     if let Some(s) = only {
@@ -331,7 +331,7 @@ fn io_handle(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<Py<Ha
     let obj = stream.bind(py);
     let method = match kind {
         IoKind::Read => "_read_ready",
-        _ if stream.get().st.get(py).dgram => "_sendto_ready",
+        _ if stream.get().st.get(py).flavor == Flavor::Datagram => "_sendto_ready",
         _ => "_write_ready",
     };
     let callback = obj.getattr(method)?;

@@ -61,9 +61,40 @@ const fn align_up(n: usize, align: usize) -> usize {
 /// A getter: `fn(payload, py) -> PyResult<PyObject>`.
 pub(crate) type RawGetter = unsafe extern "C" fn(*mut ffi::PyObject, *mut c_void) -> *mut ffi::PyObject;
 
+/// A setter: `fn(obj, value or NULL for del, closure) -> 0 | -1`.
+pub(crate) type RawSetter = unsafe extern "C" fn(*mut ffi::PyObject, *mut ffi::PyObject, *mut c_void) -> c_int;
+
+/// The optional parts of a class.
+pub(crate) struct ClassOpts<'a, T> {
+    /// Put the payload where `like`'s instances have it (see `create`).
+    pub like: Option<&'a RawClass<T>>,
+    /// Setters of attributes that also have a getter (by name).
+    pub setters: &'a [(&'static CStr, RawSetter)],
+    /// Instances get a `__dict__` (after the weak-reference list).
+    pub dict: bool,
+}
+
+impl<T> Default for ClassOpts<'_, T> {
+    fn default() -> Self {
+        Self {
+            like: None,
+            setters: &[],
+            dict: false,
+        }
+    }
+}
+
 impl<T: RawPayload> RawClass<T> {
     /// Create the class `qualname` (`"module.Name"`) deriving from `bases`.
+    ///
+    /// With `opts.like`, the payload and the weak-reference list sit where
+    /// they sit in `like`'s instances (the gap after a smaller base's slots
+    /// stays zeroed), so `T`'s slot functions, which find them through
+    /// `T::class()`, serve this class too; `like`'s base slots must cover
+    /// this class's (checked). A `__dict__` (`opts.dict`) is found by the
+    /// slot functions through the instance's type (`tp_dictoffset`).
     #[allow(clippy::too_many_lines, reason = "one table of type slots, read top to bottom")]
+    #[allow(clippy::too_many_arguments, reason = "the parts of one type spec")]
     pub(crate) fn create(
         py: Python<'_>,
         qualname: &'static CStr,
@@ -73,7 +104,9 @@ impl<T: RawPayload> RawClass<T> {
         getters: &[(&'static CStr, RawGetter)],
         repr: Option<ffi::reprfunc>,
         extra_slots: &[(c_int, *mut c_void)],
+        opts: ClassOpts<'_, T>,
     ) -> PyResult<Self> {
+        let like = opts.like;
         let base = bases.get_item(0)?.cast_into::<PyType>()?;
         // SAFETY: `base` is a live type object; only plain fields are read.
         let (base_size, itemsize, dictoffset, weakoffset, flags) = unsafe {
@@ -103,9 +136,20 @@ impl<T: RawPayload> RawClass<T> {
                 qualname.to_string_lossy()
             )));
         }
-        let payload_offset = align_up(base_size, std::mem::align_of::<T>());
+        let mut payload_offset = align_up(base_size, std::mem::align_of::<T>());
+        if let Some(like) = like {
+            let (start, end) = like.base_slots;
+            if start != head as isize || (end as usize) < base_size || (like.payload_offset as usize) < payload_offset {
+                return Err(PyTypeError::new_err(format!(
+                    "ferroloop: {} cannot share its payload layout",
+                    qualname.to_string_lossy()
+                )));
+            }
+            payload_offset = like.payload_offset as usize;
+        }
         let weaklist_offset = align_up(payload_offset + std::mem::size_of::<T>(), ptr_size);
-        let basicsize = weaklist_offset + ptr_size;
+        let dict_offset = weaklist_offset + ptr_size;
+        let basicsize = if opts.dict { dict_offset + ptr_size } else { dict_offset };
 
         let mut methods = methods;
         methods.push(ffi::PyMethodDef::zeroed());
@@ -115,7 +159,7 @@ impl<T: RawPayload> RawClass<T> {
             .map(|&(name, get)| ffi::PyGetSetDef {
                 name: name.as_ptr(),
                 get: Some(get),
-                set: None,
+                set: opts.setters.iter().find(|(n, _)| *n == name).map(|&(_, set)| set),
                 doc: std::ptr::null(),
                 closure: std::ptr::null_mut(),
             })
@@ -128,16 +172,24 @@ impl<T: RawPayload> RawClass<T> {
             closure: std::ptr::null_mut(),
         });
         let getset: &'static mut [ffi::PyGetSetDef] = Box::leak(getset.into_boxed_slice());
-        let members: &'static mut [ffi::PyMemberDef] = Box::leak(Box::new([
-            ffi::PyMemberDef {
-                name: c"__weaklistoffset__".as_ptr(),
+        let mut members = vec![ffi::PyMemberDef {
+            name: c"__weaklistoffset__".as_ptr(),
+            type_code: ffi::Py_T_PYSSIZET,
+            offset: weaklist_offset as ffi::Py_ssize_t,
+            flags: ffi::Py_READONLY,
+            doc: std::ptr::null(),
+        }];
+        if opts.dict {
+            members.push(ffi::PyMemberDef {
+                name: c"__dictoffset__".as_ptr(),
                 type_code: ffi::Py_T_PYSSIZET,
-                offset: weaklist_offset as ffi::Py_ssize_t,
+                offset: dict_offset as ffi::Py_ssize_t,
                 flags: ffi::Py_READONLY,
                 doc: std::ptr::null(),
-            },
-            ffi::PyMemberDef::default(),
-        ]));
+            });
+        }
+        members.push(ffi::PyMemberDef::default());
+        let members: &'static mut [ffi::PyMemberDef] = Box::leak(members.into_boxed_slice());
         let mut slots = vec![
             ffi::PyType_Slot {
                 slot: ffi::Py_tp_dealloc,
@@ -218,7 +270,8 @@ impl<T: RawPayload> RawClass<T> {
     pub(crate) fn same_layout(&self, other: &Self) -> bool {
         self.payload_offset == other.payload_offset
             && self.weaklist_offset == other.weaklist_offset
-            && self.base_slots == other.base_slots
+            && self.base_slots.0 == other.base_slots.0
+            && self.base_slots.1 <= other.base_slots.1
     }
 
     /// The type object.
@@ -293,6 +346,22 @@ impl<T: RawPayload> RawClass<T> {
     }
 }
 
+/// The `__dict__` slot of `obj`, if its type has one (`tp_dictoffset`).
+///
+/// # Safety
+/// `obj` must be a live instance of a raw class.
+unsafe fn dict_slot(obj: *mut ffi::PyObject) -> Option<*mut *mut ffi::PyObject> {
+    // SAFETY: per the contract; a positive offset lies inside the instance.
+    unsafe {
+        let off = (*ffi::Py_TYPE(obj)).tp_dictoffset;
+        #[allow(
+            clippy::cast_ptr_alignment,
+            reason = "the dict slot is pointer-aligned (see `create`)"
+        )]
+        (off > 0).then(|| obj.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>())
+    }
+}
+
 /// The class of `T`, for the slot functions.
 fn class_of<T: RawPayload>() -> &'static RawClass<T> {
     T::class()
@@ -320,7 +389,7 @@ unsafe extern "C" fn dealloc<T: RawPayload>(obj: *mut ffi::PyObject) {
         }
         class.payload(obj).dealloc(Python::assume_attached());
         std::ptr::drop_in_place(obj.cast::<u8>().offset(class.payload_offset).cast::<T>());
-        for slot in class.base_slot_ptrs(obj) {
+        for slot in class.base_slot_ptrs(obj).chain(dict_slot(obj)) {
             let old = std::ptr::replace(slot, std::ptr::null_mut());
             if !old.is_null() {
                 ffi::Py_DECREF(old);
@@ -346,7 +415,7 @@ unsafe extern "C" fn traverse<T: RawPayload>(
         if rc != 0 {
             return rc;
         }
-        for slot in class.base_slot_ptrs(obj) {
+        for slot in class.base_slot_ptrs(obj).chain(dict_slot(obj)) {
             if !(*slot).is_null() {
                 let rc = visit(*slot, arg);
                 if rc != 0 {
@@ -366,7 +435,7 @@ unsafe extern "C" fn clear<T: RawPayload>(obj: *mut ffi::PyObject) -> c_int {
     unsafe {
         let class = class_of::<T>();
         class.payload(obj).clear_refs(Python::assume_attached());
-        for slot in class.base_slot_ptrs(obj) {
+        for slot in class.base_slot_ptrs(obj).chain(dict_slot(obj)) {
             let old = std::ptr::replace(slot, std::ptr::null_mut());
             if !old.is_null() {
                 ffi::Py_DECREF(old);

@@ -266,6 +266,7 @@ pub(crate) fn init_class(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyTy
         &getters,
         None,
         &coroutine::slots::<SockOp>(),
+        crate::py::native_type::ClassOpts::default(),
     )?;
     let ty = class.type_object(py).clone();
     super::set_class(class);

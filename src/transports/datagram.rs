@@ -216,7 +216,7 @@ pub(crate) fn create<'py>(
         sockname,
         peername,
         protocol_connected: true,
-        dgram: true,
+        flavor: stream::Flavor::Datagram,
         ..StreamState::default()
     };
     let obj = stream_life::instantiate(lp, super::dgram_class(), state)?;

@@ -162,6 +162,23 @@ pub(crate) fn log_debug(py: Python<'_>, msg: &str, arg: &Bound<'_, PyAny>) -> Py
     Ok(())
 }
 
+pub(crate) fn log_info(py: Python<'_>, msg: &str, arg: &Bound<'_, PyAny>) -> PyResult<()> {
+    hook(py, "log_info")?.call1((msg, arg))?;
+    Ok(())
+}
+
+/// The reporting half of the pipe transports' `_fatal_error`.
+pub(crate) fn pipe_fatal_error(
+    py: Python<'_>,
+    transport: &Bound<'_, PyAny>,
+    exc: &Bound<'_, PyAny>,
+    message: &str,
+    read_pipe: bool,
+) -> PyResult<()> {
+    hook(py, "pipe_fatal_error")?.call1((transport, exc, message, read_pipe))?;
+    Ok(())
+}
+
 pub(crate) fn log_warning(py: Python<'_>, msg: &str) -> PyResult<()> {
     hook(py, "log_warning")?.call1((msg,))?;
     Ok(())

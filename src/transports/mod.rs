@@ -7,6 +7,9 @@
 //! - [`datagram`]: `_SelectorDatagramTransport` (UDP and unix datagram
 //!   sockets), the same payload as the stream transport with `dgram` set;
 //!   `datagram_api` its Python methods.
+//! - [`pipes`]: `unix_events._UnixReadPipeTransport` and
+//!   `_UnixWritePipeTransport`, the same payload with `flavor` set;
+//!   `pipes_api` their Python methods.
 //! - `keep`: what keeps queued write data alive.
 //! - `hooks`: the cold paths written in Python.
 //!
@@ -18,6 +21,8 @@ mod datagram_api;
 mod extra;
 mod hooks;
 mod keep;
+pub(crate) mod pipes;
+mod pipes_api;
 pub(crate) mod stream;
 mod stream_api;
 pub(crate) mod stream_io;
@@ -28,7 +33,7 @@ use std::sync::OnceLock;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::py::native_type::RawClass;
+use crate::py::native_type::{ClassOpts, RawClass};
 use stream::StreamTransport;
 use stream_life::{NewStream, Origin};
 
@@ -78,18 +83,144 @@ fn _datagram_transport<'py>(
     )
 }
 
-/// The datagram class: the stream transport's payload (and layout) under
-/// asyncio's datagram bases.
-static DGRAM_CLASS: OnceLock<RawClass<StreamTransport>> = OnceLock::new();
+/// `_make_read_pipe_transport(loop, pipe, protocol, waiter=None, extra=None)`.
+#[pyfunction]
+#[pyo3(signature = (loop_, pipe, protocol, waiter=None, extra=None))]
+fn _read_pipe_transport<'py>(
+    loop_: &Bound<'py, PyAny>,
+    pipe: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    waiter: Option<Bound<'py, PyAny>>,
+    extra: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let lp = stream_life::native_loop(loop_)?;
+    let extra = extra.filter(|e| !e.is_none());
+    pipes::create(&lp, stream::Flavor::ReadPipe, pipe, protocol, waiter, extra)
+}
 
-pub(crate) fn dgram_class_opt() -> Option<&'static RawClass<StreamTransport>> {
-    DGRAM_CLASS.get()
+/// `_make_write_pipe_transport(loop, pipe, protocol, waiter=None, extra=None)`.
+#[pyfunction]
+#[pyo3(signature = (loop_, pipe, protocol, waiter=None, extra=None))]
+fn _write_pipe_transport<'py>(
+    loop_: &Bound<'py, PyAny>,
+    pipe: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    waiter: Option<Bound<'py, PyAny>>,
+    extra: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let lp = stream_life::native_loop(loop_)?;
+    let extra = extra.filter(|e| !e.is_none());
+    pipes::create(&lp, stream::Flavor::WritePipe, pipe, protocol, waiter, extra)
+}
+
+/// The other classes carrying the stream transport's payload at the same
+/// offset (see `RawClass::create`'s `like`): datagram, read pipe, write pipe.
+static DGRAM_CLASS: OnceLock<RawClass<StreamTransport>> = OnceLock::new();
+static READ_PIPE_CLASS: OnceLock<RawClass<StreamTransport>> = OnceLock::new();
+static WRITE_PIPE_CLASS: OnceLock<RawClass<StreamTransport>> = OnceLock::new();
+
+/// The sibling classes created so far.
+pub(crate) fn sibling_classes() -> impl Iterator<Item = &'static RawClass<StreamTransport>> {
+    [&DGRAM_CLASS, &READ_PIPE_CLASS, &WRITE_PIPE_CLASS]
+        .into_iter()
+        .filter_map(OnceLock::get)
+}
+
+fn registered(cell: &'static OnceLock<RawClass<StreamTransport>>) -> &'static RawClass<StreamTransport> {
+    cell.get()
+        .unwrap_or_else(|| unreachable!("ferroloop transports are not registered"))
 }
 
 pub(crate) fn dgram_class() -> &'static RawClass<StreamTransport> {
-    DGRAM_CLASS
-        .get()
-        .unwrap_or_else(|| unreachable!("ferroloop transports are not registered"))
+    registered(&DGRAM_CLASS)
+}
+
+pub(crate) fn read_pipe_class() -> &'static RawClass<StreamTransport> {
+    registered(&READ_PIPE_CLASS)
+}
+
+pub(crate) fn write_pipe_class() -> &'static RawClass<StreamTransport> {
+    registered(&WRITE_PIPE_CLASS)
+}
+
+/// Create a sibling class (the stream class's payload layout) and add it to the module.
+#[allow(clippy::too_many_arguments, reason = "the parts of one type spec")]
+fn register_sibling(
+    m: &Bound<'_, PyModule>,
+    cell: &'static OnceLock<RawClass<StreamTransport>>,
+    name: &'static str,
+    qualname: &'static std::ffi::CStr,
+    doc: &'static std::ffi::CStr,
+    bases: Vec<Bound<'_, PyAny>>,
+    methods: Vec<pyo3::ffi::PyMethodDef>,
+    getters: &[(&'static std::ffi::CStr, crate::py::native_type::RawGetter)],
+    repr: pyo3::ffi::reprfunc,
+    setters: &[(&'static std::ffi::CStr, crate::py::native_type::RawSetter)],
+    dict: bool,
+) -> PyResult<()> {
+    let py = m.py();
+    let bases = PyTuple::new(py, bases)?;
+    let class = RawClass::<StreamTransport>::create(
+        py,
+        qualname,
+        doc,
+        &bases,
+        methods,
+        getters,
+        Some(repr),
+        &[],
+        ClassOpts {
+            like: Some(stream::class()),
+            setters,
+            dict,
+        },
+    )?;
+    if !class.same_layout(stream::class()) {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "ferroloop: the layout of {name} differs from the stream transport's"
+        )));
+    }
+    let ty = class.type_object(py).clone();
+    ty.setattr("max_size", 256 * 1024)?;
+    let _ = cell.set(class);
+    m.add(name, ty)
+}
+
+fn register_pipes(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let transports = py.import("asyncio.transports")?;
+    register_sibling(
+        m,
+        &READ_PIPE_CLASS,
+        "_UnixReadPipeTransport",
+        c"ferroloop._ferroloop._UnixReadPipeTransport",
+        c"asyncio's unix read pipe transport, native.",
+        vec![transports.getattr("ReadTransport")?],
+        pipes_api::read_methods(),
+        &pipes_api::read_getters(),
+        pipes_api::repr,
+        &pipes_api::setters(),
+        true,
+    )?;
+    register_sibling(
+        m,
+        &WRITE_PIPE_CLASS,
+        "_UnixWritePipeTransport",
+        c"ferroloop._ferroloop._UnixWritePipeTransport",
+        c"asyncio's unix write pipe transport, native.",
+        vec![
+            transports.getattr("_FlowControlMixin")?,
+            transports.getattr("WriteTransport")?,
+        ],
+        pipes_api::write_methods(),
+        &pipes_api::write_getters(),
+        pipes_api::repr,
+        &pipes_api::setters(),
+        true,
+    )?;
+    m.add_function(wrap_pyfunction!(_read_pipe_transport, m)?)?;
+    m.add_function(wrap_pyfunction!(_write_pipe_transport, m)?)?;
+    Ok(())
 }
 
 /// Create the datagram class. Its bases are those of asyncio's own
@@ -99,8 +230,7 @@ pub(crate) fn dgram_class() -> &'static RawClass<StreamTransport> {
 /// find the payload through the stream class) serve both.
 fn register_datagram(m: &Bound<'_, PyModule>, base: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = m.py();
-    let transports = py.import("asyncio.transports")?;
-    let dgram_base = transports.getattr("DatagramTransport")?;
+    let dgram_base = py.import("asyncio.transports")?.getattr("DatagramTransport")?;
     let asyncio_class = py
         .import("asyncio.selector_events")?
         .getattr("_SelectorDatagramTransport")?;
@@ -108,26 +238,19 @@ fn register_datagram(m: &Bound<'_, PyModule>, base: &Bound<'_, PyAny>) -> PyResu
     if asyncio_class.cast::<pyo3::types::PyType>()?.is_subclass(&dgram_base)? {
         bases.push(dgram_base);
     }
-    let bases = PyTuple::new(py, bases)?;
-    let class = RawClass::<StreamTransport>::create(
-        py,
+    register_sibling(
+        m,
+        &DGRAM_CLASS,
+        "_SelectorDatagramTransport",
         c"ferroloop._ferroloop._SelectorDatagramTransport",
         c"asyncio's selector datagram transport (UDP and unix datagram sockets), native.",
-        &bases,
+        bases,
         datagram_api::methods(),
         &datagram_api::getters(),
-        Some(stream_api::repr),
+        stream_api::repr,
         &[],
+        false,
     )?;
-    if !class.same_layout(stream::class()) {
-        return Err(pyo3::exceptions::PyTypeError::new_err(
-            "ferroloop: the datagram transport's layout differs from the stream transport's",
-        ));
-    }
-    let ty = class.type_object(py).clone();
-    ty.setattr("max_size", 256 * 1024)?;
-    let _ = DGRAM_CLASS.set(class);
-    m.add("_SelectorDatagramTransport", ty)?;
     m.add_function(wrap_pyfunction!(_datagram_transport, m)?)?;
     Ok(())
 }
@@ -152,6 +275,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         &stream_api::getters(),
         Some(stream_api::repr),
         &[],
+        ClassOpts::default(),
     )?;
     let ty = class.type_object(py).clone();
     ty.setattr("max_size", 256 * 1024)?;
@@ -164,5 +288,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     stream::init_class(class);
     m.add("_SelectorSocketTransport", ty)?;
     m.add_function(wrap_pyfunction!(_stream_transport, m)?)?;
-    register_datagram(m, &base)
+    register_datagram(m, &base)?;
+    register_pipes(m)
 }

@@ -147,15 +147,30 @@ pub(crate) struct StreamState {
     pub flushed_pending: bool,
     /// The last read was large: read straight into the result next time.
     pub big_reads: bool,
-    /// A `_SelectorDatagramTransport` (its own state is in `cold.dgram`).
-    pub dgram: bool,
+    /// Which of asyncio's transport classes this is.
+    pub flavor: Flavor,
+}
+
+/// The asyncio class a transport mirrors (all share [`StreamState`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Flavor {
+    /// `_SelectorSocketTransport`.
+    #[default]
+    Stream,
+    /// `_SelectorDatagramTransport` (its own state is in `cold.dgram`).
+    Datagram,
+    /// `unix_events._UnixReadPipeTransport`.
+    ReadPipe,
+    /// `unix_events._UnixWritePipeTransport`.
+    WritePipe,
 }
 
 impl StreamState {
     /// `not self._buffer` as asyncio would see it now: nothing queued, and
     /// no flushed data waiting for its `_write_ready` step.
     pub(crate) fn buffer_empty(&self) -> bool {
-        if self.dgram {
+        if self.flavor != Flavor::Stream {
             return !self.has_queued();
         }
         self.queue.is_empty() && !self.flushed_pending
@@ -325,7 +340,7 @@ impl StreamTransport {
 pub(crate) fn payload_of<'a>(obj: &'a Bound<'_, PyAny>) -> Option<&'a StreamTransport> {
     class()
         .payload_of(obj)
-        .or_else(|| super::dgram_class_opt().and_then(|c| c.payload_of(obj)))
+        .or_else(|| super::sibling_classes().find_map(|c| c.payload_of(obj)))
 }
 
 /// The payload of an instance of either class.
@@ -391,6 +406,11 @@ pub(crate) fn loop_of(py: Python<'_>, t: &StreamTransport) -> Option<Held<EventL
     reason = "registration is fallible in asyncio (and in set_interest_now); callers keep that shape"
 )]
 pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u8) -> PyResult<()> {
+    if matches!(t.st.get(py).flavor, Flavor::ReadPipe | Flavor::WritePipe) {
+        // As asyncio's `_add_reader` does, fail here (epoll refuses some
+        // character devices), not at the pre-poll step.
+        return set_interest_now(py, obj, t, want);
+    }
     let lp = {
         let mut st = t.st.get_mut(py);
         st.interest = want;

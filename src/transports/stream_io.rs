@@ -24,7 +24,7 @@
 //! - An event item runs only if its reader/writer is still the current one
 //!   (epoch check), as a cancelled asyncio handle would not run.
 
-use super::stream::{READING, WRITING};
+use super::stream::{Flavor, READING, WRITING};
 use ferroloop_core::net;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
@@ -71,7 +71,7 @@ const WRITE_FAILED: &str = "Fatal write error on socket transport";
 pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<()> {
     let t = stream.get();
     let obj = stream.bind(py);
-    let (ctx, dgram) = {
+    let (ctx, flavor) = {
         let st = t.st.get(py);
         let ctx = match kind {
             IoKind::Read => {
@@ -90,13 +90,20 @@ pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyRe
                 st.write_ctx.as_ref().map(|c| c.clone_ref(py))
             }
         };
-        (ctx, st.dgram)
+        (ctx, st.flavor)
     };
     in_context(py, ctx.as_deref(), || match kind {
-        IoKind::Read if dgram => super::datagram::read_ready(py, t),
-        IoKind::Write if dgram => super::datagram::sendto_ready(py, obj, t),
-        IoKind::Read => read_ready(py, obj, t),
-        IoKind::Write => write_ready(py, obj, t),
+        IoKind::Read => match flavor {
+            Flavor::Stream => read_ready(py, obj, t),
+            Flavor::Datagram => super::datagram::read_ready(py, t),
+            Flavor::ReadPipe => super::pipes::read_ready(py, obj, t),
+            Flavor::WritePipe => super::pipes::closed_by_peer(py, obj, t),
+        },
+        IoKind::Write => match flavor {
+            Flavor::Stream => write_ready(py, obj, t),
+            Flavor::Datagram => super::datagram::sendto_ready(py, obj, t),
+            Flavor::ReadPipe | Flavor::WritePipe => super::pipes::write_ready(py, obj, t),
+        },
         IoKind::Flushed => {
             let lost = {
                 let mut st = t.st.get_mut(py);
@@ -127,6 +134,9 @@ pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyRe
                 return Ok(());
             }
             let err = os_error(&std::io::Error::from_raw_os_error(errno));
+            if matches!(flavor, Flavor::ReadPipe | Flavor::WritePipe) {
+                return super::pipes::fatal_error(py, obj, t, err, "Fatal error on pipe transport");
+            }
             stream_life::fatal_error(py, obj, t, err, "Fatal error on transport")
         }
     })

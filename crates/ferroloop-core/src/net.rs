@@ -17,7 +17,7 @@ use std::os::fd::RawFd;
 
 use crate::sys;
 
-pub use crate::sys::{lseek_set, read, recv, send, sendfile, sendmsg, shutdown, write};
+pub use crate::sys::{lseek_set, read, recv, send, sendfile, sendmsg, set_nonblocking, shutdown, write, writev};
 
 /// `ENOTCONN` (the peer went away in the middle of a `sendfile`).
 pub const ENOTCONN: i32 = libc::ENOTCONN;
@@ -233,6 +233,24 @@ pub fn send_to(fd: RawFd, buf: &[u8], addr: &SockAddr) -> io::Result<usize> {
     sys::sendto(fd, buf, addr.as_bytes())
 }
 
+/// What `fstat` says an fd is, for the pipe transports' checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileKind {
+    pub fifo: bool,
+    pub socket: bool,
+    pub char_device: bool,
+}
+
+/// `stat.S_ISFIFO`/`S_ISSOCK`/`S_ISCHR` of `os.fstat(fd).st_mode`.
+pub fn file_kind(fd: RawFd) -> io::Result<FileKind> {
+    let mode = sys::fstat_mode(fd)? & libc::S_IFMT;
+    Ok(FileKind {
+        fifo: mode == libc::S_IFIFO,
+        socket: mode == libc::S_IFSOCK,
+        char_device: mode == libc::S_IFCHR,
+    })
+}
+
 /// `AF_INET` and `AF_INET6`.
 pub const AF_INET: i32 = libc::AF_INET;
 pub const AF_INET6: i32 = libc::AF_INET6;
@@ -372,6 +390,24 @@ mod tests {
         assert_eq!(send_to(a.raw(), b"", &ba).unwrap(), 0);
         assert_eq!(recv_from(b.raw(), &mut buf).unwrap().0, 0);
         assert!(would_block(&recv_from(b.raw(), &mut buf).unwrap_err()));
+    }
+
+    #[test]
+    fn pipes_are_fifos_and_writev_joins() {
+        let (r, w) = pipe().unwrap();
+        let k = file_kind(r.raw()).unwrap();
+        assert!(k.fifo && !k.socket && !k.char_device);
+        let (a, _b) = socketpair().unwrap();
+        assert!(file_kind(a.raw()).unwrap().socket);
+        set_nonblocking(r.raw()).unwrap();
+        let mut buf = [0u8; 8];
+        assert!(would_block(&read(r.raw(), &mut buf).unwrap_err()));
+        assert_eq!(
+            writev(w.raw(), &[io::IoSlice::new(b"ab"), io::IoSlice::new(b"c")]).unwrap(),
+            3
+        );
+        assert_eq!(read(r.raw(), &mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"abc");
     }
 
     #[test]

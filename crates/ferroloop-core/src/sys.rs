@@ -302,6 +302,22 @@ pub fn lseek_set(fd: RawFd, offset: i64) -> io::Result<i64> {
     syscall!(lseek(fd, offset as libc::off_t, libc::SEEK_SET)).map(i64::from)
 }
 
+/// `writev` of several buffers (pipes and other non-sockets).
+pub fn writev(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    // IoSlice is ABI-compatible with iovec (guaranteed by std on Unix).
+    let n = bufs.len().min(1024) as libc::c_int;
+    syscall!(writev(fd, bufs.as_ptr().cast(), n)).map(|n| n as usize)
+}
+
+/// `os.set_blocking(fd, False)`.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    if flags & libc::O_NONBLOCK == 0 {
+        syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
 /// `fstat(fd).st_mode`.
 pub fn fstat_mode(fd: RawFd) -> io::Result<u32> {
     // SAFETY: an all-zero stat is valid storage for fstat to fill.

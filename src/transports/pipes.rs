@@ -1,0 +1,532 @@
+//! The native pipe transports: asyncio's `unix_events._UnixReadPipeTransport`
+//! and `_UnixWritePipeTransport` (`connect_read_pipe`, `connect_write_pipe`,
+//! and the pipes of every subprocess).
+//!
+//! They carry the stream transport's payload (`stream::StreamState`, with
+//! `flavor` `ReadPipe`/`WritePipe`; `sock` is the pipe object, closed with
+//! its `close()`), so registration, epochs, contexts, the read buffer and
+//! the write queue are the stream transport's; the lifecycle is asyncio's
+//! pipe code, which differs from the socket transports' in many details,
+//! mirrored here one by one:
+//!
+//! - Read: one `read` of up to 256 KiB per readiness event;
+//!   `data_received` exceptions propagate to the exception handler (the
+//!   transport stays open); end of file sets `_closing`, removes the reader
+//!   and schedules `eof_received` and then `_call_connection_lost(None)`.
+//! - Write: `write()` tries `write(2)` at once; the rest is queued (copied
+//!   unless immutable, as asyncio's `bytearray` buffer copies) and the
+//!   writer registered at once. A write error counts in `_conn_lost`.
+//!   Readable on the write end (the reader closed it: epoll's error bit)
+//!   closes the transport, with `BrokenPipeError` if data was buffered.
+//! - Registration is applied at once (not at the pre-poll step), so an fd
+//!   epoll refuses fails where asyncio's `_add_reader` fails.
+//! - `_call_connection_lost` always calls `connection_lost`, then closes the
+//!   pipe object and drops the protocol and the loop.
+//! - Errors: a read pipe reports every error but `EIO` to the exception
+//!   handler, a write pipe every non-`OSError` (`_fatal_error`).
+
+use pyo3::exceptions::{PyAssertionError, PyBrokenPipeError, PyKeyboardInterrupt, PySystemExit, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+
+use super::hooks;
+use super::keep;
+use super::stream::{self, Addr, Flavor, Sock, StreamState, StreamTransport, READING, WRITING};
+use super::stream_io;
+use crate::event_loop::{schedule, EventLoop};
+use crate::py::call::call_method;
+use crate::py::errors::os_error;
+use crate::py::held::Held;
+
+/// Reads above this size go straight into their `bytes` next time.
+const BIG_READ: usize = 8 * 1024;
+
+const READ_FAILED: &str = "Fatal read error on pipe transport";
+const WRITE_FAILED: &str = "Fatal write error on pipe transport";
+
+fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// `_UnixReadPipeTransport(...)` / `_UnixWritePipeTransport(loop, pipe, protocol, waiter, extra)`.
+pub(crate) fn create<'py>(
+    lp: &Bound<'py, EventLoop>,
+    flavor: Flavor,
+    pipe: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    waiter: Option<Bound<'py, PyAny>>,
+    extra: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = lp.py();
+    // `super().__init__(extra)`: the caller's dict itself, then `['pipe']`.
+    let extra = match extra {
+        Some(e) => e,
+        None => PyDict::new(py).into_any(),
+    };
+    extra.set_item(pyo3::intern!(py, "pipe"), pipe)?;
+    let fd: i32 = pipe.call_method0(pyo3::intern!(py, "fileno"))?.extract()?;
+    let kind = ferroloop_core::net::file_kind(fd).map_err(|e| os_error(&e))?;
+    let accepted = match flavor {
+        Flavor::ReadPipe => kind.fifo || kind.socket || kind.char_device,
+        _ => kind.char_device || kind.fifo || kind.socket,
+    };
+    if !accepted {
+        return Err(PyValueError::new_err(if flavor == Flavor::ReadPipe {
+            "Pipe transport is for pipes/sockets only."
+        } else {
+            "Pipe transport is only for pipes, sockets and character devices"
+        }));
+    }
+    ferroloop_core::net::set_nonblocking(fd).map_err(|e| os_error(&e))?;
+    let state = StreamState {
+        loop_: Some(Held::new(lp.clone().unbind())),
+        protocol: Some(Held::new(protocol.clone().unbind())),
+        sock: Sock::Py(Held::new(pipe.clone().unbind())),
+        fd,
+        cold: Some(Box::new(stream::Cold {
+            extra: Some(Held::new(extra.unbind())),
+            ..stream::Cold::default()
+        })),
+        sockname: Addr::None,
+        peername: Addr::None,
+        protocol_connected: true,
+        flavor,
+        ..StreamState::default()
+    };
+    let class = if flavor == Flavor::ReadPipe {
+        super::read_pipe_class()
+    } else {
+        super::write_pipe_class()
+    };
+    let obj = class.new_instance(
+        py,
+        StreamTransport {
+            st: crate::py::cell::GilCell::new(state),
+        },
+    )?;
+    let made = protocol.getattr(pyo3::intern!(py, "connection_made"))?;
+    schedule::call_soon(lp, made, PyTuple::new(py, [&obj])?, None, "call_soon")?;
+    // The reader trick of a write pipe (told when the read end closes)
+    // works for pipes and sockets.
+    if flavor == Flavor::ReadPipe || kind.socket || kind.fifo {
+        let start = obj.getattr(pyo3::intern!(py, "_start_reading"))?;
+        schedule::call_soon(lp, start, PyTuple::empty(py), None, "call_soon")?;
+    }
+    if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
+        let set = hooks::set_result_unless_cancelled(py)?;
+        schedule::call_soon(
+            lp,
+            set,
+            PyTuple::new(py, [waiter, py.None().into_bound(py)])?,
+            None,
+            "call_soon",
+        )?;
+    }
+    Ok(obj)
+}
+
+/// `_add_reader(fd, self._read_ready)` of a read pipe (only while reading),
+/// or `loop._add_reader(fd, self._read_ready)` of a write pipe (always).
+pub(crate) fn start_reading(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let st = t.st.get(py);
+    let go = st.flavor == Flavor::WritePipe || st.is_reading();
+    drop(st);
+    if go {
+        stream::add_reader(py, obj, t)?;
+    }
+    Ok(())
+}
+
+fn debug(py: Python<'_>, t: &StreamTransport) -> bool {
+    t.st.get(py).loop_.as_ref().is_some_and(|l| l.get().debug(py))
+}
+
+/// `self._loop.call_soon(self._call_connection_lost, exc)`.
+fn schedule_connection_lost(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    t: &StreamTransport,
+    exc: Py<PyAny>,
+) -> PyResult<()> {
+    let Some(lp) = stream::loop_of(py, t) else {
+        // `self._loop` is None: asyncio's call raises AttributeError.
+        return Err(py.None().into_bound(py).getattr("call_soon").err().unwrap_or_else(|| {
+            pyo3::exceptions::PyAttributeError::new_err("'NoneType' object has no attribute 'call_soon'")
+        }));
+    };
+    let cb = obj.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
+    schedule::call_soon(lp.bind(py), cb, PyTuple::new(py, [exc])?, None, "call_soon")?;
+    Ok(())
+}
+
+/// `_read_ready` of a read pipe.
+pub(crate) fn read_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let (fd, protocol, lp, big) = {
+        let st = t.st.get(py);
+        let (Some(p), Some(lp)) = (&st.protocol, &st.loop_) else {
+            return Ok(());
+        };
+        (st.fd, p.clone_ref(py), lp.clone_ref(py), st.big_reads)
+    };
+    let received = lp.get().read_bytes(py, fd, big);
+    if let Ok(Some(data)) = &received {
+        let n = data.bytes.as_bytes().len();
+        if (n > BIG_READ) != big {
+            t.st.get_mut(py).big_reads = n > BIG_READ;
+        }
+    }
+    match received {
+        Err(e) if ferroloop_core::net::would_block(&e) => Ok(()),
+        Err(e) => fatal_error(py, obj, t, os_error(&e), READ_FAILED),
+        Ok(None) => {
+            if debug(py, t) {
+                hooks::log_info(py, "%r was closed by peer", obj)?;
+            }
+            t.st.get_mut(py).closing = true;
+            stream::remove_reader(py, obj, t)?;
+            let eof = protocol.bind(py).getattr(pyo3::intern!(py, "eof_received"))?;
+            schedule::call_soon(lp.bind(py), eof, PyTuple::empty(py), None, "call_soon")?;
+            schedule_connection_lost(py, obj, t, py.None())
+        }
+        Ok(Some(data)) => {
+            let res = call_method(
+                protocol.bind(py),
+                pyo3::intern!(py, "data_received"),
+                &[data.bytes.as_any()],
+            );
+            lp.get().give_back_bytes(py, data);
+            res.map(|_| ())
+        }
+    }
+}
+
+/// `_read_ready` of a write pipe: the read end was closed.
+pub(crate) fn closed_by_peer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    if debug(py, t) {
+        hooks::log_info(py, "%r was closed by peer", obj)?;
+    }
+    let exc = if t.st.get(py).queue.is_empty() {
+        py.None()
+    } else {
+        PyBrokenPipeError::new_err(()).into_value(py).into_any()
+    };
+    close_now(py, obj, t, exc)
+}
+
+/// `_close(exc)`.
+pub(crate) fn close_now(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, exc: Py<PyAny>) -> PyResult<()> {
+    let flavor = {
+        let mut st = t.st.get_mut(py);
+        st.closing = true;
+        st.flavor
+    };
+    if flavor == Flavor::WritePipe {
+        if !t.st.get(py).queue.is_empty() {
+            stream::remove_writer(py, obj, t)?;
+        }
+        let dropped = t.st.get_mut(py).queue.clear();
+        drop(dropped);
+    }
+    stream::remove_reader(py, obj, t)?;
+    schedule_connection_lost(py, obj, t, exc)
+}
+
+/// `close()`.
+pub(crate) fn close(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let (flavor, closing, open) = {
+        let st = t.st.get(py);
+        (st.flavor, st.closing, !matches!(st.sock, Sock::Closed))
+    };
+    if flavor == Flavor::ReadPipe {
+        if !closing {
+            close_now(py, obj, t, py.None())?;
+        }
+        return Ok(());
+    }
+    // A write pipe: write_eof is all it needs.
+    if open && !closing {
+        write_eof(py, obj, t)?;
+    }
+    Ok(())
+}
+
+/// `write_eof()` of a write pipe.
+pub(crate) fn write_eof(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let empty = {
+        let mut st = t.st.get_mut(py);
+        if st.closing {
+            return Ok(());
+        }
+        if matches!(st.sock, Sock::Closed) {
+            return Err(PyAssertionError::new_err(()));
+        }
+        st.closing = true;
+        st.queue.is_empty()
+    };
+    if empty {
+        stream::remove_reader(py, obj, t)?;
+        schedule_connection_lost(py, obj, t, py.None())?;
+    }
+    Ok(())
+}
+
+/// `_fatal_error(exc, message)`: report, then `_close(exc)`.
+pub(crate) fn fatal_error(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    t: &StreamTransport,
+    exc: PyErr,
+    message: &str,
+) -> PyResult<()> {
+    let read_pipe = t.st.get(py).flavor == Flavor::ReadPipe;
+    let exc = exc.into_value(py).into_any();
+    hooks::pipe_fatal_error(py, obj, exc.bind(py), message, read_pipe)?;
+    close_now(py, obj, t, exc)
+}
+
+/// `_call_connection_lost(exc)`.
+pub(crate) fn call_connection_lost(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    t: &StreamTransport,
+    exc: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let protocol = t.st.get(py).protocol.as_ref().map(|p| p.clone_ref(py));
+    let target = protocol.map_or_else(|| py.None(), |p| p.to_py(py));
+    let res = call_method(target.bind(py), pyo3::intern!(py, "connection_lost"), &[exc]).map(|_| ());
+    // The `finally:` part.
+    let _ = stream::set_interest_now(py, obj, t, 0);
+    let sock = std::mem::take(&mut t.st.get_mut(py).sock);
+    let closed = match sock {
+        Sock::Py(p) => p.bind(py).call_method0(pyo3::intern!(py, "close")).map(|_| ()),
+        // `self._pipe.close()` on None.
+        Sock::Closed => py.None().into_bound(py).getattr("close").map(|_| ()),
+        Sock::Raw(fd) => {
+            drop(fd);
+            Ok(())
+        }
+    };
+    let (old_protocol, old_loop) = {
+        let mut st = t.st.get_mut(py);
+        (st.protocol.take(), st.loop_.take())
+    };
+    drop(old_protocol);
+    drop(old_loop);
+    res?;
+    closed
+}
+
+/// True for the types a write pipe takes.
+fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
+    data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()
+}
+
+/// `write(data)` of a write pipe.
+pub(crate) fn write(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    t: &StreamTransport,
+    data: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if !is_bytes_like(data) {
+        return Err(PyAssertionError::new_err(data.repr()?.unbind()));
+    }
+    // `if not data: return` (a buffer that cannot be exported fails later,
+    // where asyncio's os.write() or `bytearray +=` fails).
+    let total = crate::py::buffer::with_bytes(data, <[u8]>::len).ok();
+    if total.map_or(data.len()?, |n| n) == 0 {
+        return Ok(());
+    }
+    let (conn_lost, closing, fd, queued) = {
+        let st = t.st.get(py);
+        (st.conn_lost, st.closing, st.fd, !st.queue.is_empty())
+    };
+    if conn_lost > 0 || closing {
+        if conn_lost >= hooks::connlost_threshold(py) {
+            hooks::log_warning(py, "pipe closed by peer or os.write(pipe, data) raised exception.")?;
+        }
+        t.st.get_mut(py).conn_lost += 1;
+        return Ok(());
+    }
+    let mut offset = 0;
+    if !queued {
+        // Attempt to send it right away first.
+        let written = crate::py::buffer::with_bytes(data, |b| ferroloop_core::net::write(fd, b));
+        let n = match written {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if ferroloop_core::net::would_block(&e) => 0,
+            Ok(Err(e)) => return write_failed(py, obj, t, os_error(&e)),
+            Err(err) => return write_failed(py, obj, t, err),
+        };
+        count(py, t, n);
+        if Some(n) == total {
+            return Ok(());
+        }
+        offset = n;
+        add_writer(py, obj, t)?;
+    }
+    {
+        let mut st = t.st.get_mut(py);
+        keep::enqueue(&mut st.queue, data, offset, true)?;
+    }
+    stream_io::maybe_pause_protocol(py, obj, t)
+}
+
+/// The `except BaseException` branch of `write()`.
+fn write_failed(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, err: PyErr) -> PyResult<()> {
+    if is_fatal(py, &err) {
+        return Err(err);
+    }
+    t.st.get_mut(py).conn_lost += 1;
+    fatal_error(py, obj, t, err, WRITE_FAILED)
+}
+
+fn count(py: Python<'_>, t: &StreamTransport, n: usize) {
+    if let Some(lp) = &t.st.get(py).loop_ {
+        lp.get().st.get_mut(py).stats.bytes_written += n as u64;
+    }
+}
+
+/// `self._loop._add_writer(self._fileno, self._write_ready)`.
+fn add_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let ctx = crate::py::call::copy_context(py)?;
+    let want = t.st.get(py).interest | WRITING;
+    stream::set_interest(py, obj, t, want)?;
+    let old = {
+        let mut st = t.st.get_mut(py);
+        st.write_epoch = st.write_epoch.wrapping_add(1);
+        st.write_ctx.replace(Held::new(ctx))
+    };
+    drop(old);
+    Ok(())
+}
+
+/// `_write_ready` of a write pipe.
+pub(crate) fn write_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let written = {
+        let st = t.st.get(py);
+        if st.queue.is_empty() {
+            // `assert self._buffer, 'Data should not be empty'`
+            return Err(PyAssertionError::new_err("Data should not be empty"));
+        }
+        if st.queue.chunks() == 1 {
+            st.queue.front().map_or(Ok(0), |b| ferroloop_core::net::write(st.fd, b))
+        } else {
+            ferroloop_core::net::writev(st.fd, &st.queue.slices())
+        }
+    };
+    match written {
+        Err(e) if ferroloop_core::net::would_block(&e) => Ok(()),
+        Err(e) => {
+            let dropped = t.st.get_mut(py).queue.clear();
+            drop(dropped);
+            t.st.get_mut(py).conn_lost += 1;
+            // Remove the writer here: _fatal_error() does not (the buffer is empty).
+            stream::remove_writer(py, obj, t)?;
+            fatal_error(py, obj, t, os_error(&e), WRITE_FAILED)
+        }
+        Ok(n) => {
+            count(py, t, n);
+            if n == t.st.get(py).queue.len() {
+                let dropped = t.st.get_mut(py).queue.clear();
+                drop(dropped);
+                t.st.get_mut(py).queue.shrink();
+                stream::remove_writer(py, obj, t)?;
+                stream_io::maybe_resume_protocol(py, obj, t)?; // May append to buffer.
+                if t.st.get(py).closing {
+                    stream::remove_reader(py, obj, t)?;
+                    call_connection_lost(py, obj, t, &py.None().into_bound(py))?;
+                }
+                return Ok(());
+            }
+            if n > 0 {
+                let mut released = Vec::new();
+                t.st.get_mut(py).queue.consume(n, &mut released);
+                drop(released);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `pause_reading()` of a read pipe.
+pub(crate) fn pause_reading(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    if !t.st.get(py).is_reading() {
+        return Ok(());
+    }
+    t.st.get_mut(py).paused = true;
+    stream::remove_reader(py, obj, t)?;
+    if debug(py, t) {
+        hooks::log_debug(py, "%r pauses reading", obj)?;
+    }
+    Ok(())
+}
+
+/// `resume_reading()` of a read pipe.
+pub(crate) fn resume_reading(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    {
+        let mut st = t.st.get_mut(py);
+        if st.closing || !st.paused {
+            return Ok(());
+        }
+        st.paused = false;
+    }
+    stream::add_reader(py, obj, t)?;
+    if debug(py, t) {
+        hooks::log_debug(py, "%r resumes reading", obj)?;
+    }
+    Ok(())
+}
+
+/// `repr()`, as the pipe transports' `__repr__` build it.
+pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<String> {
+    let name = obj.get_type().name()?.to_string();
+    let st = t.st.get(py);
+    let open = !matches!(st.sock, Sock::Closed);
+    let mut info = vec![name];
+    if !open {
+        info.push("closed".into());
+    } else if st.closing {
+        info.push("closing".into());
+    }
+    info.push(format!("fd={}", st.fd));
+    // `selector = getattr(self._loop, '_selector', None)`: None once the loop closed.
+    let selector = st.loop_.as_ref().is_some_and(|l| !l.get().is_closed_flag(py));
+    if open && selector {
+        let bit = if st.flavor == Flavor::ReadPipe {
+            READING
+        } else {
+            WRITING
+        };
+        info.push(if st.interest & bit != 0 { "polling" } else { "idle" }.into());
+        if st.flavor == Flavor::WritePipe {
+            info.push(format!("bufsize={}", st.queue.len()));
+        }
+    } else if open {
+        info.push("open".into());
+    } else {
+        info.push("closed".into());
+    }
+    Ok(format!("<{}>", info.join(" ")))
+}
+
+/// `set_protocol(protocol)` of the pipe transports.
+pub(crate) fn set_protocol(py: Python<'_>, t: &StreamTransport, protocol: &Bound<'_, PyAny>) {
+    let old = t.st.get_mut(py).protocol.replace(Held::new(protocol.clone().unbind()));
+    drop(old);
+}
+
+/// `get_extra_info(name, default)`: the `_extra` dict (with `'pipe'`).
+pub(crate) fn get_extra_info(
+    py: Python<'_>,
+    t: &StreamTransport,
+    name: &Bound<'_, PyAny>,
+    default: Option<Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let default = default.map_or_else(|| py.None(), Bound::unbind);
+    let extra = t.st.get(py).extra().map(|e| e.clone_ref(py));
+    match extra {
+        Some(e) => Ok(e.bind(py).call_method1("get", (name, default))?.unbind()),
+        None => Ok(default),
+    }
+}
