@@ -193,6 +193,37 @@ PROGRAMS = {
             print(lines, await p.wait())
         run_main(main())
     """,
+    "two_hundred_children_reaped": """
+        import os, sys
+        async def main():
+            sem = asyncio.Semaphore(20)
+            async def one(i):
+                async with sem:
+                    p = await asyncio.create_subprocess_exec(sys.executable, "-c", f"raise SystemExit({i % 5})")
+                    return await p.wait()
+            codes = await asyncio.gather(*(one(i) for i in range(200)))
+            print(codes == [i % 5 for i in range(200)])
+        run_main(main())
+        try:
+            os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            print("no child left")
+    """,
+    "chosen_child_watcher_is_used": """
+        import sys, warnings
+        from asyncio import unix_events
+        warnings.simplefilter("ignore", DeprecationWarning)
+        calls = []
+        class Recording(unix_events.ThreadedChildWatcher):
+            def add_child_handler(self, pid, callback, *args):
+                calls.append(pid)
+                super().add_child_handler(pid, callback, *args)
+        asyncio.set_child_watcher(Recording())
+        async def main():
+            p = await asyncio.create_subprocess_exec(sys.executable, "-c", "raise SystemExit(4)")
+            print(await p.wait(), calls == [p.pid])
+        run_main(main())
+    """,
 }
 
 
@@ -211,3 +242,26 @@ def test_subprocess_program_matches_asyncio(launch, name):
         return
     res = run_child(PROGRAMS[name], launch, timeout=60)
     assert (res.returncode, res.stdout) == ref, res.stderr
+
+
+NO_THREAD_PER_CHILD = """
+    import sys, threading
+    async def main():
+        most = 0
+        async def one():
+            nonlocal most
+            p = await asyncio.create_subprocess_exec("sleep", "0.2")
+            most = max(most, threading.active_count())
+            return await p.wait()
+        print(await asyncio.gather(*(one() for _ in range(20))), most)
+    run_main(main())
+"""
+
+
+@pytest.mark.parametrize("launch_form", ["ferroloop", "ferroloop-install"])
+def test_children_are_reaped_without_a_thread_each(launch_form):
+    # asyncio 3.11's default watcher starts a thread per child; ferroloop
+    # watches a pidfd per child on the loop (python/ferroloop/_subprocess.py).
+    res = run_child(NO_THREAD_PER_CHILD, launch_form, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"{[0] * 20} 1"

@@ -27,7 +27,7 @@ import types
 from asyncio import constants, events, exceptions, sslproto, unix_events
 from typing import Any
 
-from . import _blocking, _compat, _ferroloop, _stats
+from . import _blocking, _compat, _ferroloop, _stats, _subprocess
 from ._selector import NativeSelectorView
 
 __all__ = ["Loop"]
@@ -131,6 +131,39 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
 
     def _make_write_pipe_transport(self, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None) -> Any:
         return _ferroloop._write_pipe_transport(self, pipe, protocol, waiter, extra)
+
+    async def _make_subprocess_transport(
+        self,
+        protocol: Any,
+        args: Any,
+        shell: Any,
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        bufsize: Any,
+        extra: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """asyncio's, with the child's exit watched through a pidfd unless a
+        child watcher was chosen (``_subprocess``)."""
+        if not _subprocess.applies():
+            return await super()._make_subprocess_transport(  # type: ignore[misc]
+                protocol, args, shell, stdin, stdout, stderr, bufsize, extra=extra, **kwargs
+            )
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(  # type: ignore[attr-defined]
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize, waiter=waiter, extra=extra, **kwargs
+        )
+        _subprocess.add_child_handler(self, transp.get_pid(), self._child_watcher_callback, transp)  # type: ignore[attr-defined]
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
 
     def _make_ssl_transport(
         self,
