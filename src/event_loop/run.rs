@@ -309,6 +309,15 @@ fn run_listener(py: Python<'_>, listener: &Held<crate::server::Listener>, step: 
 /// `KeyboardInterrupt` propagate, anything else goes to the exception
 /// handler as "Exception in callback <the transport's method>".
 fn run_io(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<()> {
+    let epoch = |py| {
+        let st = stream.get().st.get(py);
+        if kind == IoKind::Read {
+            st.read_epoch
+        } else {
+            st.write_epoch
+        }
+    };
+    let before = epoch(py);
     match stream_io::on_event(py, stream, kind) {
         Ok(()) => Ok(()),
         Err(err) => {
@@ -318,6 +327,11 @@ fn run_io(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<()> {
                 return Err(err);
             }
             let handle = io_handle(py, stream, kind)?;
+            // The callback removed its own reader/writer: asyncio's handle
+            // was cancelled while it ran (its callback and args cleared).
+            if epoch(py) != before {
+                handle.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
+            }
             let exc = err.into_value(py);
             hooks(py)?.report_error.call1(py, (handle, exc))?;
             Ok(())
@@ -335,9 +349,15 @@ fn io_handle(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<Py<Ha
         _ => "_write_ready",
     };
     let callback = obj.getattr(method)?;
-    let lp = stream::loop_of(py, stream.get());
-    let Some(lp) = lp else {
-        return Err(pyo3::exceptions::PyRuntimeError::new_err("transport has no loop"));
+    // A transport whose connection was lost has no loop any more: the
+    // handle belongs to the running one.
+    let lp = match stream::loop_of(py, stream.get()) {
+        Some(lp) => lp.to_py(py),
+        None => py
+            .import("asyncio.events")?
+            .call_method0("_get_running_loop")?
+            .cast_into::<EventLoop>()?
+            .unbind(),
     };
     let ctx = crate::py::call::copy_context(py)?;
     Py::new(
@@ -346,7 +366,7 @@ fn io_handle(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<Py<Ha
             callback.unbind(),
             pyo3::types::PyTuple::empty(py).unbind(),
             ctx,
-            lp.to_py(py),
+            lp,
             None,
         ),
     )

@@ -150,9 +150,7 @@ fn schedule_connection_lost(
 ) -> PyResult<()> {
     let Some(lp) = stream::loop_of(py, t) else {
         // `self._loop` is None: asyncio's call raises AttributeError.
-        return Err(py.None().into_bound(py).getattr("call_soon").err().unwrap_or_else(|| {
-            pyo3::exceptions::PyAttributeError::new_err("'NoneType' object has no attribute 'call_soon'")
-        }));
+        return Err(none_has_no(py, "call_soon"));
     };
     let cb = obj.getattr(pyo3::intern!(py, "_call_connection_lost"))?;
     schedule::call_soon(lp.bind(py), cb, PyTuple::new(py, [exc])?, None, "call_soon")?;
@@ -168,7 +166,14 @@ pub(crate) fn read_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTrans
         };
         (st.fd, p.clone_ref(py), lp.clone_ref(py), st.big_reads)
     };
-    let received = lp.get().read_bytes(py, fd, big);
+    // `os.read(self._fileno, self.max_size)`: the attribute may be set on the instance.
+    let max: usize = obj.getattr(pyo3::intern!(py, "max_size"))?.extract()?;
+    let received = if max == crate::event_loop::READ_SIZE {
+        lp.get().read_bytes(py, fd, big)
+    } else {
+        crate::py::buffer::new_bytes_with(py, max, |buf| ferroloop_core::net::read(fd, buf))
+            .map(|b| (!b.as_bytes().is_empty()).then(|| crate::py::spare_bytes::Lent::new(b)))
+    };
     if let Ok(Some(data)) = &received {
         let n = data.bytes.as_bytes().len();
         if (n > BIG_READ) != big {
@@ -215,20 +220,35 @@ pub(crate) fn closed_by_peer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamT
 
 /// `_close(exc)`.
 pub(crate) fn close_now(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, exc: Py<PyAny>) -> PyResult<()> {
-    let flavor = {
+    let (flavor, no_loop) = {
         let mut st = t.st.get_mut(py);
         st.closing = true;
-        st.flavor
+        (st.flavor, st.loop_.is_none())
     };
     if flavor == Flavor::WritePipe {
         if !t.st.get(py).queue.is_empty() {
+            if no_loop {
+                return Err(none_has_no(py, "_remove_writer"));
+            }
             stream::remove_writer(py, obj, t)?;
         }
         let dropped = t.st.get_mut(py).queue.clear();
         drop(dropped);
     }
+    if no_loop {
+        return Err(none_has_no(py, "_remove_reader"));
+    }
     stream::remove_reader(py, obj, t)?;
     schedule_connection_lost(py, obj, t, exc)
+}
+
+/// The AttributeError of `None.<name>` (asyncio's code reaching a cleared
+/// `_loop`, `_pipe` or `_protocol`).
+fn none_has_no(py: Python<'_>, name: &str) -> PyErr {
+    match py.None().into_bound(py).getattr(name) {
+        Err(e) => e,
+        Ok(_) => pyo3::exceptions::PyAttributeError::new_err(name.to_owned()),
+    }
 }
 
 /// `close()`.
@@ -294,26 +314,40 @@ pub(crate) fn call_connection_lost(
     let protocol = t.st.get(py).protocol.as_ref().map(|p| p.clone_ref(py));
     let target = protocol.map_or_else(|| py.None(), |p| p.to_py(py));
     let res = call_method(target.bind(py), pyo3::intern!(py, "connection_lost"), &[exc]).map(|_| ());
-    // The `finally:` part.
-    let _ = stream::set_interest_now(py, obj, t, 0);
-    let sock = std::mem::take(&mut t.st.get_mut(py).sock);
-    let closed = match sock {
-        Sock::Py(p) => p.bind(py).call_method0(pyo3::intern!(py, "close")).map(|_| ()),
-        // `self._pipe.close()` on None.
-        Sock::Closed => py.None().into_bound(py).getattr("close").map(|_| ()),
-        Sock::Raw(fd) => {
-            drop(fd);
-            Ok(())
+    // The `finally:` part: `self._pipe.close()`, and only if that returned,
+    // `_pipe`, `_protocol` and `_loop` become None. An exception there
+    // replaces connection_lost's, as in a `finally:` clause.
+    let pipe = match &t.st.get(py).sock {
+        Sock::Py(p) => Some(p.clone_ref(py)),
+        _ => None,
+    };
+    if pipe.is_some() {
+        // Nothing may stay registered for a closed fd (asyncio leaves a
+        // stale selector key; the native registry must not).
+        let _ = stream::set_interest_now(py, obj, t, 0);
+    }
+    let closed = match &pipe {
+        Some(p) => p.bind(py).call_method0(pyo3::intern!(py, "close")).map(|_| ()),
+        None => Err(none_has_no(py, "close")),
+    };
+    if let Err(e) = closed {
+        if let Err(first) = res {
+            // SAFETY: both are live exception objects; SetContext steals a
+            // reference to its second argument, which we pass a new one of.
+            unsafe {
+                pyo3::ffi::PyException_SetContext(e.value(py).as_ptr(), first.into_value(py).into_ptr());
+            }
         }
-    };
-    let (old_protocol, old_loop) = {
+        return Err(e);
+    }
+    let (old_sock, old_protocol, old_loop) = {
         let mut st = t.st.get_mut(py);
-        (st.protocol.take(), st.loop_.take())
+        (std::mem::take(&mut st.sock), st.protocol.take(), st.loop_.take())
     };
+    drop(old_sock);
     drop(old_protocol);
     drop(old_loop);
-    res?;
-    closed
+    res
 }
 
 /// True for the types a write pipe takes.
@@ -364,6 +398,13 @@ pub(crate) fn write(
         }
         offset = n;
         add_writer(py, obj, t)?;
+    }
+    if total.is_none() {
+        // `self._buffer += data` of a buffer that cannot be exported.
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "can't concat {} to bytearray",
+            data.get_type().name()?
+        )));
     }
     {
         let mut st = t.st.get_mut(py);

@@ -13,13 +13,15 @@
 //! This module holds the state and the lifecycle (creation, reader/writer
 //! registration, close, abort, `connection_lost`, `__del__`);
 //! `stream_io` the read and write paths; `stream_api` the Python methods.
+//! The datagram and pipe transports share this state ([`Flavor`]).
 //!
 //! # Invariants
 //! - `st` is never borrowed across a call into Python.
 //! - The loop's registration of the fd (a strong reference to the transport)
 //!   exists while the transport wants events (`interest != 0`), as asyncio's
 //!   selector key exists while a reader or writer is registered; changes are
-//!   applied at the next pre-poll step (before any poll could see them). So
+//!   applied at the next pre-poll step (before any poll could see them; at
+//!   once for pipes, as `_add_reader` fails at once for them). So
 //!   an idle, unreferenced transport is collected and warns as on asyncio.
 //! - `fd` keeps the socket's number after close (`_sock_fd`); `sock` owns
 //!   the descriptor until `_call_connection_lost` closes it.
@@ -334,16 +336,16 @@ impl StreamTransport {
     }
 }
 
-/// The payload of a stream or datagram transport, if `obj` is one (both
-/// classes carry the same payload at the same offset: see
-/// `transports::register`).
+/// The payload of a native transport, if `obj` is one (the stream,
+/// datagram and pipe classes carry the same payload at the same offset: see
+/// `transports::register_sibling`).
 pub(crate) fn payload_of<'a>(obj: &'a Bound<'_, PyAny>) -> Option<&'a StreamTransport> {
     class()
         .payload_of(obj)
         .or_else(|| super::sibling_classes().find_map(|c| c.payload_of(obj)))
 }
 
-/// The payload of an instance of either class.
+/// The payload of an instance of any transport class.
 pub(crate) fn payload<'a>(obj: &'a Bound<'_, PyAny>) -> &'a StreamTransport {
     match payload_of(obj) {
         Some(t) => t,
@@ -372,8 +374,9 @@ impl StreamRef {
     }
 
     pub(crate) fn get(&self) -> &StreamTransport {
-        // SAFETY: a StreamRef only ever holds an instance of either class
-        // (checked in `of`; same payload offset), kept alive by the reference itself.
+        // SAFETY: a StreamRef only ever holds an instance of a transport
+        // class (checked in `of`; same payload offset), kept alive by the
+        // reference itself.
         unsafe { class().payload(self.0.as_ptr()) }
     }
 
@@ -407,9 +410,7 @@ pub(crate) fn loop_of(py: Python<'_>, t: &StreamTransport) -> Option<Held<EventL
 )]
 pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u8) -> PyResult<()> {
     if matches!(t.st.get(py).flavor, Flavor::ReadPipe | Flavor::WritePipe) {
-        // As asyncio's `_add_reader` does, fail here (epoll refuses some
-        // character devices), not at the pre-poll step.
-        return set_interest_now(py, obj, t, want);
+        return set_pipe_interest(py, obj, t, want);
     }
     let lp = {
         let mut st = t.st.get_mut(py);
@@ -433,6 +434,30 @@ pub(crate) fn set_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTra
 pub(crate) fn set_interest_now(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u8) -> PyResult<()> {
     t.st.get_mut(py).interest = want;
     apply_interest(py, obj, t)
+}
+
+/// A pipe's `_add_reader`/`_remove_reader` & co., applied at once, as
+/// asyncio's are: epoll refuses some character devices, and the error
+/// belongs to the call (nothing stays registered); on a closed loop adding
+/// raises asyncio's RuntimeError and removing does nothing.
+fn set_pipe_interest(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, want: u8) -> PyResult<()> {
+    let (old, closed) = {
+        let st = t.st.get(py);
+        let closed = st.loop_.as_ref().is_some_and(|l| l.get().is_closed_flag(py));
+        (st.interest, closed)
+    };
+    if closed {
+        if want & !old != 0 {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("Event loop is closed"));
+        }
+        return Ok(());
+    }
+    t.st.get_mut(py).interest = want;
+    let res = apply_interest(py, obj, t);
+    if res.is_err() {
+        t.st.get_mut(py).interest = old;
+    }
+    res
 }
 
 /// Bring the kernel registration in line with the wanted interest: register,
