@@ -47,7 +47,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyMemoryView, PyString, PyTuple};
 
 use super::extra::addr_object;
 use super::hooks;
-use super::stream::{self, Addr, Sock, StreamState, StreamTransport, READING, WRITING};
+use super::stream::{self, Addr, Sock, StreamState, StreamTransport, READING};
 use super::stream_io;
 use super::stream_life;
 use crate::event_loop::EventLoop;
@@ -460,7 +460,8 @@ pub(crate) fn sendto(
         // Attempt to send it right away first.
         match send_one(py, t, data, &addr) {
             Sent::Done => return Ok(()),
-            Sent::WouldBlock => add_writer(py, obj, t)?,
+            // `self._loop._add_writer(self._sock_fd, self._sendto_ready)`.
+            Sent::WouldBlock => stream::add_writer(py, obj, t)?,
             Sent::Os(err) => return error_received(py, t, err),
             Sent::Other(err) => {
                 if is_fatal(py, &err) {
@@ -484,20 +485,6 @@ pub(crate) fn sendto(
         }
     }
     stream_io::maybe_pause_protocol(py, obj, t)
-}
-
-/// `self._loop._add_writer(self._sock_fd, self._sendto_ready)`.
-fn add_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
-    let ctx = crate::py::call::copy_context(py)?;
-    let want = t.st.get(py).interest | WRITING;
-    stream::set_interest(py, obj, t, want)?;
-    let old = {
-        let mut st = t.st.get_mut(py);
-        st.write_epoch = st.write_epoch.wrapping_add(1);
-        st.write_ctx.replace(Held::new(ctx))
-    };
-    drop(old);
-    Ok(())
 }
 
 /// `_sendto_ready` (the writer).

@@ -112,16 +112,7 @@ pub(crate) fn create<'py>(
         let start = obj.getattr(pyo3::intern!(py, "_start_reading"))?;
         schedule::call_soon(lp, start, PyTuple::empty(py), None, "call_soon")?;
     }
-    if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
-        let set = hooks::set_result_unless_cancelled(py)?;
-        schedule::call_soon(
-            lp,
-            set,
-            PyTuple::new(py, [waiter, py.None().into_bound(py)])?,
-            None,
-            "call_soon",
-        )?;
-    }
+    super::stream_life::schedule_waiter(lp, waiter)?;
     Ok(obj)
 }
 
@@ -397,7 +388,7 @@ pub(crate) fn write(
             return Ok(());
         }
         offset = n;
-        add_writer(py, obj, t)?;
+        stream::add_writer(py, obj, t)?; // `self._loop._add_writer(self._fileno, self._write_ready)`
     }
     if total.is_none() {
         // `self._buffer += data` of a buffer that cannot be exported.
@@ -426,20 +417,6 @@ fn count(py: Python<'_>, t: &StreamTransport, n: usize) {
     if let Some(lp) = &t.st.get(py).loop_ {
         lp.get().st.get_mut(py).stats.bytes_written += n as u64;
     }
-}
-
-/// `self._loop._add_writer(self._fileno, self._write_ready)`.
-fn add_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
-    let ctx = crate::py::call::copy_context(py)?;
-    let want = t.st.get(py).interest | WRITING;
-    stream::set_interest(py, obj, t, want)?;
-    let old = {
-        let mut st = t.st.get_mut(py);
-        st.write_epoch = st.write_epoch.wrapping_add(1);
-        st.write_ctx.replace(Held::new(ctx))
-    };
-    drop(old);
-    Ok(())
 }
 
 /// `_write_ready` of a write pipe.

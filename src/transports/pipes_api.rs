@@ -227,10 +227,6 @@ pub(crate) fn write_methods() -> Vec<ffi::PyMethodDef> {
         .collect()
 }
 
-fn opt(py: Python<'_>, v: Option<&crate::py::held::Held<PyAny>>) -> Py<PyAny> {
-    v.map_or_else(|| py.None(), |o| o.to_py(py))
-}
-
 raw_getter!(get_pipe, StreamTransport, |py, obj, t| Ok(match &t.st.get(py).sock {
     stream::Sock::Py(p) => p.to_py(py),
     _ => py.None(),
@@ -242,68 +238,41 @@ raw_getter!(get_fileno, StreamTransport, |py, obj, t| Ok(t
     .into_pyobject(py)?
     .into_any()
     .unbind()));
-raw_getter!(get_extra, StreamTransport, |py, obj, t| Ok(opt(
-    py,
-    t.st.get(py).extra()
-)));
-raw_getter!(get_loop, StreamTransport, |py, obj, t| Ok(t
+raw_getter!(get_extra, StreamTransport, |py, obj, t| Ok(t
     .st
     .get(py)
-    .loop_
-    .as_ref()
-    .map_or_else(|| py.None(), |l| l.to_py(py).into_any())));
-raw_getter!(get_protocol_attr, StreamTransport, |py, obj, t| Ok(opt(
-    py,
-    t.st.get(py).protocol.as_ref()
-)));
-raw_getter!(get_closing, StreamTransport, |py, obj, t| Ok(boolean(
-    py,
-    t.st.get(py).closing
-)));
-raw_getter!(get_paused, StreamTransport, |py, obj, t| Ok(boolean(
-    py,
-    t.st.get(py).paused
-)));
-raw_getter!(get_conn_lost, StreamTransport, |py, obj, t| Ok(t
-    .st
-    .get(py)
-    .conn_lost
-    .into_pyobject(py)?
-    .into_any()
-    .unbind()));
+    .extra()
+    .map_or_else(|| py.None(), |e| e.to_py(py))));
 
-/// The attribute table of `_UnixReadPipeTransport`.
-pub(crate) fn read_getters() -> Vec<(&'static CStr, RawGetter)> {
-    let table: Vec<(&'static CStr, RawGetter)> = vec![
-        (c"_pipe", get_pipe),
-        (c"_fileno", get_fileno),
-        (c"_extra", get_extra),
-        (c"_loop", get_loop),
-        (c"_protocol", get_protocol_attr),
-        (c"_closing", get_closing),
-        (c"_paused", get_paused),
-    ];
-    table
-}
-
-/// The attribute table of `_UnixWritePipeTransport` (flow-control ones
-/// from the stream transport's table).
-pub(crate) fn write_getters() -> Vec<(&'static CStr, RawGetter)> {
-    let mut table: Vec<(&'static CStr, RawGetter)> = vec![
-        (c"_pipe", get_pipe),
-        (c"_fileno", get_fileno),
-        (c"_extra", get_extra),
-        (c"_loop", get_loop),
-        (c"_protocol", get_protocol_attr),
-        (c"_closing", get_closing),
-        (c"_conn_lost", get_conn_lost),
-    ];
+/// The attribute table of a pipe class: `_pipe`, `_fileno` and `_extra` of
+/// its own, the rest (`shared`) from the stream transport's table.
+fn getters(shared: &[&[u8]]) -> Vec<(&'static CStr, RawGetter)> {
+    let mut table: Vec<(&'static CStr, RawGetter)> =
+        vec![(c"_pipe", get_pipe), (c"_fileno", get_fileno), (c"_extra", get_extra)];
     table.extend(
         stream_api::getters()
             .into_iter()
-            .filter(|(name, _)| matches!(name.to_bytes(), b"_protocol_paused" | b"_high_water" | b"_low_water")),
+            .filter(|(name, _)| shared.contains(&name.to_bytes())),
     );
     table
+}
+
+/// The attribute table of `_UnixReadPipeTransport`.
+pub(crate) fn read_getters() -> Vec<(&'static CStr, RawGetter)> {
+    getters(&[b"_loop", b"_protocol", b"_closing", b"_paused"])
+}
+
+/// The attribute table of `_UnixWritePipeTransport`.
+pub(crate) fn write_getters() -> Vec<(&'static CStr, RawGetter)> {
+    getters(&[
+        b"_loop",
+        b"_protocol",
+        b"_closing",
+        b"_conn_lost",
+        b"_protocol_paused",
+        b"_high_water",
+        b"_low_water",
+    ])
 }
 
 raw_repr!(repr, StreamTransport, |py, obj, t| pipes::repr(py, &obj, t));

@@ -553,6 +553,23 @@ pub(crate) fn add_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTrans
     Ok(())
 }
 
+/// `loop._add_writer(fd, ...)`: start watching for writability, with the
+/// writing context copied from the caller's, as a new handle would (the
+/// datagram and pipe transports; the stream transport's writes go through
+/// the pre-poll flush first).
+pub(crate) fn add_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+    let ctx = crate::py::call::copy_context(py)?;
+    let want = t.st.get(py).interest | WRITING;
+    set_interest(py, obj, t, want)?;
+    let old = {
+        let mut st = t.st.get_mut(py);
+        st.write_epoch = st.write_epoch.wrapping_add(1);
+        st.write_ctx.replace(Held::new(ctx))
+    };
+    drop(old);
+    Ok(())
+}
+
 /// `loop._remove_reader(fd)`.
 pub(crate) fn remove_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let want = {

@@ -138,6 +138,13 @@ pub(crate) fn schedule_start<'py>(
     schedule::call_soon(lp, made, PyTuple::new(py, [obj])?, None, "call_soon")?;
     let start = obj.getattr(pyo3::intern!(py, "_start_reading"))?;
     schedule::call_soon(lp, start, PyTuple::empty(py), None, "call_soon")?;
+    schedule_waiter(lp, waiter)
+}
+
+/// `call_soon(futures._set_result_unless_cancelled, waiter, None)`, if there
+/// is a waiter.
+pub(crate) fn schedule_waiter<'py>(lp: &Bound<'py, EventLoop>, waiter: Option<Bound<'py, PyAny>>) -> PyResult<()> {
+    let py = lp.py();
     if let Some(waiter) = waiter.filter(|w| !w.is_none()) {
         let set = hooks::set_result_unless_cancelled(py)?;
         schedule::call_soon(
