@@ -24,9 +24,16 @@ VARIANTS = {
 
 
 def base_name(name: str) -> str:
-    """The loop a variant name runs (``ferroloop+timed`` -> ``ferroloop``), after setting its environment."""
+    """The loop a variant name runs (``ferroloop+timed`` -> ``ferroloop``), after setting its environment.
+
+    ``ferroloop@DIR`` runs the ``ferroloop`` package found in DIR (a saved
+    build, for before/after comparisons: benchmarks/ab.py).
+    """
     if name in VARIANTS:
         os.environ.update(VARIANTS[name])
+        return "ferroloop"
+    if name.startswith("ferroloop@"):
+        sys.path.insert(0, name.split("@", 1)[1])
         return "ferroloop"
     return name
 
