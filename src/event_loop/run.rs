@@ -419,6 +419,10 @@ fn run_item_debug(slf: &Bound<'_, EventLoop>, item: &Ready) -> PyResult<()> {
 }
 
 /// Keep a finished handle for reuse if nothing else can see it.
+// Out of `run_once` it costs a call per finished handle: 20,000 timers
+// (1 in 4 cancelled) run 0.5 % more instructions in the loop (callgrind).
+#[allow(clippy::inline_always)]
+#[inline(always)]
 fn recycle(py: Python<'_>, this: &EventLoop, h: Held<Handle>) {
     match h.into_timer(py) {
         Ok(t) => {
