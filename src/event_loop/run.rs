@@ -309,15 +309,6 @@ fn run_listener(py: Python<'_>, listener: &Held<crate::server::Listener>, step: 
 /// `KeyboardInterrupt` propagate, anything else goes to the exception
 /// handler as "Exception in callback <the transport's method>".
 fn run_io(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<()> {
-    let epoch = |py| {
-        let st = stream.get().st.get(py);
-        if kind == IoKind::Read {
-            st.read_epoch
-        } else {
-            st.write_epoch
-        }
-    };
-    let before = epoch(py);
     match stream_io::on_event(py, stream, kind) {
         Ok(()) => Ok(()),
         Err(err) => {
@@ -327,9 +318,18 @@ fn run_io(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyResult<()> {
                 return Err(err);
             }
             let handle = io_handle(py, stream, kind)?;
-            // The callback removed its own reader/writer: asyncio's handle
+            // The callback removed its own reader/writer (the epoch moved
+            // on from the one the event was queued with): asyncio's handle
             // was cancelled while it ran (its callback and args cleared).
-            if epoch(py) != before {
+            let cancelled = {
+                let st = stream.get().st.get(py);
+                match kind {
+                    IoKind::Read => st.queued_read_epoch != st.read_epoch,
+                    IoKind::Write => st.queued_write_epoch != st.write_epoch,
+                    _ => false,
+                }
+            };
+            if cancelled {
                 handle.bind(py).call_method0(pyo3::intern!(py, "cancel"))?;
             }
             let exc = err.into_value(py);

@@ -354,23 +354,25 @@ fn parse_numeric(family: i32, addr: &Bound<'_, PyAny>) -> Option<SockAddr> {
 /// One `send`/`sendto` of `data` to `addr`, natively when the address is
 /// known or numeric, else through the Python socket.
 fn send_one(py: Python<'_>, t: &StreamTransport, data: &Bound<'_, PyAny>, addr: &Bound<'_, PyAny>) -> Sent {
-    let (fd, connected, known, family, sock) = {
+    let (fd, connected, known, family, open) = {
         let st = t.st.get(py);
         let Some(d) = st.dgram() else { return Sent::Done };
-        let sock = match &st.sock {
-            Sock::Py(s) => Some(s.clone_ref(py)),
-            _ => None,
-        };
-        (st.fd, d.connected, d.cached(addr), d.family, sock)
+        (
+            st.fd,
+            d.connected,
+            d.cached(addr),
+            d.family,
+            matches!(st.sock, Sock::Py(_)),
+        )
     };
-    let Some(sock) = sock else {
+    if !open {
         // `self._sock` is None: asyncio's call raises AttributeError.
         let err = py
             .None()
             .into_bound(py)
             .getattr(if connected { "send" } else { "sendto" });
         return Sent::Other(err.err().unwrap_or_else(|| PyTypeError::new_err("closed")));
-    };
+    }
     if connected {
         return match crate::py::buffer::with_bytes(data, |b| net::send(fd, b)) {
             Ok(res) => from_io(py, t, res),
@@ -390,7 +392,7 @@ fn send_one(py: Python<'_>, t: &StreamTransport, data: &Bound<'_, PyAny>, addr: 
             Ok(res) => from_io(py, t, res),
             Err(err) => classify(py, err),
         },
-        None => match sock.bind(py).call_method1(pyo3::intern!(py, "sendto"), (data, addr)) {
+        None => match python_sendto(py, t, data, addr) {
             Ok(n) => {
                 count(py, t, n.extract::<usize>().unwrap_or(0));
                 Sent::Done
@@ -398,6 +400,20 @@ fn send_one(py: Python<'_>, t: &StreamTransport, data: &Bound<'_, PyAny>, addr: 
             Err(err) => classify(py, err),
         },
     }
+}
+
+/// `self._sock.sendto(data, addr)` through the Python socket object.
+fn python_sendto<'py>(
+    py: Python<'py>,
+    t: &StreamTransport,
+    data: &Bound<'py, PyAny>,
+    addr: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let sock = match &t.st.get(py).sock {
+        Sock::Py(s) => s.clone_ref(py),
+        _ => return Err(PyTypeError::new_err("the transport's socket is closed")),
+    };
+    sock.bind(py).call_method1(pyo3::intern!(py, "sendto"), (data, addr))
 }
 
 /// `self._protocol.error_received(exc)` (its exceptions propagate).

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use super::hooks;
-use super::stream::{Addr, Sock, StreamTransport};
+use super::stream::{Addr, Flavor, Sock, StreamTransport};
 use crate::py::held::Held;
 
 /// A decoded address as Python's `socket` module presents it.
@@ -98,7 +98,9 @@ pub(crate) fn get_extra_info(
     name: &Bound<'_, PyAny>,
     default: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
-    if let Ok(s) = name.cast::<PyString>() {
+    let pipe = matches!(t.st.get(py).flavor, Flavor::ReadPipe | Flavor::WritePipe);
+    // A pipe transport's `_extra` is the caller's dict with 'pipe' in it.
+    if let (false, Ok(s)) = (pipe, name.cast::<PyString>()) {
         match s.to_str()? {
             "socket" => return transport_socket(py, t),
             "sockname" => return address(py, t, false),

@@ -467,35 +467,6 @@ pub(crate) fn write_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTran
     }
 }
 
-/// `pause_reading()` of a read pipe.
-pub(crate) fn pause_reading(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
-    if !t.st.get(py).is_reading() {
-        return Ok(());
-    }
-    t.st.get_mut(py).paused = true;
-    stream::remove_reader(py, obj, t)?;
-    if debug(py, t) {
-        hooks::log_debug(py, "%r pauses reading", obj)?;
-    }
-    Ok(())
-}
-
-/// `resume_reading()` of a read pipe.
-pub(crate) fn resume_reading(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
-    {
-        let mut st = t.st.get_mut(py);
-        if st.closing || !st.paused {
-            return Ok(());
-        }
-        st.paused = false;
-    }
-    stream::add_reader(py, obj, t)?;
-    if debug(py, t) {
-        hooks::log_debug(py, "%r resumes reading", obj)?;
-    }
-    Ok(())
-}
-
 /// `repr()`, as the pipe transports' `__repr__` build it.
 pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<String> {
     let name = obj.get_type().name()?.to_string();
@@ -526,25 +497,4 @@ pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) 
         info.push("closed".into());
     }
     Ok(format!("<{}>", info.join(" ")))
-}
-
-/// `set_protocol(protocol)` of the pipe transports.
-pub(crate) fn set_protocol(py: Python<'_>, t: &StreamTransport, protocol: &Bound<'_, PyAny>) {
-    let old = t.st.get_mut(py).protocol.replace(Held::new(protocol.clone().unbind()));
-    drop(old);
-}
-
-/// `get_extra_info(name, default)`: the `_extra` dict (with `'pipe'`).
-pub(crate) fn get_extra_info(
-    py: Python<'_>,
-    t: &StreamTransport,
-    name: &Bound<'_, PyAny>,
-    default: Option<Bound<'_, PyAny>>,
-) -> PyResult<Py<PyAny>> {
-    let default = default.map_or_else(|| py.None(), Bound::unbind);
-    let extra = t.st.get(py).extra().map(|e| e.clone_ref(py));
-    match extra {
-        Some(e) => Ok(e.bind(py).call_method1("get", (name, default))?.unbind()),
-        None => Ok(default),
-    }
 }

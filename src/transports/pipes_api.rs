@@ -25,10 +25,6 @@ fn me<'a>(c: &'a Call<'_, '_>) -> &'a StreamTransport {
     unsafe { stream::class().payload(c.slf.as_ptr()) }
 }
 
-fn boolean(py: Python<'_>, v: bool) -> Py<PyAny> {
-    pyo3::types::PyBool::new(py, v).to_owned().into_any().unbind()
-}
-
 fastcall_method!(close, "_UnixPipeTransport.close", [], |c| {
     c.no_arguments()?;
     pipes::close(c.py, &c.slf, me(&c))?;
@@ -51,55 +47,6 @@ fastcall_method!(write_eof, "_UnixWritePipeTransport.write_eof", [], |c| {
     c.no_arguments()?;
     pipes::write_eof(c.py, &c.slf, me(&c))?;
     Ok(c.py.None())
-});
-
-fastcall_method!(can_write_eof, "_UnixWritePipeTransport.can_write_eof", [], |c| {
-    c.no_arguments()?;
-    Ok(boolean(c.py, true))
-});
-
-fastcall_method!(is_closing, "_UnixPipeTransport.is_closing", [], |c| {
-    c.no_arguments()?;
-    let v = me(&c).st.get(c.py).closing;
-    Ok(boolean(c.py, v))
-});
-
-fastcall_method!(is_reading, "_UnixReadPipeTransport.is_reading", [], |c| {
-    c.no_arguments()?;
-    let v = me(&c).st.get(c.py).is_reading();
-    Ok(boolean(c.py, v))
-});
-
-fastcall_method!(pause_reading, "_UnixReadPipeTransport.pause_reading", [], |c| {
-    c.no_arguments()?;
-    pipes::pause_reading(c.py, &c.slf, me(&c))?;
-    Ok(c.py.None())
-});
-
-fastcall_method!(resume_reading, "_UnixReadPipeTransport.resume_reading", [], |c| {
-    c.no_arguments()?;
-    pipes::resume_reading(c.py, &c.slf, me(&c))?;
-    Ok(c.py.None())
-});
-
-fastcall_method!(set_protocol, "_UnixPipeTransport.set_protocol", ["protocol"], |c| {
-    c.at_most(1)?;
-    pipes::set_protocol(c.py, me(&c), &c.arg(0));
-    Ok(c.py.None())
-});
-
-fastcall_method!(get_extra_info, "BaseTransport.get_extra_info", ["name"], |c| {
-    let default = match c.take_kw(pyo3::intern!(c.py, "default")) {
-        Some(_) if c.pos.len() > 1 => {
-            return Err(pyo3::exceptions::PyTypeError::new_err(
-                "BaseTransport.get_extra_info() got multiple values for argument 'default'",
-            ));
-        }
-        Some(d) => Some(d),
-        None => c.opt(1),
-    };
-    c.at_most(2)?;
-    pipes::get_extra_info(c.py, me(&c), &c.arg(0), default)
 });
 
 fastcall_method!(start_reading, "_UnixPipeTransport._start_reading", [], |c| {
@@ -150,10 +97,10 @@ const COMMON: [Entry; 7] = [
     (c"close", close, c"Close the transport."),
     (
         c"is_closing",
-        is_closing,
+        stream_api::is_closing,
         c"Return True if the transport is closing or closed.",
     ),
-    (c"set_protocol", set_protocol, c"Set a new protocol."),
+    (c"set_protocol", stream_api::set_protocol, c"Set a new protocol."),
     (
         c"get_protocol",
         stream_api::get_protocol,
@@ -161,7 +108,7 @@ const COMMON: [Entry; 7] = [
     ),
     (
         c"get_extra_info",
-        get_extra_info,
+        stream_api::get_extra_info,
         c"Get optional transport information.",
     ),
     (c"_call_connection_lost", call_connection_lost, c""),
@@ -171,9 +118,17 @@ const COMMON: [Entry; 7] = [
 /// The method table of `_UnixReadPipeTransport`.
 pub(crate) fn read_methods() -> Vec<ffi::PyMethodDef> {
     let own: [Entry; 5] = [
-        (c"is_reading", is_reading, c"Return True if the transport is receiving."),
-        (c"pause_reading", pause_reading, c"Pause the receiving end."),
-        (c"resume_reading", resume_reading, c"Resume the receiving end."),
+        (
+            c"is_reading",
+            stream_api::is_reading,
+            c"Return True if the transport is receiving.",
+        ),
+        (c"pause_reading", stream_api::pause_reading, c"Pause the receiving end."),
+        (
+            c"resume_reading",
+            stream_api::resume_reading,
+            c"Resume the receiving end.",
+        ),
         (c"_start_reading", start_reading, c""),
         (c"_read_ready", read_ready, c""),
     ];
@@ -195,7 +150,7 @@ pub(crate) fn write_methods() -> Vec<ffi::PyMethodDef> {
         ),
         (
             c"can_write_eof",
-            can_write_eof,
+            stream_api::can_write_eof,
             c"Return True if this transport supports write_eof().",
         ),
         (c"abort", abort, c"Close the transport immediately."),
