@@ -10,7 +10,9 @@ CPU time per request, which does not depend on how fast the load generator is.
 The UDP rows count datagram round trips (one datagram in flight per client
 socket) and report the datagrams netbench gave up on after its timeout.
 The idle row reads the server's VmRSS before and after `netbench client idle`
-holds its connections open. See benchmarks/README.md.
+holds its connections open. The TLS rows use a self-signed EC P-256 certificate
+for localhost made for the run (the openssl CLI, else Python's cryptography);
+netbench's rustls client verifies it. See benchmarks/README.md.
 
 usage: python benchmarks/net/run.py [--repeat N] [--scale F] [--rows a,b] [--loops a,b]
                                     [--http-client auto|netbench|wrk] [--fresh-malloc] [--out DIR]
@@ -57,13 +59,17 @@ UDP_TIMEOUT = 0.1  # seconds netbench waits for a datagram's echo before giving 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+TLS_KINDS = ("tls", "tls-handshake")
+TLS_NOT_SPOKEN = "does not speak TLS"  # netbench's error when the server answers in plaintext
+
+
 @dataclass(frozen=True)
 class Row:
     id: str
     label: str
-    kind: str  # echo | udp | http | idle
+    kind: str  # echo | udp | tls | tls-handshake | http | idle
     flavour: str  # servers.py FLAVOUR
-    size: int = 0  # echo message (udp: datagram) size in bytes
+    size: int = 0  # echo message (udp: datagram) size in bytes; tls-handshake: the one echo per connection
 
     @property
     def unix(self) -> bool:
@@ -84,6 +90,9 @@ ROWS = [
     Row("unix-1k", "echo protocol-unix 1 KiB", "echo", "protocol-unix", 1024),
     Row("udp-64", "udp echo 64 B", "udp", "udp", 64),
     Row("udp-1k", "udp echo 1 KiB", "udp", "udp", 1024),
+    Row("tls-1k", "tls echo 1 KiB", "tls", "tls", 1024),
+    Row("tls-100k", "tls echo 100 KiB", "tls", "tls", 100 * 1024),
+    Row("tls-handshake", "tls handshakes (conn/s)", "tls-handshake", "tls", 16),
     Row("http", "http (httptools)", "http", "http"),
     Row("uvicorn", "http uvicorn", "http", "uvicorn"),
     Row("idle", "idle conn RSS (protocol)", "idle", "protocol"),
@@ -91,11 +100,90 @@ ROWS = [
 
 
 class Failed(Exception):
-    """A sample that could not be taken; `unsupported` when the loop lacks the feature."""
+    """A sample that could not be taken; `unsupported` when the loop lacks the feature
+    (`label`: what the table shows instead of a number, "—" when None)."""
 
-    def __init__(self, reason: str, unsupported: bool = False) -> None:
+    def __init__(self, reason: str, unsupported: bool = False, label: str | None = None) -> None:
         super().__init__(reason)
         self.unsupported = unsupported
+        self.label = label
+
+
+# The certificate the TLS rows use, made by make_tls_files (servers.py reads the same variables).
+TLS_CERT_ENV, TLS_KEY_ENV = "BENCH_TLS_CERT", "BENCH_TLS_KEY"
+
+OPENSSL_CONFIG = """\
+[req]
+distinguished_name = dn
+x509_extensions = ext
+prompt = no
+[dn]
+CN = localhost
+[ext]
+subjectAltName = DNS:localhost, IP:127.0.0.1
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+"""
+
+
+def make_tls_files(tmpdir: str) -> tuple[str, str, str]:
+    """A self-signed certificate for localhost and 127.0.0.1 with an EC P-256 key (PEM files in
+    tmpdir): (certificate path, key path, how it was made). A leaf, not a CA (rustls's verifier
+    refuses a CA certificate as the server's), trusted directly by netbench's --ca.
+    Raises Failed when neither the openssl CLI nor Python's cryptography is there."""
+    cert, key = os.path.join(tmpdir, "tls-cert.pem"), os.path.join(tmpdir, "tls-key.pem")
+    if shutil.which("openssl"):
+        config = os.path.join(tmpdir, "openssl.cnf")
+        with open(config, "w") as f:
+            f.write(OPENSSL_CONFIG)
+        cmd = ["openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        cmd += ["-nodes", "-keyout", key, "-out", cert, "-days", "2", "-config", config]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise Failed(f"openssl req: {proc.stderr.strip()[-300:]}")
+        return cert, key, "openssl CLI"
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError:
+        raise Failed("neither the openssl CLI nor Python's cryptography package is installed") from None
+    import ipaddress
+
+    pkey = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    usage = dict.fromkeys(
+        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement", "key_cert_sign"), False
+    )
+    usage.update(crl_sign=False, encipher_only=False, decipher_only=False)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pkey.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, **usage), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )
+    with open(cert, "wb") as f:
+        f.write(builder.sign(pkey, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    with open(key, "wb") as f:
+        f.write(
+            pkey.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return cert, key, "Python cryptography"
 
 
 def available(name: str) -> bool:
@@ -165,7 +253,10 @@ class Server:
     def __init__(self, loop: str, row: Row, cpu: int, tmpdir: str) -> None:
         self.path = os.path.join(tmpdir, f"{loop}.sock") if row.unix else None
         addr = f"unix:{self.path}" if self.path else "127.0.0.1:0"
-        if loop == LIMIT:
+        if loop == LIMIT and row.kind in TLS_KINDS:
+            tls = ["--cert", os.environ[TLS_CERT_ENV], "--key", os.environ[TLS_KEY_ENV]]
+            cmd = [NETBENCH, "server", "tls", "--addr", addr, *tls]
+        elif loop == LIMIT:
             cmd = [NETBENCH, "server", row.kind if row.kind in ("http", "udp") else "echo", "--addr", addr]
         else:
             cmd = [sys.executable, SERVERS, loop, row.flavour, addr]
@@ -250,6 +341,8 @@ def netbench_client(server: Server, cpu: int, args: list[str], timeout: float) -
     server_says = f"; server: {server.reason()[:200]}" if server.reason() else ""
     if result is not None and result["errors"]:
         n, conns, first = result["errors"], result["conns"], result["first_error"][:200]
+        if TLS_NOT_SPOKEN in first:  # a loop that ignores create_server's ssl= (veloxloop)
+            raise Failed(f"ssl= ignored: {first}", unsupported=True, label="ssl= ignored")
         raise Failed(f"{n} of {conns} connections failed: {first}{server_says}")
     if result is None or cpu0 is None or cpu1 is None:
         why = err.splitlines()[-1] if err else "no result"
@@ -307,10 +400,12 @@ def sample(loop: str, row: Row, plan: Plan, tmpdir: str) -> dict[str, Any]:
             return idle_sample(server, plan)
         timeout = plan.duration + plan.warmup + 60
         common = ["--conns", str(CONNS), "--duration", f"{plan.duration:g}", "--warmup", f"{plan.warmup:g}"]
-        if row.kind in ("echo", "udp"):
+        if row.kind in ("echo", "udp", *TLS_KINDS):
             args = [row.kind, "--size", str(row.size), *common]
             if row.kind == "udp":
                 args += ["--timeout", f"{UDP_TIMEOUT:g}"]
+            elif row.kind in TLS_KINDS:
+                args += ["--ca", os.environ[TLS_CERT_ENV]]
             result, cpu = netbench_client(server, plan.client_cpu, args, timeout)
         elif plan.http_client == "wrk":
             # netbench warms up and checks the response bytes; wrk measures.
@@ -400,34 +495,44 @@ def report(
     med: dict[str, dict[str, dict[str, float | None]]],
     samples: dict[str, dict[str, list[dict[str, Any]]]],
     repeat: int,
+    labels: dict[tuple[str, str], str] | None = None,
 ) -> None:
+    """Prints the tables; `labels[row id, column]` stands in a cell that has no number."""
     peers = [p for p in RATIO_PEERS if p in columns]
+    labels = labels or {}
+
+    def cell(r: Row, c: str, text: str) -> str:
+        return labels.get((r.id, c), text) if text == "—" else text
+
     head = ["workload", *columns, *(f"× {p}" for p in peers)]
     speed = [r for r in rows if r.kind != "idle"]
     if speed:
         body = []
         for r in speed:
             m = {c: med[r.id][c]["rps"] for c in columns}
-            body.append([r.label, *(fmt_rate(m[c]) for c in columns), *(ratio(m, p) for p in peers)])
+            body.append([r.label, *(cell(r, c, fmt_rate(m[c])) for c in columns), *(ratio(m, p) for p in peers)])
         print_table(
             "Network: requests per second (higher is better)",
             head,
             body,
             f"Median of {repeat} interleaved runs, {CONNS} connections, one request in flight per connection "
-            f"(udp: {CONNS} client sockets, one datagram in flight each; a request is a datagram round trip); "
-            f"limit = netbench's pure-Rust epoll server (udp: a blocking recvfrom/sendto loop); "
+            f"(udp: {CONNS} client sockets, one datagram in flight each; a request is a datagram round trip; "
+            f"tls handshakes: {CONNS} workers, a request is a whole connection: connect, full handshake, "
+            f"a 16-byte echo, close_notify both ways); "
+            f"limit = netbench's pure-Rust epoll server (udp: a blocking recvfrom/sendto loop; tls: rustls); "
             f"× peer = ferroloop ÷ peer.",
         )
     body = []
     for r in rows:
         key = "rss_per_conn" if r.kind == "idle" else "cpu_us"
         m = {c: med[r.id][c][key] for c in columns}
-        body.append([r.label, *(fmt_cost(r, m[c]) for c in columns), *(ratio(m, p) for p in peers)])
+        body.append([r.label, *(cell(r, c, fmt_cost(r, m[c])) for c in columns), *(ratio(m, p) for p in peers)])
     print_table(
         "Network: server cost (lower is better)",
         head,
         body,
-        "Server CPU time (utime+stime) per request (udp: per datagram echoed) over the measured window; "
+        "Server CPU time (utime+stime) per request (udp: per datagram echoed; tls handshakes: per connection) "
+        "over the measured window; "
         "idle: server RSS growth per open idle connection; × peer = ferroloop ÷ peer.",
     )
     udp = [r for r in rows if r.kind == "udp"]
@@ -518,6 +623,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"RLIMIT_NOFILE's hard limit is {hard}: {idle_conns} idle connections")
     if args.fresh_malloc:
         os.environ["FERROLOOP_BENCH_FRESH_MALLOC"] = "1"
+    # Made now, entered around the rounds below; the TLS rows' certificate goes in first.
+    tmp = tempfile.TemporaryDirectory(prefix="ferroloop-net-")
+    tls_cert = None
+    if any(r.kind in TLS_KINDS for r in rows):
+        try:
+            cert, key, tls_cert = make_tls_files(tmp.name)
+        except (Failed, OSError, subprocess.SubprocessError) as e:
+            print(f"skipping the TLS rows: could not make a certificate: {e}", flush=True)
+            rows = [r for r in rows if r.kind not in TLS_KINDS]
+        else:
+            os.environ[TLS_CERT_ENV], os.environ[TLS_KEY_ENV] = cert, key  # servers.py reads these
     server_cpu, client_cpu = pick_cpus()
     plan = Plan(
         duration=duration,
@@ -536,8 +652,9 @@ def main(argv: list[str] | None = None) -> None:
 
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {r.id: {c: [] for c in columns} for r in rows}
     failures: dict[str, dict[str, str]] = {r.id: {} for r in rows}
+    labels: dict[tuple[str, str], str] = {}  # cells that show a reason instead of "—"
     skip: set[tuple[str, str]] = set()
-    with tempfile.TemporaryDirectory(prefix="ferroloop-net-") as tmpdir:
+    with tmp as tmpdir:
         for rep in range(args.repeat):
             print(f"net round {rep + 1}/{args.repeat}", flush=True)
             limit_done: dict[tuple[str, int, bool], dict[str, Any]] = {}
@@ -556,6 +673,8 @@ def main(argv: list[str] | None = None) -> None:
                         sys.stderr.write(f"  {c}/{r.id}: {e}\n" if e.unsupported else f"  {c}/{r.id} failed: {e}\n")
                         if e.unsupported:
                             skip.add((r.id, c))
+                            if e.label:
+                                labels[r.id, c] = e.label
                         continue
                     samples[r.id][c].append(s)
                     if c == LIMIT:
@@ -567,7 +686,7 @@ def main(argv: list[str] | None = None) -> None:
 
     keys = ("rps", "cpu_us", "p50_us", "p99_us", "rss_per_conn")
     med = {r.id: {c: {k: median(samples[r.id][c], k) for k in keys} for c in columns} for r in rows}
-    report(rows, columns, med, samples, args.repeat)
+    report(rows, columns, med, samples, args.repeat, labels)
 
     os.makedirs(args.out, exist_ok=True)
     stamp = args.stamp or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -588,6 +707,7 @@ def main(argv: list[str] | None = None) -> None:
         "server_cpu": server_cpu,
         "client_cpu": client_cpu,
         "clk_tck": CLK_TCK,
+        "tls_cert": tls_cert and f"self-signed, EC P-256, localhost ({tls_cert})",
     }
     out = {
         "meta": meta,

@@ -17,6 +17,9 @@ makes it). ADDR is HOST:PORT (port 0: the kernel picks one) or unix:PATH. FLAVOU
                  body (uvicorn lowercases the header names)
   udp            loop.create_datagram_endpoint, an asyncio.DatagramProtocol sending
                  every datagram back to its sender in datagram_received (ADDR HOST:PORT)
+  tls            the protocol flavour over TLS: loop.create_server(..., ssl=ctx), ctx a
+                 stdlib ssl.SSLContext(PROTOCOL_TLS_SERVER) with the certificate chain
+                 and key in the PEM files named by BENCH_TLS_CERT and BENCH_TLS_KEY
 
 Prints "READY <addr>" once listening (flushed), then serves. SIGTERM and SIGINT
 end the process at once (their default action: a benchmark server has
@@ -36,6 +39,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import sys
 from typing import Any
 
@@ -208,12 +212,26 @@ async def serve_sockets(loop: Any, host: str, port: int) -> str:
     return describe([lsock])
 
 
+def tls_context() -> ssl.SSLContext:
+    """The tls flavour's server context: stdlib defaults, the benchmark's certificate."""
+    cert, key = os.environ.get("BENCH_TLS_CERT"), os.environ.get("BENCH_TLS_KEY")
+    if not cert or not key:
+        raise SystemExit("the tls flavour needs BENCH_TLS_CERT and BENCH_TLS_KEY (PEM files)")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 async def start(loop: Any, flavour: str, addr: str) -> str:
     """Starts the server on the running loop; returns the address it listens on."""
     path, host, port = parse_addr(addr)
     if flavour in ("protocol", "http"):
         factory = EchoProtocol if flavour == "protocol" else HttpProtocol
         server = await loop.create_server(factory, host, port, backlog=BACKLOG)
+    elif flavour == "tls":
+        # A loop without TLS may raise here (unsupported) or ignore ssl= and
+        # serve plaintext; netbench's client reports the latter.
+        server = await loop.create_server(EchoProtocol, host, port, backlog=BACKLOG, ssl=tls_context())
     elif flavour == "protocol-unix":
         if path is None:
             raise SystemExit("protocol-unix needs ADDR unix:PATH")

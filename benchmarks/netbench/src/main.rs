@@ -1,18 +1,22 @@
 //! netbench: the network benchmarks' load generator and reference servers.
 //!
 //! One thread, one epoll instance per process, non-blocking sockets with
-//! TCP_NODELAY, no dependencies beyond std and libc: the client costs the
-//! fewest cycles per request we know how to spend, so it is not the
-//! bottleneck, and the servers are the limit a loop is measured against.
+//! TCP_NODELAY, no dependencies beyond std and libc (and rustls with the ring
+//! provider for the TLS modes): the client costs the fewest cycles per
+//! request we know how to spend, so it is not the bottleneck, and the
+//! servers are the limit a loop is measured against.
 //!
 //! ```text
 //! netbench client echo --addr ADDR [--conns 10] [--size 1024] [--duration 5] [--warmup 1]
 //! netbench client http --addr ADDR [--conns 10] [--duration 5] [--warmup 1] [--any-response]
 //! netbench client udp --addr HOST:PORT [--conns 10] [--size 64] [--duration 5] [--warmup 1] [--timeout 0.1]
 //! netbench client idle --addr ADDR [--conns 10000]
+//! netbench client tls --addr ADDR --ca PEM [--conns 10] [--size 1024] [--duration 5] [--warmup 1]
+//! netbench client tls-handshake --addr ADDR --ca PEM [--conns 10] [--size 16] [--duration 5] [--warmup 1]
 //! netbench server echo --addr ADDR
 //! netbench server http --addr ADDR
 //! netbench server udp --addr HOST:PORT
+//! netbench server tls --addr ADDR --cert PEM --key PEM
 //! ```
 //!
 //! ADDR is `HOST:PORT` or `unix:PATH`; durations are seconds (fractions
@@ -39,10 +43,17 @@
 //! - `client idle`: opens `--conns` connections and completes one small echo
 //!   round trip on each, prints `READY <n>`, holds them until stdin is closed,
 //!   then closes them and exits.
+//! - `client tls`: `client echo` over TLS (rustls, ring provider; the server
+//!   certificate must chain to `--ca` and be valid for `localhost`).
+//!   `client tls-handshake`: `--conns` workers, each opening connection after
+//!   connection: connect, full handshake (no resumption), one `--size`-byte
+//!   echo, close_notify, the server's EOF; a request is one whole connection.
+//!   Same output as `client echo`. See `src/tls.rs`.
 //! - `server echo` / `server http` / `server udp`: serve until killed; print
 //!   `READY <addr>` once listening (with port 0, the port the kernel picked).
 //!   `server udp` is one blocking socket echoing every datagram with one
-//!   `recvfrom` and one `sendto`.
+//!   `recvfrom` and one `sendto`. `server tls` echoes application data
+//!   over TLS with the certificate chain `--cert` and the key `--key`.
 //!
 //! Every command raises RLIMIT_NOFILE's soft limit to the hard limit first.
 
@@ -52,6 +63,7 @@ mod idle;
 mod net;
 mod server;
 mod sys;
+mod tls;
 mod udp;
 
 use std::process::ExitCode;
@@ -63,8 +75,11 @@ const USAGE: &str = "usage:
   netbench client http --addr ADDR [--conns 10] [--duration 5] [--warmup 1] [--any-response]
   netbench client udp --addr HOST:PORT [--conns 10] [--size 64] [--duration 5] [--warmup 1] [--timeout 0.1]
   netbench client idle --addr ADDR [--conns 10000]
+  netbench client tls --addr ADDR --ca PEM [--conns 10] [--size 1024] [--duration 5] [--warmup 1]
+  netbench client tls-handshake --addr ADDR --ca PEM [--conns 10] [--size 16] [--duration 5] [--warmup 1]
   netbench server echo|http --addr ADDR
   netbench server udp --addr HOST:PORT
+  netbench server tls --addr ADDR --cert PEM --key PEM
 ADDR is HOST:PORT or unix:PATH";
 
 /// The `--name value` options and `--flag`s after the two subcommand words.
@@ -191,6 +206,33 @@ fn run(args: &[String]) -> Result<(), Failure> {
             }
             udp::run_client(&opts).map_err(Failure::Run)
         }
+        ("client", "tls" | "tls-handshake") => {
+            flags
+                .only(&["addr", "conns", "size", "duration", "warmup", "ca"])
+                .map_err(usage)?;
+            let handshake = what == "tls-handshake";
+            let opts = tls::Options {
+                ca: flags
+                    .get("ca")
+                    .ok_or_else(|| usage("--ca is required".to_string()))?
+                    .into(),
+                conns: flags.num("conns", 10).map_err(usage)?,
+                size: flags.num("size", if handshake { 16 } else { 1024 }).map_err(usage)?,
+                duration: flags.num("duration", 5.0).map_err(usage)?,
+                warmup: flags.num("warmup", 1.0).map_err(usage)?,
+                addr,
+                handshake,
+            };
+            let positive = |x: f64| x.is_finite() && x > 0.0;
+            if opts.conns == 0
+                || opts.size == 0
+                || !positive(opts.duration)
+                || !(opts.warmup == 0.0 || positive(opts.warmup))
+            {
+                return Err(usage("--conns, --size and --duration must be positive".to_string()));
+            }
+            tls::run_client(&opts).map_err(Failure::Run)
+        }
         ("client", "idle") => {
             flags.only(&["addr", "conns"]).map_err(usage)?;
             idle::run(&addr, flags.num("conns", 10_000).map_err(usage)?).map_err(Failure::Run)
@@ -203,6 +245,16 @@ fn run(args: &[String]) -> Result<(), Failure> {
                 server::Flavour::Http
             };
             server::run(&addr, flavour).map_err(Failure::Run)
+        }
+        ("server", "tls") => {
+            flags.only(&["addr", "cert", "key"]).map_err(usage)?;
+            let path = |name: &str| {
+                flags
+                    .get(name)
+                    .map(std::path::PathBuf::from)
+                    .ok_or_else(|| usage(format!("--{name} is required")))
+            };
+            tls::run_server(&addr, &path("cert")?, &path("key")?).map_err(Failure::Run)
         }
         ("server", "udp") => {
             flags.only(&["addr"]).map_err(usage)?;
