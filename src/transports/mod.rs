@@ -10,6 +10,8 @@
 //! - [`pipes`]: `unix_events._UnixReadPipeTransport` and
 //!   `_UnixWritePipeTransport`, the same payload with `flavor` set;
 //!   `pipes_api` their Python methods.
+//! - `sslproto`: the record path of asyncio's `SSLProtocol` (TLS), used by
+//!   `ferroloop._sslproto`.
 //! - `keep`: what keeps queued write data alive.
 //! - `hooks`: the cold paths written in Python.
 //!
@@ -23,6 +25,7 @@ mod hooks;
 mod keep;
 pub(crate) mod pipes;
 mod pipes_api;
+mod sslproto;
 pub(crate) mod stream;
 mod stream_api;
 pub(crate) mod stream_io;
@@ -289,5 +292,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("_SelectorSocketTransport", ty)?;
     m.add_function(wrap_pyfunction!(_stream_transport, m)?)?;
     register_datagram(m, &base)?;
-    register_pipes(m)
+    register_pipes(m)?;
+    sslproto::register(m)
 }
