@@ -99,3 +99,81 @@ impl SpareBytes {
         self.spare.take().map(|(obj, _)| obj)
     }
 }
+
+/// A new `bytes` filled in place by the caller, then cut to what was
+/// written (the native `SSLProtocol` reads every record of a batch into
+/// one, as `SSLObject.read(n, buffer)` fills a buffer).
+///
+/// # Invariants
+/// - Nobody else references `bytes` until [`Filling::finish`] returns it.
+/// - `len <= cap`, and the allocation holds `cap` + 1 bytes of data.
+pub(crate) struct Filling<'py> {
+    bytes: Bound<'py, PyBytes>,
+    cap: usize,
+    len: usize,
+}
+
+impl<'py> Filling<'py> {
+    /// An empty filling of `cap` bytes.
+    pub fn new(py: Python<'py>, cap: usize) -> PyResult<Self> {
+        // Never 0: that size returns the shared empty `bytes`.
+        let cap = cap.max(1);
+        // SAFETY: a NULL source makes an uninitialised bytes object of `cap`
+        // bytes (NUL-terminated), which nothing reads before it is written.
+        let obj = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), cap as ffi::Py_ssize_t) };
+        // SAFETY: a new reference or NULL with an error set.
+        let bytes = unsafe { Bound::from_owned_ptr_or_err(py, obj)? }.cast_into::<PyBytes>()?;
+        Ok(Self { bytes, cap, len: 0 })
+    }
+
+    /// A writable memoryview of the unfilled rest (valid until `advance`/`finish`).
+    pub fn rest_view(&self) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.bytes.py();
+        // SAFETY: `len <= cap` bytes of the object's data are filled; the
+        // view covers the rest of the allocation, which only this filling
+        // writes; the caller drops the view before `finish` hands the
+        // object out.
+        unsafe {
+            let base = ffi::PyBytes_AsString(self.bytes.as_ptr()).cast::<u8>();
+            let ptr = ffi::PyMemoryView_FromMemory(
+                base.add(self.len).cast(),
+                (self.cap - self.len) as ffi::Py_ssize_t,
+                ffi::PyBUF_WRITE,
+            );
+            Bound::from_owned_ptr_or_err(py, ptr)
+        }
+    }
+
+    /// Bytes still free.
+    pub fn room(&self) -> usize {
+        self.cap - self.len
+    }
+
+    /// Bytes filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `n` more bytes were written by way of `rest_view`.
+    pub fn advance(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.cap);
+    }
+
+    /// The `bytes` of the filled part: exactly what `PyBytes_FromStringAndSize`
+    /// of those bytes would have made (the allocation may be larger).
+    pub fn finish(self) -> Bound<'py, PyBytes> {
+        // SAFETY: the invariants: ours alone, `len <= cap`; the size, the
+        // NUL after the data and the cached hash are set as for a new object.
+        unsafe {
+            let p = self.bytes.as_ptr();
+            #[allow(deprecated)] // the cached hash exists through 3.14
+            {
+                (*p.cast::<ffi::PyBytesObject>()).ob_shash = -1;
+            }
+            (*p.cast::<ffi::PyVarObject>()).ob_size = self.len as ffi::Py_ssize_t;
+            let dst = (&raw mut (*p.cast::<ffi::PyBytesObject>()).ob_sval).cast::<u8>();
+            *dst.add(self.len) = 0;
+        }
+        self.bytes
+    }
+}

@@ -26,6 +26,7 @@ mod keep;
 pub(crate) mod pipes;
 mod pipes_api;
 mod sslproto;
+mod sslproto_io;
 pub(crate) mod stream;
 mod stream_api;
 pub(crate) mod stream_io;

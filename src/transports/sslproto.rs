@@ -1,484 +1,331 @@
 //! The record path of asyncio's `SSLProtocol` (`asyncio.sslproto`), in Rust.
 //!
 //! `ferroloop._sslproto.SSLProtocol` is asyncio's own class on the running
-//! Python with two methods replaced: `buffer_updated` (ciphertext in,
-//! plaintext to the application protocol) and the application transport's
-//! `write` (plaintext in, ciphertext to the socket transport). The functions
-//! here do what those methods and the ones they call (`_do_read`,
-//! `_do_read__copied`, `_write_appdata`, `_do_write`, `_process_outgoing`,
-//! `_control_app_writing`, `_control_ssl_reading`) do, on the same
-//! attributes, in the same order, through the same `ssl.SSLObject` and
-//! `ssl.MemoryBIO` objects — one native call per batch of records instead of
-//! a dozen Python frames. Everything else (handshake, shutdown, timeouts,
-//! errors, flow-control transitions, buffered application protocols) is
-//! asyncio's Python, called at the point asyncio's code would call it, so a
-//! state the fast path does not know is always handed to asyncio.
+//! Python with [`SslRecordPath`] as its first base. That base
+//! - replaces `get_buffer` and `buffer_updated` (ciphertext in, plaintext to
+//!   the application protocol); `_SSLProtocolTransport.write` (plaintext in,
+//!   ciphertext to the socket transport) is installed on asyncio's
+//!   application transport class the same way (`sslproto_io`);
+//! - holds the attributes those paths read and write per record
+//!   (`_state`, `_incoming`, `_outgoing`, `_sslobj`, the flow-control flags
+//!   and marks, `_write_backlog`, `_write_buffer_size`, `_transport`,
+//!   `_app_protocol`, the read buffer) as data descriptors, so asyncio's
+//!   Python code reads and assigns them as before while the native path
+//!   reads them without a dictionary lookup.
+//!
+//! The native functions (`sslproto_io`) do what `buffer_updated`,
+//! `_do_read`, `_do_read__copied`, `_write_appdata`, `_do_write`,
+//! `_process_outgoing`, `_control_app_writing` and `_control_ssl_reading` do,
+//! in the same order, through the same `ssl.SSLObject` and `ssl.MemoryBIO`
+//! objects — one native call per batch of records instead of a dozen Python
+//! frames. Everything else (handshake, shutdown, timeouts, errors,
+//! flow-control transitions, buffered application protocols) is asyncio's
+//! Python, called at the point asyncio's code would call it.
 //!
 //! One thing asyncio does is skipped: the `read()` that ends each batch by
-//! raising `SSLWantReadError` (an exception object per batch). `TlsRecords`
-//! follows the TLS record framing of the bytes written into the incoming BIO;
-//! when no complete record is left unread and the `SSLObject` holds no
-//! plaintext, that `read()` could only raise `SSLWantReadError`, so the batch
-//! ends as if it had. A byte stream that does not look like TLS records
-//! (SSLv2 hello, unknown content type, oversized length) turns the tracking
-//! off for the connection: every `read()` is then made, as asyncio makes it.
+//! raising `SSLWantReadError` (an exception object per batch).
+//! `ferroloop_core::tls_records` follows the TLS record framing of the bytes
+//! written into the incoming BIO; when no complete record is left unread and
+//! the `SSLObject` holds no plaintext, that `read()` could only raise
+//! `SSLWantReadError`, so the batch ends as if it had. A byte stream that
+//! does not look like TLS records turns the tracking off for the
+//! connection: every `read()` is then made, as asyncio makes it.
 
-use pyo3::exceptions::{PyException, PyTypeError};
-use pyo3::ffi;
+use pyo3::exceptions::PyAttributeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyModule, PyString, PyTuple, PyType};
-use pyo3::{intern, PyTypeInfo};
+use pyo3::types::{PyDict, PyModule, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
-use crate::py::call::call_method;
-use crate::py::fastcall::{fastcall_method, install};
-
-/// Largest record body accepted for tracking: TLS 1.3's limit (2^14 + 256).
-/// TLS 1.2 allows 2^14 + 2048; a peer that sends such records gets the
-/// untracked (always read) path, which is asyncio's own.
-const MAX_TRACKED_BODY: u32 = 16384 + 256;
+use super::sslproto_io;
+use crate::py::cell::GilCell;
+use crate::py::gc::{self, GcRefs, GcStop, Visitor};
+use ferroloop_core::tls_records::TlsRecords;
 
 /// The asyncio and ssl objects the fast path compares against.
-struct Names {
-    wrapped: Py<PyAny>,
-    do_handshake: Py<PyAny>,
-    flushing: Py<PyAny>,
-    shutdown: Py<PyAny>,
+pub(crate) struct Names {
+    pub states: [Py<PyAny>; 5],
     /// `sslproto.SSLAgainErrors`.
-    again: Py<PyAny>,
+    pub again: Py<PyAny>,
     /// `ssl.SSLObject`: its `_sslobj` is called directly when the object is exactly one.
-    sslobject: Py<PyAny>,
+    pub sslobject: Py<PyAny>,
 }
 
 static NAMES: PyOnceLock<Names> = PyOnceLock::new();
 
-fn names(py: Python<'_>) -> PyResult<&Names> {
+pub(crate) fn names(py: Python<'_>) -> PyResult<&Names> {
     NAMES.get_or_try_init(py, || {
         let sslproto = py.import("asyncio.sslproto")?;
         let state = sslproto.getattr("SSLProtocolState")?;
+        let get = |n: &str| state.getattr(n).map(Bound::unbind);
         Ok(Names {
-            wrapped: state.getattr("WRAPPED")?.unbind(),
-            do_handshake: state.getattr("DO_HANDSHAKE")?.unbind(),
-            flushing: state.getattr("FLUSHING")?.unbind(),
-            shutdown: state.getattr("SHUTDOWN")?.unbind(),
+            states: [
+                get("UNWRAPPED")?,
+                get("DO_HANDSHAKE")?,
+                get("WRAPPED")?,
+                get("FLUSHING")?,
+                get("SHUTDOWN")?,
+            ],
             again: sslproto.getattr("SSLAgainErrors")?.unbind(),
             sslobject: py.import("ssl")?.getattr("SSLObject")?.unbind(),
         })
     })
 }
 
-/// The TLS record framing of the ciphertext written into a protocol's
-/// incoming BIO (see the module documentation).
-#[derive(Default)]
-struct TlsRecords {
-    /// Bytes written into the BIO so far.
-    fed: u64,
-    /// Offset (in `fed` terms) just after the last complete record.
-    complete_end: u64,
-    hdr: [u8; 5],
-    hdr_len: u8,
-    body_left: u32,
-    untracked: bool,
+/// `SSLProtocolState`, as a code (`Other` for anything else assigned).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) enum State {
+    #[default]
+    Other,
+    Unwrapped,
+    DoHandshake,
+    Wrapped,
+    Flushing,
+    Shutdown,
 }
 
-/// The native base of `ferroloop._sslproto.SSLProtocol` (listed before
-/// asyncio's class, so its methods win): `get_buffer` and `buffer_updated`
-/// without a Python frame, and the record tracking.
-#[pyclass(subclass, module = "ferroloop._ferroloop", name = "_SSLRecordPath")]
-#[derive(Default)]
-pub(crate) struct SslRecordPath {
-    records: TlsRecords,
+/// An attribute holding a flag: the object assigned and its truth value.
+#[derive(Default, Debug)]
+pub(crate) struct Flag {
+    pub obj: Option<Py<PyAny>>,
+    pub on: bool,
 }
 
-#[pymethods]
-impl SslRecordPath {
-    #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>) -> Self {
-        Self::default()
-    }
-
-    /// `SSLProtocol.get_buffer(n)`.
-    fn get_buffer<'py>(slf: &Bound<'py, Self>, n: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        get_buffer(slf.as_any(), n)
-    }
-
-    /// `SSLProtocol.buffer_updated(nbytes)`.
-    fn buffer_updated(slf: &Bound<'_, Self>, nbytes: isize) -> PyResult<()> {
-        buffer_updated(slf, nbytes)
-    }
+/// The mirrored attributes (`None`: not assigned yet, or deleted).
+#[derive(Default, Debug)]
+pub(crate) struct TlsState {
+    pub records: TlsRecords,
+    pub state: Option<Py<PyAny>>,
+    pub code: State,
+    pub incoming: Option<Py<PyAny>>,
+    pub outgoing: Option<Py<PyAny>>,
+    pub sslobj: Option<Py<PyAny>>,
+    /// What `read`/`write`/`pending` are called on (from `sslobj`, on first use).
+    pub target: Option<Py<PyAny>>,
+    pub ssl_buffer: Option<Py<PyAny>>,
+    pub ssl_buffer_view: Option<Py<PyAny>>,
+    pub write_backlog: Option<Py<PyAny>>,
+    pub write_buffer_size: Option<Py<PyAny>>,
+    pub transport: Option<Py<PyAny>>,
+    pub app_protocol: Option<Py<PyAny>>,
+    pub outgoing_high_water: Option<Py<PyAny>>,
+    pub outgoing_low_water: Option<Py<PyAny>>,
+    pub incoming_high_water: Option<Py<PyAny>>,
+    pub incoming_low_water: Option<Py<PyAny>>,
+    pub app_reading_paused: Flag,
+    pub app_protocol_is_buffer: Flag,
+    pub ssl_writing_paused: Flag,
+    pub app_writing_paused: Flag,
+    pub ssl_reading_paused: Flag,
+    /// `max_size`, read once.
+    pub max_size: Option<Py<PyAny>>,
 }
 
-fastcall_method!(app_write_method, "_SSLProtocolTransport.write", ["data"], |c| {
-    c.at_most(1)?;
-    app_write(&c.slf, &c.arg(0))?;
-    Ok(c.py.None())
-});
-
-/// Give `ferroloop._sslproto._SSLProtocolTransport` (a subclass of asyncio's,
-/// whose `__slots__` rule out a native base) the native `write`.
-#[pyfunction]
-fn _install_ssl_write(cls: &Bound<'_, PyType>) -> PyResult<()> {
-    // SAFETY: `app_write` works on any object through Python attributes.
-    unsafe {
-        install(
-            cls,
-            &[(c"write", app_write_method, c"Write some data bytes to the transport.")],
-        )
-    }
-}
-
-impl TlsRecords {
-    fn feed(&mut self, mut data: &[u8]) {
-        if self.untracked {
-            return;
-        }
-        while !data.is_empty() {
-            if self.body_left == 0 && self.hdr_len < 5 {
-                let take = (5 - self.hdr_len as usize).min(data.len());
-                self.hdr[self.hdr_len as usize..self.hdr_len as usize + take].copy_from_slice(&data[..take]);
-                self.hdr_len += take as u8;
-                self.fed += take as u64;
-                data = &data[take..];
-                if self.hdr_len < 5 {
-                    return;
-                }
-                let len = u32::from(u16::from_be_bytes([self.hdr[3], self.hdr[4]]));
-                if !(20..=24).contains(&self.hdr[0]) || self.hdr[1] != 3 || len > MAX_TRACKED_BODY {
-                    self.untracked = true;
-                    return;
-                }
-                self.body_left = len;
-                if len == 0 {
-                    self.record_done();
-                }
-                continue;
-            }
-            let take = (self.body_left as usize).min(data.len());
-            self.body_left -= take as u32;
-            self.fed += take as u64;
-            data = &data[take..];
-            if self.body_left == 0 {
-                self.record_done();
-            }
-        }
-    }
-
-    fn record_done(&mut self) {
-        self.complete_end = self.fed;
-        self.hdr_len = 0;
-    }
-
-    /// Whether a `read()` could find a record the `SSLObject` has not read,
-    /// given the bytes still in the BIO.
-    fn unread_record(&self, bio_pending: u64) -> bool {
-        self.untracked || self.complete_end > self.fed.saturating_sub(bio_pending)
-    }
-}
-
-fn attr<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-    obj.getattr(name)
-}
-
-fn flag(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
-    obj.getattr(name)?.is_truthy()
-}
-
-fn pending(bio: &Bound<'_, PyAny>) -> PyResult<u64> {
-    bio.getattr(intern!(bio.py(), "pending"))?.extract()
-}
-
-/// `except Exception as ex: self._fatal_error(ex, message)`.
-fn fatal_on_exception(proto: &Bound<'_, PyAny>, result: PyResult<()>, message: &str) -> PyResult<()> {
-    let py = proto.py();
-    match result {
-        Err(err) if err.is_instance_of::<PyException>(py) => {
-            let exc = err.into_value(py).into_bound(py).into_any();
-            let msg = PyString::new(py, message).into_any();
-            call_method(proto, intern!(py, "_fatal_error"), &[&exc, &msg]).map(drop)
-        }
-        other => other,
-    }
-}
-
-/// The `ssl.SSLObject` methods' target: its `_sslobj` when the object is
-/// exactly an `ssl.SSLObject` (whose methods only forward), else the object.
-fn ssl_target<'py>(py: Python<'py>, proto: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let sslobj = attr(proto, intern!(py, "_sslobj"))?;
-    if sslobj.get_type().is(names(py)?.sslobject.bind(py)) {
-        attr(&sslobj, intern!(py, "_sslobj"))
-    } else {
-        Ok(sslobj)
-    }
-}
-
-/// `get_buffer(n)`: asyncio's `_ssl_buffer`, grown to `n` (at most `max_size`).
-fn get_buffer<'py>(proto: &Bound<'py, PyAny>, n: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = proto.py();
-    let max_size = attr(proto, intern!(py, "max_size"))?;
-    let mut want = n.clone();
-    if want.le(0)? || want.gt(&max_size)? {
-        want = max_size;
-    }
-    if attr(proto, intern!(py, "_ssl_buffer"))?.len()? < want.extract::<usize>()? {
-        let buffer = PyByteArray::type_object(py).call1((want,))?;
-        let view = PyMemoryView::from(&buffer)?;
-        proto.setattr(intern!(py, "_ssl_buffer"), buffer)?;
-        proto.setattr(intern!(py, "_ssl_buffer_view"), view)?;
-    }
-    attr(proto, intern!(py, "_ssl_buffer_view"))
-}
-
-/// `SSLProtocol.buffer_updated(nbytes)`.
-fn buffer_updated(recs: &Bound<'_, SslRecordPath>, nbytes: isize) -> PyResult<()> {
-    let py = recs.py();
-    let proto = recs.as_any();
-    let incoming = attr(proto, intern!(py, "_incoming"))?;
-    let buffer = attr(proto, intern!(py, "_ssl_buffer"))?;
-    if let Ok(array) = buffer.cast::<PyByteArray>() {
-        let len = array.len() as isize;
-        // `view[:nbytes]`, Python's slice bounds.
-        let n = if nbytes < 0 {
-            (len + nbytes).max(0)
-        } else {
-            nbytes.min(len)
-        } as usize;
-        // SAFETY: the bytearray is alive (held by `buffer`) and not resized
-        // while the slice exists: nothing below runs Python code before
-        // `incoming.write` has copied it.
-        let data = unsafe { std::slice::from_raw_parts(array.data(), n) };
-        recs.borrow_mut().records.feed(data);
-        // SAFETY: a read-only memoryview of `n` bytes of that live buffer,
-        // released (dropped) before the buffer can change.
-        let view = unsafe {
-            let ptr = ffi::PyMemoryView_FromMemory(array.data().cast(), n as ffi::Py_ssize_t, ffi::PyBUF_READ);
-            Bound::from_owned_ptr_or_err(py, ptr)?
-        };
-        call_method(&incoming, intern!(py, "write"), &[&view])?;
-    } else {
-        // Not asyncio's own buffer: write the slice as asyncio does, untracked.
-        recs.borrow_mut().records.untracked = true;
-        let view = attr(proto, intern!(py, "_ssl_buffer_view"))?;
-        // SAFETY: `view` is a live object; the result is a new reference or NULL with an error set.
-        let slice = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_GetSlice(view.as_ptr(), 0, nbytes))? };
-        call_method(&incoming, intern!(py, "write"), &[&slice])?;
-    }
-    let n = names(py)?;
-    let state = attr(proto, intern!(py, "_state"))?;
-    if state.is(n.do_handshake.bind(py)) {
-        call_method(proto, intern!(py, "_do_handshake"), &[])?;
-    } else if state.is(n.wrapped.bind(py)) {
-        do_read(py, proto, recs)?;
-    } else if state.is(n.flushing.bind(py)) {
-        call_method(proto, intern!(py, "_do_flush"), &[])?;
-    } else if state.is(n.shutdown.bind(py)) {
-        call_method(proto, intern!(py, "_do_shutdown"), &[])?;
-    }
-    Ok(())
-}
-
-/// `_do_read()` in the WRAPPED state.
-fn do_read(py: Python<'_>, proto: &Bound<'_, PyAny>, recs: &Bound<'_, SslRecordPath>) -> PyResult<()> {
-    let result = (|| {
-        if !flag(proto, intern!(py, "_app_reading_paused"))? {
-            if flag(proto, intern!(py, "_app_protocol_is_buffer"))? {
-                call_method(proto, intern!(py, "_do_read__buffered"), &[])?;
-            } else {
-                read_copied(py, proto, recs)?;
-            }
-            if flag(proto, intern!(py, "_write_backlog"))? {
-                call_method(proto, intern!(py, "_do_write"), &[])?;
-            } else {
-                process_outgoing(py, proto)?;
-            }
-        }
-        control_ssl_reading(py, proto)
-    })();
-    fatal_on_exception(proto, result, "Fatal error on SSL protocol")
-}
-
-/// `_do_read__copied()`: every record's plaintext to one `data_received`.
-fn read_copied(py: Python<'_>, proto: &Bound<'_, PyAny>, recs: &Bound<'_, SslRecordPath>) -> PyResult<()> {
-    let target = ssl_target(py, proto)?;
-    let incoming = attr(proto, intern!(py, "_incoming"))?;
-    let max_size = attr(proto, intern!(py, "max_size"))?;
-    let again = names(py)?.again.bind(py);
-    let mut chunks: Vec<Bound<'_, PyBytes>> = Vec::new();
-    let mut closed = false;
-    loop {
-        if !recs.borrow().records.unread_record(pending(&incoming)?)
-            && call_method(&target, intern!(py, "pending"), &[])?.extract::<u64>()? == 0
-        {
-            break; // the read() that would raise SSLWantReadError
-        }
-        match call_method(&target, intern!(py, "read"), &[&max_size]) {
-            Ok(chunk) => {
-                let chunk = chunk.cast_into::<PyBytes>()?;
-                if chunk.as_bytes().is_empty() {
-                    closed = true;
-                    break;
-                }
-                chunks.push(chunk);
-            }
-            Err(err) if err.get_type(py).is_subclass(again)? => break,
-            Err(err) => return Err(err),
-        }
-    }
-    if !chunks.is_empty() {
-        let data = if chunks.len() == 1 {
-            chunks.pop().map(Bound::into_any)
-        } else {
-            Some(join(py, &chunks)?)
-        };
-        let app = attr(proto, intern!(py, "_app_protocol"))?;
-        if let Some(data) = data {
-            call_method(&app, intern!(py, "data_received"), &[&data])?;
-        }
-    }
-    if closed {
-        // close_notify
-        call_method(proto, intern!(py, "_call_eof_received"), &[])?;
-        call_method(proto, intern!(py, "_start_shutdown"), &[])?;
-    }
-    Ok(())
-}
-
-fn join<'py>(py: Python<'py>, chunks: &[Bound<'py, PyBytes>]) -> PyResult<Bound<'py, PyAny>> {
-    let total = chunks.iter().map(|c| c.as_bytes().len()).sum();
-    Ok(PyBytes::new_with(py, total, |out| {
-        let mut at = 0;
-        for c in chunks {
-            let b = c.as_bytes();
-            out[at..at + b.len()].copy_from_slice(b);
-            at += b.len();
+impl GcRefs for TlsState {
+    fn visit_refs(&self, v: &Visitor<'_, '_>) -> Result<(), GcStop> {
+        for r in [
+            &self.state,
+            &self.incoming,
+            &self.outgoing,
+            &self.sslobj,
+            &self.target,
+            &self.ssl_buffer,
+            &self.ssl_buffer_view,
+            &self.write_backlog,
+            &self.write_buffer_size,
+            &self.transport,
+            &self.app_protocol,
+            &self.outgoing_high_water,
+            &self.outgoing_low_water,
+            &self.incoming_high_water,
+            &self.incoming_low_water,
+            &self.app_reading_paused.obj,
+            &self.app_protocol_is_buffer.obj,
+            &self.ssl_writing_paused.obj,
+            &self.app_writing_paused.obj,
+            &self.ssl_reading_paused.obj,
+            &self.max_size,
+        ] {
+            v.visit(r.as_ref())?;
         }
         Ok(())
-    })?
-    .into_any())
-}
-
-/// `_process_outgoing()`: the outgoing BIO's ciphertext to the transport.
-fn process_outgoing(py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
-    if !flag(proto, intern!(py, "_ssl_writing_paused"))? {
-        let outgoing = attr(proto, intern!(py, "_outgoing"))?;
-        // `read()` of an empty BIO returns b'', which asyncio then ignores.
-        if pending(&outgoing)? > 0 {
-            let data = call_method(&outgoing, intern!(py, "read"), &[])?;
-            if data.len()? > 0 {
-                let transport = attr(proto, intern!(py, "_transport"))?;
-                call_method(&transport, intern!(py, "write"), &[&data])?;
-            }
-        }
     }
-    control_app_writing(py, proto)
 }
 
-/// `_control_app_writing()`, handed to asyncio when a mark is crossed.
-fn control_app_writing(py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
-    let outgoing = attr(proto, intern!(py, "_outgoing"))?;
-    let size = attr(&outgoing, intern!(py, "pending"))?.add(attr(proto, intern!(py, "_write_buffer_size"))?)?;
-    let paused = flag(proto, intern!(py, "_app_writing_paused"))?;
-    let crosses = if paused {
-        size.le(attr(proto, intern!(py, "_outgoing_low_water"))?)?
-    } else {
-        size.ge(attr(proto, intern!(py, "_outgoing_high_water"))?)?
+/// The native first base of `ferroloop._sslproto.SSLProtocol`.
+#[pyclass(subclass, frozen, module = "ferroloop._ferroloop", name = "_SSLRecordPath")]
+pub(crate) struct SslRecordPath {
+    pub st: GilCell<TlsState>,
+}
+
+fn missing(slf: &Bound<'_, SslRecordPath>, name: &str) -> PyErr {
+    let ty = slf
+        .get_type()
+        .name()
+        .map_or_else(|_| "SSLProtocol".to_owned(), |n| n.to_string());
+    PyAttributeError::new_err(format!("'{ty}' object has no attribute '{name}'"))
+}
+
+fn get_obj(
+    slf: &Bound<'_, SslRecordPath>,
+    name: &str,
+    f: impl Fn(&TlsState) -> &Option<Py<PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    let st = slf.get().st.get(py);
+    f(&st)
+        .as_ref()
+        .map(|o| o.clone_ref(py))
+        .ok_or_else(|| missing(slf, name))
+}
+
+fn truth(value: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    value.map_or(Ok(false), PyAnyMethods::is_truthy)
+}
+
+/// Generate the mirrored attributes' getters and setters, in the class's
+/// one `#[pymethods]` block together with `extra`.
+macro_rules! mirrored {
+    (
+        obj: [$(($oget:ident, $oset:ident, $oname:literal, $ofield:ident)),* $(,)?],
+        flag: [$(($fget:ident, $fset:ident, $fname:literal, $ffield:ident)),* $(,)?],
+        extra: { $($extra:tt)* }
+    ) => {
+        #[pymethods]
+        impl SslRecordPath {
+            $(
+                #[getter($oname)]
+                fn $oget(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+                    get_obj(slf, $oname, |s| &s.$ofield)
+                }
+                #[setter($oname)]
+                fn $oset(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+                    let old = std::mem::replace(&mut slf.get().st.get_mut(slf.py()).$ofield, value.map(Bound::unbind));
+                    drop(old);
+                    Ok(())
+                }
+            )*
+            $(
+                #[getter($fname)]
+                fn $fget(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+                    get_obj(slf, $fname, |s| &s.$ffield.obj)
+                }
+                #[setter($fname)]
+                fn $fset(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+                    let on = truth(value.as_ref())?;
+                    let old = std::mem::replace(
+                        &mut slf.get().st.get_mut(slf.py()).$ffield,
+                        Flag { obj: value.map(Bound::unbind), on },
+                    );
+                    drop(old);
+                    Ok(())
+                }
+            )*
+            $($extra)*
+        }
     };
-    if crosses {
-        call_method(proto, intern!(py, "_control_app_writing"), &[])?;
-    }
-    Ok(())
 }
 
-/// `_control_ssl_reading()`, handed to asyncio when a mark is crossed.
-fn control_ssl_reading(py: Python<'_>, proto: &Bound<'_, PyAny>) -> PyResult<()> {
-    let size = attr(&attr(proto, intern!(py, "_incoming"))?, intern!(py, "pending"))?;
-    let paused = flag(proto, intern!(py, "_ssl_reading_paused"))?;
-    let crosses = if paused {
-        size.le(attr(proto, intern!(py, "_incoming_low_water"))?)?
-    } else {
-        size.ge(attr(proto, intern!(py, "_incoming_high_water"))?)?
-    };
-    if crosses {
-        call_method(proto, intern!(py, "_control_ssl_reading"), &[])?;
-    }
-    Ok(())
-}
-
-fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
-    data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()
-}
-
-/// `_SSLProtocolTransport.write(data)`.
-fn app_write(transport: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = transport.py();
-    if !is_bytes_like(data) {
-        return Err(PyTypeError::new_err(format!(
-            "data: expecting a bytes-like instance, got {}",
-            data.get_type().name()?
-        )));
-    }
-    if !data.is_truthy()? {
-        return Ok(());
-    }
-    let proto = attr(transport, intern!(py, "_ssl_protocol"))?;
-    let wrapped = names(py)?.wrapped.bind(py);
-    if proto.is_none()
-        || !attr(&proto, intern!(py, "_state"))?.is(wrapped)
-        || flag(&proto, intern!(py, "_write_backlog"))?
-    {
-        let list = PyTuple::new(py, [data])?.into_any();
-        return call_method(&proto, intern!(py, "_write_appdata"), &[&list]).map(drop);
-    }
-    let result = write_wrapped(py, &proto, data);
-    fatal_on_exception(&proto, result, "Fatal error on SSL protocol")
-}
-
-/// `_write_appdata((data,))` with an empty backlog in the WRAPPED state.
-fn write_wrapped(py: Python<'_>, proto: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-    let target = ssl_target(py, proto)?;
-    let data_len = data.len()?;
-    match call_method(&target, intern!(py, "write"), &[data]) {
-        Ok(count) => {
-            let count: usize = count.extract()?;
-            if count < data_len {
-                // The rest stays in the backlog, as `_do_write` leaves it.
-                // SAFETY: `data` is a live sequence; the result is a new reference or NULL with an error set.
-                let rest = unsafe {
-                    Bound::from_owned_ptr_or_err(
-                        py,
-                        ffi::PySequence_GetSlice(data.as_ptr(), count as ffi::Py_ssize_t, ffi::PY_SSIZE_T_MAX),
-                    )?
-                };
-                call_method(
-                    &attr(proto, intern!(py, "_write_backlog"))?,
-                    intern!(py, "append"),
-                    &[&rest],
-                )?;
-                add_buffer_size(py, proto, data_len - count)?;
-            }
+mirrored! {
+    obj: [
+        (get_incoming, set_incoming, "_incoming", incoming),
+        (get_outgoing, set_outgoing, "_outgoing", outgoing),
+        (get_ssl_buffer, set_ssl_buffer, "_ssl_buffer", ssl_buffer),
+        (get_ssl_buffer_view, set_ssl_buffer_view, "_ssl_buffer_view", ssl_buffer_view),
+        (get_write_backlog, set_write_backlog, "_write_backlog", write_backlog),
+        (get_write_buffer_size, set_write_buffer_size, "_write_buffer_size", write_buffer_size),
+        (get_transport, set_transport, "_transport", transport),
+        (get_app_protocol, set_app_protocol, "_app_protocol", app_protocol),
+        (get_outgoing_high_water, set_outgoing_high_water, "_outgoing_high_water", outgoing_high_water),
+        (get_outgoing_low_water, set_outgoing_low_water, "_outgoing_low_water", outgoing_low_water),
+        (get_incoming_high_water, set_incoming_high_water, "_incoming_high_water", incoming_high_water),
+        (get_incoming_low_water, set_incoming_low_water, "_incoming_low_water", incoming_low_water),
+    ],
+    flag: [
+        (get_app_reading_paused, set_app_reading_paused, "_app_reading_paused", app_reading_paused),
+        (get_app_protocol_is_buffer, set_app_protocol_is_buffer, "_app_protocol_is_buffer", app_protocol_is_buffer),
+        (get_ssl_writing_paused, set_ssl_writing_paused, "_ssl_writing_paused", ssl_writing_paused),
+        (get_app_writing_paused, set_app_writing_paused, "_app_writing_paused", app_writing_paused),
+        (get_ssl_reading_paused, set_ssl_reading_paused, "_ssl_reading_paused", ssl_reading_paused),
+    ],
+    extra: {
+        #[new]
+        #[pyo3(signature = (*_args, **_kwargs))]
+        fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+            Self { st: GilCell::new(TlsState::default()) }
         }
-        Err(err) => {
-            call_method(
-                &attr(proto, intern!(py, "_write_backlog"))?,
-                intern!(py, "append"),
-                &[data],
-            )?;
-            add_buffer_size(py, proto, data_len)?;
-            if !err.get_type(py).is_subclass(names(py)?.again.bind(py))? {
-                return Err(err);
-            }
+
+        #[getter(_state)]
+        fn get_state(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+            get_obj(slf, "_state", |s| &s.state)
+        }
+
+        #[setter(_state)]
+        fn set_state(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+            let py = slf.py();
+            let code = match &value {
+                None => State::Other,
+                Some(v) => {
+                    let states = &names(py)?.states;
+                    let codes = [State::Unwrapped, State::DoHandshake, State::Wrapped, State::Flushing, State::Shutdown];
+                    states.iter().zip(codes).find(|(s, _)| v.is(s.bind(py))).map_or(State::Other, |(_, c)| c)
+                }
+            };
+            let old = {
+                let mut st = slf.get().st.get_mut(py);
+                st.code = code;
+                std::mem::replace(&mut st.state, value.map(Bound::unbind))
+            };
+            drop(old);
+            Ok(())
+        }
+
+        #[getter(_sslobj)]
+        fn get_sslobj(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+            get_obj(slf, "_sslobj", |s| &s.sslobj)
+        }
+
+        #[setter(_sslobj)]
+        fn set_sslobj(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) {
+            let old = {
+                let mut st = slf.get().st.get_mut(slf.py());
+                let target = st.target.take();
+                (target, std::mem::replace(&mut st.sslobj, value.map(Bound::unbind)))
+            };
+            drop(old);
+
+        }
+
+        /// `SSLProtocol.get_buffer(n)`.
+        fn get_buffer<'py>(slf: &Bound<'py, Self>, n: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+            sslproto_io::get_buffer(slf, n)
+        }
+
+        /// `SSLProtocol.buffer_updated(nbytes)`.
+        fn buffer_updated(slf: &Bound<'_, Self>, nbytes: isize) -> PyResult<()> {
+            sslproto_io::buffer_updated(slf, nbytes)
+        }
+
+        fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+            gc::traverse(&self.st, &visit)
+        }
+
+        fn __clear__(&self) {
+            gc::clear(&self.st);
         }
     }
-    process_outgoing(py, proto)
 }
 
-fn add_buffer_size(py: Python<'_>, proto: &Bound<'_, PyAny>, n: usize) -> PyResult<()> {
-    let size = attr(proto, intern!(py, "_write_buffer_size"))?.add(n)?;
-    proto.setattr(intern!(py, "_write_buffer_size"), size)
+/// A mirrored attribute, or the `AttributeError` Python would raise.
+pub(crate) fn field<'py>(
+    slf: &Bound<'py, SslRecordPath>,
+    name: &str,
+    f: impl Fn(&TlsState) -> &Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    get_obj(slf, name, f).map(|o| o.into_bound(slf.py()))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SslRecordPath>()?;
-    m.add_function(wrap_pyfunction!(_install_ssl_write, m)?)?;
-    Ok(())
+    sslproto_io::register(m)
 }

@@ -20,6 +20,8 @@
 //! - [`net`]: owned fds, compact socket addresses, non-blocking socket calls.
 //! - [`buffer`]: the write queue of a stream transport.
 //! - [`sys`]: every raw libc call, each behind a safe wrapper.
+//! - [`tls_records`]: the TLS record framing of the bytes fed to a memory
+//!   BIO (the native `SSLProtocol`'s read path).
 
 pub mod buffer;
 pub mod clock;
@@ -30,3 +32,4 @@ pub mod registry;
 pub mod stats;
 pub mod sys;
 pub mod timers;
+pub mod tls_records;

@@ -1,0 +1,398 @@
+//! The read and write paths of the native `SSLProtocol` (see `sslproto`):
+//! `get_buffer`, `buffer_updated` and `_SSLProtocolTransport.write`, each
+//! step named after the asyncio method it stands for.
+
+use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyModule, PyString, PyTuple, PyType};
+use pyo3::{intern, PyTypeInfo};
+
+use super::sslproto::{field, names, SslRecordPath, State};
+use crate::py::call::call_method;
+use crate::py::fastcall::{fastcall_method, install};
+use crate::py::spare_bytes::Filling;
+
+const FATAL: &str = "Fatal error on SSL protocol";
+
+fn pending(bio: &Bound<'_, PyAny>) -> PyResult<u64> {
+    bio.getattr(intern!(bio.py(), "pending"))?.extract()
+}
+
+fn state(p: &Bound<'_, SslRecordPath>) -> State {
+    p.get().st.get(p.py()).code
+}
+
+/// `except Exception as ex: self._fatal_error(ex, message)`.
+fn fatal_on_exception(p: &Bound<'_, SslRecordPath>, result: PyResult<()>) -> PyResult<()> {
+    let py = p.py();
+    match result {
+        Err(err) if err.is_instance_of::<PyException>(py) => {
+            let exc = err.into_value(py).into_bound(py).into_any();
+            let msg = PyString::new(py, FATAL).into_any();
+            call_method(p.as_any(), intern!(py, "_fatal_error"), &[&exc, &msg]).map(drop)
+        }
+        other => other,
+    }
+}
+
+/// What the `ssl.SSLObject` methods are called on: its `_sslobj` when the
+/// object is exactly an `ssl.SSLObject` (whose methods only forward), else
+/// the object itself.
+fn ssl_target<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<Bound<'py, PyAny>> {
+    let py = p.py();
+    if let Some(t) = &p.get().st.get(py).target {
+        return Ok(t.bind(py).clone());
+    }
+    let sslobj = field(p, "_sslobj", |s| &s.sslobj)?;
+    let target = if sslobj.get_type().is(names(py)?.sslobject.bind(py)) {
+        sslobj.getattr(intern!(py, "_sslobj"))?
+    } else {
+        sslobj
+    };
+    p.get().st.get_mut(py).target = Some(target.clone().unbind());
+    Ok(target)
+}
+
+fn max_size<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<Bound<'py, PyAny>> {
+    let py = p.py();
+    if let Some(m) = &p.get().st.get(py).max_size {
+        return Ok(m.bind(py).clone());
+    }
+    let m = p.getattr(intern!(py, "max_size"))?;
+    p.get().st.get_mut(py).max_size = Some(m.clone().unbind());
+    Ok(m)
+}
+
+/// `get_buffer(n)`: asyncio's `_ssl_buffer`, grown to `n` (at most `max_size`).
+pub(crate) fn get_buffer<'py>(p: &Bound<'py, SslRecordPath>, n: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = p.py();
+    let max = max_size(p)?;
+    let mut want = n.clone();
+    if want.le(0)? || want.gt(&max)? {
+        want = max;
+    }
+    if field(p, "_ssl_buffer", |s| &s.ssl_buffer)?.len()? < want.extract::<usize>()? {
+        let buffer = PyByteArray::type_object(py).call1((want,))?;
+        let view = PyMemoryView::from(&buffer)?;
+        p.setattr(intern!(py, "_ssl_buffer"), buffer)?;
+        p.setattr(intern!(py, "_ssl_buffer_view"), view)?;
+    }
+    field(p, "_ssl_buffer_view", |s| &s.ssl_buffer_view)
+}
+
+/// `buffer_updated(nbytes)`.
+pub(crate) fn buffer_updated(p: &Bound<'_, SslRecordPath>, nbytes: isize) -> PyResult<()> {
+    let py = p.py();
+    let incoming = field(p, "_incoming", |s| &s.incoming)?;
+    let buffer = field(p, "_ssl_buffer", |s| &s.ssl_buffer)?;
+    if let Ok(array) = buffer.cast::<PyByteArray>() {
+        let len = array.len() as isize;
+        // `view[:nbytes]`, Python's slice bounds.
+        let n = if nbytes < 0 {
+            (len + nbytes).max(0)
+        } else {
+            nbytes.min(len)
+        } as usize;
+        // SAFETY: the bytearray is alive (held by `buffer`) and not resized
+        // while the slice exists: no Python code runs before
+        // `incoming.write` has copied it.
+        let data = unsafe { std::slice::from_raw_parts(array.data(), n) };
+        p.get().st.get_mut(py).records.feed(data);
+        // SAFETY: a read-only memoryview of `n` bytes of that live buffer,
+        // dropped right after the write, before the buffer can change.
+        let view = unsafe {
+            let ptr = ffi::PyMemoryView_FromMemory(array.data().cast(), n as ffi::Py_ssize_t, ffi::PyBUF_READ);
+            Bound::from_owned_ptr_or_err(py, ptr)?
+        };
+        call_method(&incoming, intern!(py, "write"), &[&view])?;
+    } else {
+        // Not a bytearray: write the slice as asyncio does, untracked.
+        p.get().st.get_mut(py).records.untrack();
+        let view = field(p, "_ssl_buffer_view", |s| &s.ssl_buffer_view)?;
+        // SAFETY: `view` is live; the result is a new reference or NULL with an error set.
+        let slice = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_GetSlice(view.as_ptr(), 0, nbytes))? };
+        call_method(&incoming, intern!(py, "write"), &[&slice])?;
+    }
+    match state(p) {
+        State::DoHandshake => call_method(p.as_any(), intern!(py, "_do_handshake"), &[]).map(drop),
+        State::Wrapped => do_read(p),
+        State::Flushing => call_method(p.as_any(), intern!(py, "_do_flush"), &[]).map(drop),
+        State::Shutdown => call_method(p.as_any(), intern!(py, "_do_shutdown"), &[]).map(drop),
+        State::Unwrapped | State::Other => Ok(()),
+    }
+}
+
+/// `_do_read()` in the WRAPPED state.
+fn do_read(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
+    let py = p.py();
+    let result = (|| {
+        let (paused, buffered) = {
+            let st = p.get().st.get(py);
+            (st.app_reading_paused.on, st.app_protocol_is_buffer.on)
+        };
+        if !paused {
+            if buffered {
+                call_method(p.as_any(), intern!(py, "_do_read__buffered"), &[])?;
+            } else {
+                read_copied(p)?;
+            }
+            if field(p, "_write_backlog", |s| &s.write_backlog)?.is_truthy()? {
+                call_method(p.as_any(), intern!(py, "_do_write"), &[])?;
+            } else {
+                process_outgoing(p)?;
+            }
+        }
+        control_ssl_reading(p)
+    })();
+    fatal_on_exception(p, result)
+}
+
+/// Room for one record's plaintext (2^14) beyond what the BIO holds.
+const RECORD_ROOM: usize = 16384 + 256;
+
+/// `_do_read__copied()`: every record's plaintext to one `data_received`.
+///
+/// asyncio reads each record into a new `bytes` (`read(max_size)`) and
+/// joins them; here they are read (`read(n, buffer)`) into one `bytes`
+/// sized from the ciphertext waiting in the BIO (never smaller than the
+/// plaintext it decrypts to) and the plaintext the `SSLObject` holds; a
+/// record larger than that (part of it read into the `SSLObject` earlier)
+/// continues in another `bytes`, joined at the end. The bytes delivered are
+/// the same.
+fn read_copied(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
+    let py = p.py();
+    let target = ssl_target(p)?;
+    let incoming = field(p, "_incoming", |s| &s.incoming)?;
+    let again = names(py)?.again.bind(py);
+    let mut full: Vec<Bound<'_, PyBytes>> = Vec::new();
+    let mut cur: Option<Filling<'_>> = None;
+    let mut closed = false;
+    loop {
+        let bio = pending(&incoming)?;
+        let (unread, untracked) = {
+            let st = p.get().st.get(py);
+            (st.records.unread_record(bio), st.records.is_untracked())
+        };
+        let held = if unread {
+            0
+        } else {
+            call_method(&target, intern!(py, "pending"), &[])?.extract::<usize>()?
+        };
+        if !unread && held == 0 {
+            break; // the read() that would raise SSLWantReadError
+        }
+        if cur.as_ref().is_none_or(|f| f.room() == 0) {
+            if let Some(f) = cur.take() {
+                full.push(f.finish());
+            }
+            let mut room = bio as usize + held;
+            if untracked {
+                // Records not followed: room for one more than the BIO shows.
+                room += RECORD_ROOM;
+            }
+            cur = Some(Filling::new(py, room)?);
+        }
+        let Some(f) = cur.as_mut() else { break };
+        let view = f.rest_view()?;
+        let n = (f.room() as u64).into_pyobject(py)?.into_any();
+        match call_method(&target, intern!(py, "read"), &[&n, &view]) {
+            Ok(count) => {
+                drop(view);
+                let count: usize = count.extract()?;
+                if count == 0 {
+                    closed = true;
+                    break;
+                }
+                f.advance(count);
+            }
+            Err(err) if err.get_type(py).is_subclass(again)? => break,
+            Err(err) => return Err(err),
+        }
+    }
+    if let Some(f) = cur.take() {
+        if f.len() > 0 {
+            full.push(f.finish());
+        }
+    }
+    let data = match full.len() {
+        0 => None,
+        1 => full.pop().map(Bound::into_any),
+        _ => Some(join(py, &full)?),
+    };
+    if let Some(data) = data {
+        let app = field(p, "_app_protocol", |s| &s.app_protocol)?;
+        call_method(&app, intern!(py, "data_received"), &[&data])?;
+    }
+    if closed {
+        // close_notify
+        call_method(p.as_any(), intern!(py, "_call_eof_received"), &[])?;
+        call_method(p.as_any(), intern!(py, "_start_shutdown"), &[])?;
+    }
+    Ok(())
+}
+
+/// `b''.join(chunks)`.
+fn join<'py>(py: Python<'py>, chunks: &[Bound<'py, PyBytes>]) -> PyResult<Bound<'py, PyAny>> {
+    let total = chunks.iter().map(|c| c.as_bytes().len()).sum();
+    Ok(PyBytes::new_with(py, total, |out| {
+        let mut at = 0;
+        for c in chunks {
+            let b = c.as_bytes();
+            out[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        }
+        Ok(())
+    })?
+    .into_any())
+}
+
+/// `_process_outgoing()`: the outgoing BIO's ciphertext to the transport.
+fn process_outgoing(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
+    let py = p.py();
+    let paused = p.get().st.get(py).ssl_writing_paused.on;
+    let outgoing = field(p, "_outgoing", |s| &s.outgoing)?;
+    // `read()` of an empty BIO returns b'', which asyncio then ignores.
+    if !paused && pending(&outgoing)? > 0 {
+        let data = call_method(&outgoing, intern!(py, "read"), &[])?;
+        if data.len()? > 0 {
+            let transport = field(p, "_transport", |s| &s.transport)?;
+            call_method(&transport, intern!(py, "write"), &[&data])?;
+        }
+    }
+    control_app_writing(p, &outgoing)
+}
+
+/// Whether `size` crosses a flow-control mark: `>= high` when running,
+/// `<= low` when paused.
+fn crosses(size: &Bound<'_, PyAny>, paused: bool, low: &Bound<'_, PyAny>, high: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if let (Ok(s), Ok(l), Ok(h)) = (size.extract::<i64>(), low.extract::<i64>(), high.extract::<i64>()) {
+        return Ok(if paused { s <= l } else { s >= h });
+    }
+    if paused {
+        size.le(low)
+    } else {
+        size.ge(high)
+    }
+}
+
+/// `_control_app_writing()`, handed to asyncio when a mark is crossed.
+fn control_app_writing(p: &Bound<'_, SslRecordPath>, outgoing: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = p.py();
+    let buffered = field(p, "_write_buffer_size", |s| &s.write_buffer_size)?;
+    let size = outgoing.getattr(intern!(py, "pending"))?.add(buffered)?;
+    let paused = p.get().st.get(py).app_writing_paused.on;
+    let low = field(p, "_outgoing_low_water", |s| &s.outgoing_low_water)?;
+    let high = field(p, "_outgoing_high_water", |s| &s.outgoing_high_water)?;
+    if crosses(&size, paused, &low, &high)? {
+        call_method(p.as_any(), intern!(py, "_control_app_writing"), &[])?;
+    }
+    Ok(())
+}
+
+/// `_control_ssl_reading()`, handed to asyncio when a mark is crossed.
+fn control_ssl_reading(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
+    let py = p.py();
+    let size = field(p, "_incoming", |s| &s.incoming)?.getattr(intern!(py, "pending"))?;
+    let paused = p.get().st.get(py).ssl_reading_paused.on;
+    let low = field(p, "_incoming_low_water", |s| &s.incoming_low_water)?;
+    let high = field(p, "_incoming_high_water", |s| &s.incoming_high_water)?;
+    if crosses(&size, paused, &low, &high)? {
+        call_method(p.as_any(), intern!(py, "_control_ssl_reading"), &[])?;
+    }
+    Ok(())
+}
+
+fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
+    data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()
+}
+
+/// `_SSLProtocolTransport.write(data)`.
+fn app_write(transport: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = transport.py();
+    if !is_bytes_like(data) {
+        return Err(PyTypeError::new_err(format!(
+            "data: expecting a bytes-like instance, got {}",
+            data.get_type().name()?
+        )));
+    }
+    if !data.is_truthy()? {
+        return Ok(());
+    }
+    let proto = transport.getattr(intern!(py, "_ssl_protocol"))?;
+    if let Ok(p) = proto.cast::<SslRecordPath>() {
+        if state(p) == State::Wrapped && !field(p, "_write_backlog", |s| &s.write_backlog)?.is_truthy()? {
+            let result = write_wrapped(p, data);
+            return fatal_on_exception(p, result);
+        }
+    }
+    let list = PyTuple::new(py, [data])?.into_any();
+    call_method(&proto, intern!(py, "_write_appdata"), &[&list]).map(drop)
+}
+
+/// `_write_appdata((data,))` with an empty backlog in the WRAPPED state:
+/// `_do_write()` of that one item, then `_process_outgoing()`.
+fn write_wrapped(p: &Bound<'_, SslRecordPath>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = p.py();
+    let target = ssl_target(p)?;
+    let data_len = data.len()?;
+    match call_method(&target, intern!(py, "write"), &[data]) {
+        Ok(count) => {
+            let count: usize = count.extract()?;
+            if count < data_len {
+                // The rest stays in the backlog, as `_do_write` leaves it.
+                // SAFETY: `data` is a live sequence; the result is a new
+                // reference or NULL with an error set.
+                let rest = unsafe {
+                    Bound::from_owned_ptr_or_err(
+                        py,
+                        ffi::PySequence_GetSlice(data.as_ptr(), count as ffi::Py_ssize_t, ffi::PY_SSIZE_T_MAX),
+                    )?
+                };
+                backlog(p, &rest, data_len - count)?;
+            }
+        }
+        Err(err) => {
+            backlog(p, data, data_len)?;
+            if !err.get_type(py).is_subclass(names(py)?.again.bind(py))? {
+                return Err(err);
+            }
+        }
+    }
+    process_outgoing(p)
+}
+
+/// `self._write_backlog.append(item); self._write_buffer_size += n`.
+fn backlog(p: &Bound<'_, SslRecordPath>, item: &Bound<'_, PyAny>, n: usize) -> PyResult<()> {
+    let py = p.py();
+    call_method(
+        &field(p, "_write_backlog", |s| &s.write_backlog)?,
+        intern!(py, "append"),
+        &[item],
+    )?;
+    let size = field(p, "_write_buffer_size", |s| &s.write_buffer_size)?.add(n)?;
+    p.setattr(intern!(py, "_write_buffer_size"), size)
+}
+
+fastcall_method!(app_write_method, "_SSLProtocolTransport.write", ["data"], |c| {
+    c.at_most(1)?;
+    app_write(&c.slf, &c.arg(0))?;
+    Ok(c.py.None())
+});
+
+/// Give `ferroloop._sslproto._SSLProtocolTransport` (a subclass of asyncio's,
+/// whose `__slots__` rule out a native base) the native `write`.
+#[pyfunction]
+fn _install_ssl_write(cls: &Bound<'_, PyType>) -> PyResult<()> {
+    // SAFETY: `app_write` reaches everything through Python attributes of `self`.
+    unsafe {
+        install(
+            cls,
+            &[(c"write", app_write_method, c"Write some data bytes to the transport.")],
+        )
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_install_ssl_write, m)?)
+}
