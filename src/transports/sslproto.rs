@@ -49,6 +49,8 @@ pub(crate) struct Names {
     pub again: Py<PyAny>,
     /// `ssl.SSLObject`: its `_sslobj` is called directly when the object is exactly one.
     pub sslobject: Py<PyAny>,
+    /// `SSLProtocol.max_size`.
+    pub max_size: Py<PyAny>,
 }
 
 static NAMES: PyOnceLock<Names> = PyOnceLock::new();
@@ -68,6 +70,7 @@ pub(crate) fn names(py: Python<'_>) -> PyResult<&Names> {
             ],
             again: sslproto.getattr("SSLAgainErrors")?.unbind(),
             sslobject: py.import("ssl")?.getattr("SSLObject")?.unbind(),
+            max_size: sslproto.getattr("SSLProtocol")?.getattr("max_size")?.unbind(),
         })
     })
 }
@@ -117,7 +120,7 @@ pub(crate) struct TlsState {
     pub ssl_writing_paused: Flag,
     pub app_writing_paused: Flag,
     pub ssl_reading_paused: Flag,
-    /// `max_size`, read once.
+    /// `max_size` if assigned on the instance (else asyncio's class attribute).
     pub max_size: Option<Py<PyAny>>,
 }
 
@@ -294,6 +297,30 @@ mirrored! {
             };
             drop(old);
 
+        }
+
+        /// `max_size`, except while asyncio's `__init__` makes the read
+        /// buffer (`bytearray(self.max_size)`, its first statement): 0 then,
+        /// so that the 256 KiB buffer is made by the first `get_buffer`,
+        /// without zero-filling it (nothing reads it before `recv_into`
+        /// writes it) and with its pages touched only as data arrives.
+        #[getter(max_size)]
+        fn get_max_size(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+            let py = slf.py();
+            let st = slf.get().st.get(py);
+            if st.ssl_buffer.is_none() {
+                return Ok(0u8.into_pyobject(py)?.into_any().unbind());
+            }
+            match &st.max_size {
+                Some(m) => Ok(m.clone_ref(py)),
+                None => Ok(names(py)?.max_size.clone_ref(py)),
+            }
+        }
+
+        #[setter(max_size)]
+        fn set_max_size(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) {
+            let old = std::mem::replace(&mut slf.get().st.get_mut(slf.py()).max_size, value.map(Bound::unbind));
+            drop(old);
         }
 
         /// `SSLProtocol.get_buffer(n)`.

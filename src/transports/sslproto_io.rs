@@ -4,9 +4,9 @@
 
 use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyModule, PyString, PyTuple, PyType};
-use pyo3::{intern, PyTypeInfo};
 
 use super::sslproto::{field, names, SslRecordPath, State};
 use crate::py::call::call_method;
@@ -56,12 +56,11 @@ fn ssl_target<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<Bound<'py, PyAny>>
 
 fn max_size<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<Bound<'py, PyAny>> {
     let py = p.py();
-    if let Some(m) = &p.get().st.get(py).max_size {
-        return Ok(m.bind(py).clone());
-    }
-    let m = p.getattr(intern!(py, "max_size"))?;
-    p.get().st.get_mut(py).max_size = Some(m.clone().unbind());
-    Ok(m)
+    let m = match &p.get().st.get(py).max_size {
+        Some(m) => m.clone_ref(py),
+        None => names(py)?.max_size.clone_ref(py),
+    };
+    Ok(m.into_bound(py))
 }
 
 /// `get_buffer(n)`: asyncio's `_ssl_buffer`, grown to `n` (at most `max_size`).
@@ -73,7 +72,16 @@ pub(crate) fn get_buffer<'py>(p: &Bound<'py, SslRecordPath>, n: &Bound<'py, PyAn
         want = max;
     }
     if field(p, "_ssl_buffer", |s| &s.ssl_buffer)?.len()? < want.extract::<usize>()? {
-        let buffer = PyByteArray::type_object(py).call1((want,))?;
+        let size = want.extract::<usize>()?;
+        // `bytearray(want)` without the zero fill: `recv_into` writes what is read.
+        // SAFETY: a NULL source makes an uninitialised bytearray of `size`
+        // bytes; the result is a new reference or NULL with an error set.
+        let buffer = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyByteArray_FromStringAndSize(std::ptr::null(), size as ffi::Py_ssize_t),
+            )?
+        };
         let view = PyMemoryView::from(&buffer)?;
         p.setattr(intern!(py, "_ssl_buffer"), buffer)?;
         p.setattr(intern!(py, "_ssl_buffer_view"), view)?;
