@@ -1,0 +1,205 @@
+"""The native TLS record path (``ferroloop._sslproto``, ``src/transports/sslproto*.rs``)
+against asyncio's ``SSLProtocol``, on both loops (``loop`` fixture).
+
+The native path skips the ``read()`` that ends each batch of records with
+``SSLWantReadError`` when the record framing shows nothing unread, and turns
+that tracking off for bytes that are not TLS records. These tests cut the
+records by hand (``ssl_support.MemoryTLSClient``) and check what the
+application protocol sees: how the plaintext is split into
+``data_received`` calls and how a connection carrying garbage ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import socket
+import ssl
+from asyncio import sslproto
+
+import pytest
+from ssl_support import (
+    HOST,
+    MemoryTLSClient,
+    certs_fixture,  # noqa: F401  (the certs fixture)
+    close_server,
+    iterations,
+    server_context,
+    start_server,
+)
+
+
+def run(loop, coro, timeout=30.0):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+class Chunks(asyncio.Protocol):
+    """Records each ``data_received`` call and how the connection ended."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.lost: list[BaseException | None] = []
+        self.done = asyncio.get_event_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def connected(loop, certs, version=None):
+    made: list[Chunks] = []
+
+    def factory() -> Chunks:
+        made.append(Chunks())
+        return made[-1]
+
+    ctx = server_context(certs)
+    server, port = await start_server(loop, factory, ctx)
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (HOST, port))
+    cctx = ssl.create_default_context(cafile=certs.ca)
+    if version is not None:
+        cctx.maximum_version = version
+    client = MemoryTLSClient(loop, sock, cctx)
+    await client.handshake()
+    for _ in range(500):
+        if made and hasattr(made[0], "transport"):
+            break
+        await asyncio.sleep(0.002)
+    return server, sock, client, made[0]
+
+
+async def settle(proto: Chunks, total: int) -> None:
+    for _ in range(500):
+        if sum(map(len, proto.chunks)) >= total:
+            return
+        await asyncio.sleep(0.002)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls12", "tls13"])
+def test_records_of_one_read_arrive_in_one_call_and_a_split_record_later(loop, certs, version):
+    async def main():
+        server, sock, client, proto = await connected(loop, certs, version)
+        parts = [bytes([65 + i]) * 3000 for i in range(4)]
+        records = [client.records(p) for p in parts]
+        # Three whole records and the first half of the fourth in one send.
+        half = len(records[3]) // 2
+        await client.send(b"".join(records[:3]) + records[3][:half])
+        await settle(proto, 9000)
+        await iterations(5)
+        first = list(proto.chunks)
+        await client.send(records[3][half:])
+        await settle(proto, 12000)
+        sock.close()
+        await asyncio.wait_for(proto.done, 10)
+        await close_server(server)
+        return first, proto.chunks
+
+    first, chunks = run(loop, main())
+    assert [len(c) for c in first] == [9000]
+    assert [len(c) for c in chunks] == [9000, 3000]
+    assert b"".join(chunks) == b"A" * 3000 + b"B" * 3000 + b"C" * 3000 + b"D" * 3000
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls12", "tls13"])
+def test_records_one_byte_at_a_time(loop, certs, version):
+    async def main():
+        server, sock, client, proto = await connected(loop, certs, version)
+        data = client.records(b"x" * 100) + client.records(b"y" * 50)
+        await client.send(data, piece=1)
+        await settle(proto, 150)
+        sock.close()
+        await asyncio.wait_for(proto.done, 10)
+        await close_server(server)
+        return proto.chunks
+
+    chunks = run(loop, main())
+    assert b"".join(chunks) == b"x" * 100 + b"y" * 50
+    # Plaintext comes out a whole record at a time, however the bytes arrive.
+    ends = [sum(map(len, chunks[: i + 1])) for i in range(len(chunks))]
+    assert set(ends) <= {100, 150}
+
+
+@pytest.mark.parametrize(
+    "garbage,reason",
+    [
+        (b"\x17\x03\x03\xff\xff" + b"z" * 64, "PACKET_LENGTH_TOO_LONG"),  # a length no TLS record has
+        (b"\x30\x03\x03\x00\x10" + b"z" * 16, "BAD_RECORD_TYPE"),  # an unknown content type
+        (b"GET / HTTP/1.1\r\n\r\n", "WRONG_VERSION_NUMBER"),  # not TLS at all
+    ],
+    ids=["oversized", "content-type", "plaintext"],
+)
+def test_bytes_that_are_not_records_end_the_connection_as_on_asyncio(loop, certs, garbage, reason):
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+
+    async def main():
+        server, sock, client, proto = await connected(loop, certs)
+        await client.send(client.records(b"before"))
+        await settle(proto, 6)
+        await client.send(garbage)
+        await asyncio.wait_for(proto.done, 10)
+        sock.close()
+        await close_server(server)
+        return proto
+
+    proto = run(loop, main())
+    assert proto.chunks == [b"before"]
+    assert len(proto.lost) == 1
+    exc = proto.lost[0]
+    assert isinstance(exc, ssl.SSLError)
+    assert (exc.library, exc.reason) == ("SSL", reason)
+    # An OSError: _fatal_error logs it only in debug mode.
+    assert errors == []
+
+
+# asyncio's methods the native path stands for, as read for this version of
+# ferroloop (the same on 3.11, 3.12 and 3.13). A new Python whose asyncio
+# changes one of them must be reviewed against src/transports/sslproto_io.rs.
+EMULATED = {
+    ("SSLProtocol", "get_buffer"): "b684ff",
+    ("SSLProtocol", "buffer_updated"): "44acea",
+    ("SSLProtocol", "_do_read"): "b1d2b2",
+    ("SSLProtocol", "_do_read__copied"): "316ed3",
+    ("SSLProtocol", "_write_appdata"): "d6eb2d",
+    ("SSLProtocol", "_do_write"): "521f59",
+    ("SSLProtocol", "_process_outgoing"): "b2ddff",
+    ("SSLProtocol", "_control_app_writing"): "a15529",
+    ("SSLProtocol", "_control_ssl_reading"): "cbf482",
+    ("_SSLProtocolTransport", "write"): "96d383",
+}
+
+
+@pytest.mark.parametrize("cls,name", sorted(EMULATED), ids=lambda v: v if isinstance(v, str) else None)
+def test_asyncio_methods_the_native_path_emulates_are_unchanged(cls, name):
+    source = inspect.getsource(getattr(getattr(sslproto, cls), name))
+    assert hashlib.md5(source.encode()).hexdigest()[:6] == EMULATED[(cls, name)], (
+        f"asyncio.sslproto.{cls}.{name} changed on this Python: review the native TLS path"
+    )
+
+
+@pytest.mark.deviation("D-019")
+def test_ssl_protocol_class_attribute_max_size(loop, certs):
+    """``max_size`` read on the SSLProtocol class itself (not an instance)."""
+
+    async def main():
+        server, sock, _client, proto = await connected(loop, certs)
+        ssl_proto = proto.transport._ssl_protocol
+        sock.close()
+        await asyncio.wait_for(proto.done, 10)
+        await close_server(server)
+        return ssl_proto
+
+    ssl_proto = run(loop, main())
+    assert isinstance(ssl_proto, sslproto.SSLProtocol)
+    assert ssl_proto.max_size == 256 * 1024
+    assert type(ssl_proto).max_size == 256 * 1024
