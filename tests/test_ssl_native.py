@@ -54,15 +54,14 @@ class Chunks(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def connected(loop, certs, version=None):
+async def connected(loop, certs, version=None, ctx=None):
     made: list[Chunks] = []
 
     def factory() -> Chunks:
         made.append(Chunks())
         return made[-1]
 
-    ctx = server_context(certs)
-    server, port = await start_server(loop, factory, ctx)
+    server, port = await start_server(loop, factory, ctx or server_context(certs))
     sock = socket.socket()
     sock.setblocking(False)
     await loop.sock_connect(sock, (HOST, port))
@@ -160,6 +159,31 @@ def test_bytes_that_are_not_records_end_the_connection_as_on_asyncio(loop, certs
     assert (exc.library, exc.reason) == ("SSL", reason)
     # An OSError: _fatal_error logs it only in debug mode.
     assert errors == []
+
+
+def test_a_context_sslobject_class_is_called_as_asyncio_calls_it(loop, certs):
+    calls: list[tuple[int, bool]] = []
+
+    class Recording(ssl.SSLObject):
+        def read(self, len=1024, buffer=None):
+            calls.append((len, buffer is None))
+            return super().read(len, buffer)
+
+    ctx = server_context(certs)
+    ctx.sslobject_class = Recording
+
+    async def main():
+        server, sock, client, proto = await connected(loop, certs, ctx=ctx)
+        await client.send(client.records(b"hello"))
+        await settle(proto, 5)
+        sock.close()
+        await asyncio.wait_for(proto.done, 10)
+        await close_server(server)
+        return proto.chunks
+
+    assert run(loop, main()) == [b"hello"]
+    # asyncio's _do_read__copied: read(max_size), no buffer, until SSLWantReadError or b''.
+    assert calls and set(calls) == {(256 * 1024, True)}
 
 
 # asyncio's methods the native path stands for, as read for this version of

@@ -54,6 +54,14 @@ fn ssl_target<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<Bound<'py, PyAny>>
     Ok(target)
 }
 
+/// Whether `_sslobj` is exactly an `ssl.SSLObject` (not a subclass set as
+/// the context's `sslobject_class`).
+fn exact_sslobject(p: &Bound<'_, SslRecordPath>) -> PyResult<bool> {
+    let py = p.py();
+    let sslobj = field(p, "_sslobj", |s| &s.sslobj)?;
+    Ok(sslobj.get_type().is(names(py)?.sslobject.bind(py)))
+}
+
 fn max_size<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<Bound<'py, PyAny>> {
     let py = p.py();
     let m = match &p.get().st.get(py).max_size {
@@ -142,8 +150,11 @@ fn do_read(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
         if !paused {
             if buffered {
                 call_method(p.as_any(), intern!(py, "_do_read__buffered"), &[])?;
-            } else {
+            } else if exact_sslobject(p)? {
                 read_copied(p)?;
+            } else {
+                // A `sslobject_class` of the context's own: its `read` as asyncio calls it.
+                call_method(p.as_any(), intern!(py, "_do_read__copied"), &[])?;
             }
             if field(p, "_write_backlog", |s| &s.write_backlog)?.is_truthy()? {
                 call_method(p.as_any(), intern!(py, "_do_write"), &[])?;
