@@ -227,3 +227,45 @@ def test_ssl_protocol_class_attribute_max_size(loop, certs):
     assert isinstance(ssl_proto, sslproto.SSLProtocol)
     assert ssl_proto.max_size == 256 * 1024
     assert type(ssl_proto).max_size == 256 * 1024
+
+
+@pytest.mark.parametrize(
+    "make_lines,expected",
+    [
+        (lambda: [b"ab", bytearray(b"cd"), memoryview(b"ef"), b""], b"abcdef"),
+        (lambda: (b"gh", b"ij"), b"ghij"),
+        (lambda: (x for x in [b"kl", b"mn"]), b"klmn"),
+    ],
+    ids=["list", "tuple", "generator"],
+)
+def test_writelines_on_the_tls_transport(loop, certs, make_lines, expected):
+    async def main():
+        server, sock, client, proto = await connected(loop, certs)
+        proto.transport.writelines(make_lines())
+        size = proto.transport.get_write_buffer_size()
+        got = await client.read(len(expected))
+        sock.close()
+        await asyncio.wait_for(proto.done, 10)
+        await close_server(server)
+        return size, got
+
+    assert run(loop, main()) == (0, expected)
+
+
+def test_writelines_with_a_str_item_is_a_fatal_error_as_on_asyncio(loop, certs):
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+
+    async def main():
+        server, sock, _client, proto = await connected(loop, certs)
+        proto.transport.writelines([b"ok", "text"])
+        await asyncio.wait_for(proto.done, 10)
+        sock.close()
+        await close_server(server)
+        return proto
+
+    proto = run(loop, main())
+    assert [type(e).__name__ for e in proto.lost] == ["TypeError"]
+    assert [(ctx["message"], type(ctx["exception"]).__name__) for ctx in errors] == [
+        ("Fatal error on SSL protocol", "TypeError")
+    ]

@@ -6,7 +6,7 @@ use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyModule, PyString, PyTuple, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyModule, PyString, PyTuple, PyType};
 
 use super::sslproto::{field, names, SslRecordPath, State};
 use crate::py::call::call_method;
@@ -326,6 +326,21 @@ fn is_bytes_like(data: &Bound<'_, PyAny>) -> bool {
     data.is_instance_of::<PyBytes>() || data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>()
 }
 
+/// The native protocol of `transport`, if its record path can take a write
+/// now (WRAPPED, nothing in the backlog); else the protocol object, for
+/// asyncio's `_write_appdata`.
+fn writable_protocol<'py>(
+    transport: &Bound<'py, PyAny>,
+) -> PyResult<Result<Bound<'py, SslRecordPath>, Bound<'py, PyAny>>> {
+    let proto = transport.getattr(intern!(transport.py(), "_ssl_protocol"))?;
+    if let Ok(p) = proto.cast::<SslRecordPath>() {
+        if state(p) == State::Wrapped && !field(p, "_write_backlog", |s| &s.write_backlog)?.is_truthy()? {
+            return Ok(Ok(p.clone()));
+        }
+    }
+    Ok(Err(proto))
+}
+
 /// `_SSLProtocolTransport.write(data)`.
 fn app_write(transport: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = transport.py();
@@ -338,58 +353,97 @@ fn app_write(transport: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<
     if !data.is_truthy()? {
         return Ok(());
     }
-    let proto = transport.getattr(intern!(py, "_ssl_protocol"))?;
-    if let Ok(p) = proto.cast::<SslRecordPath>() {
-        if state(p) == State::Wrapped && !field(p, "_write_backlog", |s| &s.write_backlog)?.is_truthy()? {
-            let result = write_wrapped(p, data);
-            return fatal_on_exception(p, result);
+    match writable_protocol(transport)? {
+        Ok(p) => {
+            let result = write_items(&p, std::slice::from_ref(data));
+            fatal_on_exception(&p, result)
+        }
+        Err(proto) => {
+            let list = PyTuple::new(py, [data])?.into_any();
+            call_method(&proto, intern!(py, "_write_appdata"), &[&list]).map(drop)
         }
     }
-    let list = PyTuple::new(py, [data])?.into_any();
-    call_method(&proto, intern!(py, "_write_appdata"), &[&list]).map(drop)
 }
 
-/// `_write_appdata((data,))` with an empty backlog in the WRAPPED state:
-/// `_do_write()` of that one item, then `_process_outgoing()`.
-fn write_wrapped(p: &Bound<'_, SslRecordPath>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+/// `_SSLProtocolTransport.writelines(list_of_data)`: a list or tuple of
+/// bytes-like objects natively; anything else (another iterable, an item
+/// `_write_appdata` would fail on) through asyncio's `_write_appdata`.
+fn app_writelines(transport: &Bound<'_, PyAny>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = transport.py();
+    let items: Option<Vec<Bound<'_, PyAny>>> = if let Ok(l) = list_of_data.cast_exact::<PyList>() {
+        Some(l.iter().collect())
+    } else if let Ok(t) = list_of_data.cast_exact::<PyTuple>() {
+        Some(t.iter().collect())
+    } else {
+        None
+    };
+    let items = items.filter(|v| v.iter().all(is_bytes_like));
+    let proto = match (items, writable_protocol(transport)?) {
+        (Some(items), Ok(p)) => {
+            let result = write_items(&p, &items);
+            return fatal_on_exception(&p, result);
+        }
+        (_, Ok(p)) => p.into_any(),
+        (_, Err(proto)) => proto,
+    };
+    call_method(&proto, intern!(py, "_write_appdata"), &[list_of_data]).map(drop)
+}
+
+/// `_write_appdata(items)` with an empty backlog in the WRAPPED state, then
+/// its `_do_write()` and `_process_outgoing()`. asyncio queues every item
+/// and `_do_write` writes the queue out (retrying the rest of a partial
+/// write); here each item is written at once, and what `_do_write` would
+/// leave queued (from an `SSLWantReadError`/`SSLSyscallError` or another
+/// error on) goes to the backlog, counted in `_write_buffer_size` as asyncio
+/// counts it.
+fn write_items(p: &Bound<'_, SslRecordPath>, items: &[Bound<'_, PyAny>]) -> PyResult<()> {
     let py = p.py();
     let target = ssl_target(p)?;
-    let data_len = data.len()?;
-    match call_method(&target, intern!(py, "write"), &[data]) {
-        Ok(count) => {
-            let count: usize = count.extract()?;
-            if count < data_len {
-                // The rest stays in the backlog, as `_do_write` leaves it.
-                // SAFETY: `data` is a live sequence; the result is a new
-                // reference or NULL with an error set.
-                let rest = unsafe {
-                    Bound::from_owned_ptr_or_err(
-                        py,
-                        ffi::PySequence_GetSlice(data.as_ptr(), count as ffi::Py_ssize_t, ffi::PY_SSIZE_T_MAX),
-                    )?
-                };
-                backlog(p, &rest, data_len - count)?;
-            }
-        }
-        Err(err) => {
-            backlog(p, data, data_len)?;
-            if !err.get_type(py).is_subclass(names(py)?.again.bind(py))? {
-                return Err(err);
+    for (i, item) in items.iter().enumerate() {
+        let mut data = item.clone();
+        loop {
+            let data_len = data.len()?;
+            match call_method(&target, intern!(py, "write"), &[&data]) {
+                Ok(count) => {
+                    let count: usize = count.extract()?;
+                    if count >= data_len {
+                        break;
+                    }
+                    // `self._write_backlog[0] = data[count:]`, written next.
+                    // SAFETY: `data` is a live sequence; the result is a new
+                    // reference or NULL with an error set.
+                    data = unsafe {
+                        Bound::from_owned_ptr_or_err(
+                            py,
+                            ffi::PySequence_GetSlice(data.as_ptr(), count as ffi::Py_ssize_t, ffi::PY_SSIZE_T_MAX),
+                        )?
+                    };
+                }
+                Err(err) => {
+                    backlog(p, &data)?;
+                    for rest in &items[i + 1..] {
+                        backlog(p, rest)?;
+                    }
+                    if err.get_type(py).is_subclass(names(py)?.again.bind(py))? {
+                        return process_outgoing(p);
+                    }
+                    return Err(err);
+                }
             }
         }
     }
     process_outgoing(p)
 }
 
-/// `self._write_backlog.append(item); self._write_buffer_size += n`.
-fn backlog(p: &Bound<'_, SslRecordPath>, item: &Bound<'_, PyAny>, n: usize) -> PyResult<()> {
+/// `self._write_backlog.append(item); self._write_buffer_size += len(item)`.
+fn backlog(p: &Bound<'_, SslRecordPath>, item: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = p.py();
     call_method(
         &field(p, "_write_backlog", |s| &s.write_backlog)?,
         intern!(py, "append"),
         &[item],
     )?;
-    let size = field(p, "_write_buffer_size", |s| &s.write_buffer_size)?.add(n)?;
+    let size = field(p, "_write_buffer_size", |s| &s.write_buffer_size)?.add(item.len()?)?;
     p.setattr(intern!(py, "_write_buffer_size"), size)
 }
 
@@ -399,15 +453,33 @@ fastcall_method!(app_write_method, "_SSLProtocolTransport.write", ["data"], |c| 
     Ok(c.py.None())
 });
 
+fastcall_method!(
+    app_writelines_method,
+    "_SSLProtocolTransport.writelines",
+    ["list_of_data"],
+    |c| {
+        c.at_most(1)?;
+        app_writelines(&c.slf, &c.arg(0))?;
+        Ok(c.py.None())
+    }
+);
+
 /// Give `ferroloop._sslproto._SSLProtocolTransport` (a subclass of asyncio's,
-/// whose `__slots__` rule out a native base) the native `write`.
+/// whose `__slots__` rule out a native base) the native `write` and `writelines`.
 #[pyfunction]
 fn _install_ssl_write(cls: &Bound<'_, PyType>) -> PyResult<()> {
     // SAFETY: `app_write` reaches everything through Python attributes of `self`.
     unsafe {
         install(
             cls,
-            &[(c"write", app_write_method, c"Write some data bytes to the transport.")],
+            &[
+                (c"write", app_write_method, c"Write some data bytes to the transport."),
+                (
+                    c"writelines",
+                    app_writelines_method,
+                    c"Write a list (or any iterable) of data bytes to the transport.",
+                ),
+            ],
         )
     }
 }
