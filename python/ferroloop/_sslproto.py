@@ -1,14 +1,16 @@
 """asyncio's ``SSLProtocol`` with its record path in Rust.
 
 The classes here are asyncio's own (``asyncio.sslproto`` of the running
-Python) with native methods (``src/transports/sslproto.rs``) in place of
-asyncio's ``SSLProtocol.get_buffer`` and ``buffer_updated`` (ciphertext
-from the socket to the application protocol; a native first base) and
-``_SSLProtocolTransport.write`` (application data to the socket; installed
-on the class, whose ``__slots__`` rule out a native base). They run asyncio's steps on the same attributes and hand every
-state they do not handle (handshake, shutdown, flow-control transitions, errors)
-to asyncio's methods, so the handshake, certificate checks, timeouts and
-error reports are asyncio's code.
+Python) with native methods (``src/transports/sslproto*.rs``) in place of
+asyncio's ``SSLProtocol.get_buffer`` and ``buffer_updated`` (ciphertext from
+the socket to the application protocol; a native first base, which also
+holds the attributes those paths use) and ``_SSLProtocolTransport.write``
+and ``writelines`` (application data to the socket; installed on the class,
+whose ``__slots__`` rule out a native base). They run asyncio's steps on the
+same attributes and hand every state they do not handle (handshake,
+shutdown, flow-control transitions, errors) to asyncio's methods, so the
+handshake, certificate checks, timeouts and error reports are asyncio's
+code.
 
 Both classes keep asyncio's names and module, so reprs and log lines read
 as asyncio's.
