@@ -47,6 +47,8 @@ pub(crate) struct Names {
     pub states: [Py<PyAny>; 5],
     /// `sslproto.SSLAgainErrors`.
     pub again: Py<PyAny>,
+    /// `ssl.SSLError`.
+    pub ssl_error: Py<PyAny>,
     /// `ssl.SSLObject`: its `_sslobj` is called directly when the object is exactly one.
     pub sslobject: Py<PyAny>,
     /// `SSLProtocol.max_size`.
@@ -69,6 +71,7 @@ pub(crate) fn names(py: Python<'_>) -> PyResult<&Names> {
                 get("SHUTDOWN")?,
             ],
             again: sslproto.getattr("SSLAgainErrors")?.unbind(),
+            ssl_error: py.import("ssl")?.getattr("SSLError")?.unbind(),
             sslobject: py.import("ssl")?.getattr("SSLObject")?.unbind(),
             max_size: sslproto.getattr("SSLProtocol")?.getattr("max_size")?.unbind(),
         })
@@ -331,6 +334,21 @@ mirrored! {
         /// `SSLProtocol.buffer_updated(nbytes)`.
         fn buffer_updated(slf: &Bound<'_, Self>, nbytes: isize) -> PyResult<()> {
             sslproto_io::buffer_updated(slf, nbytes)
+        }
+
+        /// `SSLProtocol._do_handshake()`.
+        fn _do_handshake(slf: &Bound<'_, Self>) -> PyResult<()> {
+            sslproto_io::do_handshake(slf)
+        }
+
+        /// `SSLProtocol._do_read()`.
+        fn _do_read(slf: &Bound<'_, Self>) -> PyResult<()> {
+            sslproto_io::do_read(slf)
+        }
+
+        /// `SSLProtocol._process_outgoing()`.
+        fn _process_outgoing(slf: &Bound<'_, Self>) -> PyResult<()> {
+            sslproto_io::process_outgoing(slf)
         }
 
         fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -139,9 +139,32 @@ pub(crate) fn buffer_updated(p: &Bound<'_, SslRecordPath>, nbytes: isize) -> PyR
     }
 }
 
-/// `_do_read()` in the WRAPPED state.
-fn do_read(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
+/// `_do_handshake()`.
+pub(crate) fn do_handshake(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
     let py = p.py();
+    let target = ssl_target(p)?;
+    match call_method(&target, intern!(py, "do_handshake"), &[]) {
+        Ok(_) => {
+            let none = py.None().into_bound(py);
+            call_method(p.as_any(), intern!(py, "_on_handshake_complete"), &[&none]).map(drop)
+        }
+        Err(err) if err.get_type(py).is_subclass(names(py)?.again.bind(py))? => process_outgoing(p),
+        Err(err) if err.get_type(py).is_subclass(names(py)?.ssl_error.bind(py))? => {
+            let exc = err.into_value(py).into_bound(py).into_any();
+            call_method(p.as_any(), intern!(py, "_on_handshake_complete"), &[&exc]).map(drop)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// `_do_read()`.
+pub(crate) fn do_read(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
+    let py = p.py();
+    let wrapped = match state(p) {
+        State::Wrapped => true,
+        State::Flushing => false,
+        _ => return Ok(()),
+    };
     let result = (|| {
         let (paused, buffered) = {
             let st = p.get().st.get(py);
@@ -151,7 +174,9 @@ fn do_read(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
             if buffered {
                 call_method(p.as_any(), intern!(py, "_do_read__buffered"), &[])?;
             } else if exact_sslobject(p)? {
-                read_copied(p)?;
+                // Reads are skipped by the record framing only while WRAPPED:
+                // once a close_notify was read, read() returns b'' again.
+                read_copied(p, !wrapped)?;
             } else {
                 // A `sslobject_class` of the context's own: its `read` as asyncio calls it.
                 call_method(p.as_any(), intern!(py, "_do_read__copied"), &[])?;
@@ -179,7 +204,7 @@ const RECORD_ROOM: usize = 16384 + 256;
 /// record larger than that (part of it read into the `SSLObject` earlier)
 /// continues in another `bytes`, joined at the end. The bytes delivered are
 /// the same.
-fn read_copied(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
+fn read_copied(p: &Bound<'_, SslRecordPath>, every_read: bool) -> PyResult<()> {
     let py = p.py();
     let target = ssl_target(p)?;
     let incoming = field(p, "_incoming", |s| &s.incoming)?;
@@ -191,7 +216,8 @@ fn read_copied(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
         let bio = pending(&incoming)?;
         let (unread, untracked) = {
             let st = p.get().st.get(py);
-            (st.records.unread_record(bio), st.records.is_untracked())
+            let untracked = every_read || st.records.is_untracked();
+            (untracked || st.records.unread_record(bio), untracked)
         };
         let held = if unread {
             0
@@ -267,7 +293,7 @@ fn join<'py>(py: Python<'py>, chunks: &[Bound<'py, PyBytes>]) -> PyResult<Bound<
 }
 
 /// `_process_outgoing()`: the outgoing BIO's ciphertext to the transport.
-fn process_outgoing(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
+pub(crate) fn process_outgoing(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
     let py = p.py();
     let paused = p.get().st.get(py).ssl_writing_paused.on;
     let outgoing = field(p, "_outgoing", |s| &s.outgoing)?;
