@@ -192,6 +192,7 @@ def test_a_context_sslobject_class_is_called_as_asyncio_calls_it(loop, certs):
 EMULATED = {
     ("SSLProtocol", "get_buffer"): "b684ff",
     ("SSLProtocol", "buffer_updated"): "44acea",
+    ("SSLProtocol", "_do_handshake"): "53032c",
     ("SSLProtocol", "_do_read"): "b1d2b2",
     ("SSLProtocol", "_do_read__copied"): "316ed3",
     ("SSLProtocol", "_write_appdata"): "d6eb2d",
@@ -200,6 +201,7 @@ EMULATED = {
     ("SSLProtocol", "_control_app_writing"): "a15529",
     ("SSLProtocol", "_control_ssl_reading"): "cbf482",
     ("_SSLProtocolTransport", "write"): "96d383",
+    ("_SSLProtocolTransport", "writelines"): "5e379c",
 }
 
 
