@@ -271,3 +271,27 @@ def test_writelines_with_a_str_item_is_a_fatal_error_as_on_asyncio(loop, certs):
     assert [(ctx["message"], type(ctx["exception"]).__name__) for ctx in errors] == [
         ("Fatal error on SSL protocol", "TypeError")
     ]
+
+
+def test_abort_and_extra_info_after_the_connection_is_lost(loop, certs):
+    """asyncio's connection_lost sets ``_transport`` and ``_app_protocol`` to
+    None; ``abort()`` (asyncpg's close does it) and ``get_extra_info()`` read
+    them afterwards."""
+
+    async def main():
+        server, sock, _client, proto = await connected(loop, certs)
+        transport = proto.transport
+        sock.close()
+        await asyncio.wait_for(proto.done, 10)
+        await iterations(2)
+        ssl_proto = transport._ssl_protocol
+        state = (ssl_proto._transport, ssl_proto._app_protocol)
+        transport.abort()
+        info = (transport.get_extra_info("peername"), transport.get_extra_info("nothing", "default"))
+        await close_server(server)
+        return state, info, transport.is_closing()
+
+    state, info, closing = run(loop, main())
+    assert state == (None, None)
+    assert info == (None, "default")
+    assert closing is True

@@ -97,7 +97,8 @@ pub(crate) struct Flag {
     pub on: bool,
 }
 
-/// The mirrored attributes (`None`: not assigned yet, or deleted).
+/// The mirrored attributes (`None`: not assigned yet; Python's `None` is
+/// `Some(None)`). Deleting one raises, as for a read-only slot.
 #[derive(Default, Debug)]
 pub(crate) struct TlsState {
     pub records: TlsRecords,
@@ -185,8 +186,8 @@ fn get_obj(
         .ok_or_else(|| missing(slf, name))
 }
 
-fn truth(value: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
-    value.map_or(Ok(false), PyAnyMethods::is_truthy)
+fn truth(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    value.is_truthy()
 }
 
 /// Generate the mirrored attributes' getters and setters, in the class's
@@ -205,8 +206,8 @@ macro_rules! mirrored {
                     get_obj(slf, $oname, |s| &s.$ofield)
                 }
                 #[setter($oname)]
-                fn $oset(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-                    let old = std::mem::replace(&mut slf.get().st.get_mut(slf.py()).$ofield, value.map(Bound::unbind));
+                fn $oset(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+                    let old = slf.get().st.get_mut(slf.py()).$ofield.replace(value.unbind());
                     drop(old);
                     Ok(())
                 }
@@ -217,11 +218,11 @@ macro_rules! mirrored {
                     get_obj(slf, $fname, |s| &s.$ffield.obj)
                 }
                 #[setter($fname)]
-                fn $fset(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) -> PyResult<()> {
-                    let on = truth(value.as_ref())?;
+                fn $fset(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+                    let on = truth(&value)?;
                     let old = std::mem::replace(
                         &mut slf.get().st.get_mut(slf.py()).$ffield,
-                        Flag { obj: value.map(Bound::unbind), on },
+                        Flag { obj: Some(value.unbind()), on },
                     );
                     drop(old);
                     Ok(())
@@ -267,20 +268,19 @@ mirrored! {
         }
 
         #[setter(_state)]
-        fn set_state(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        fn set_state(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
             let py = slf.py();
-            let code = match &value {
-                None => State::Other,
-                Some(v) => {
-                    let states = &names(py)?.states;
-                    let codes = [State::Unwrapped, State::DoHandshake, State::Wrapped, State::Flushing, State::Shutdown];
-                    states.iter().zip(codes).find(|(s, _)| v.is(s.bind(py))).map_or(State::Other, |(_, c)| c)
-                }
-            };
+            let states = &names(py)?.states;
+            let codes = [State::Unwrapped, State::DoHandshake, State::Wrapped, State::Flushing, State::Shutdown];
+            let code = states
+                .iter()
+                .zip(codes)
+                .find(|(s, _)| value.is(s.bind(py)))
+                .map_or(State::Other, |(_, c)| c);
             let old = {
                 let mut st = slf.get().st.get_mut(py);
                 st.code = code;
-                std::mem::replace(&mut st.state, value.map(Bound::unbind))
+                st.state.replace(value.unbind())
             };
             drop(old);
             Ok(())
@@ -292,11 +292,11 @@ mirrored! {
         }
 
         #[setter(_sslobj)]
-        fn set_sslobj(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) {
+        fn set_sslobj(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) {
             let old = {
                 let mut st = slf.get().st.get_mut(slf.py());
                 let target = st.target.take();
-                (target, std::mem::replace(&mut st.sslobj, value.map(Bound::unbind)))
+                (target, st.sslobj.replace(value.unbind()))
             };
             drop(old);
 
@@ -321,8 +321,8 @@ mirrored! {
         }
 
         #[setter(max_size)]
-        fn set_max_size(slf: &Bound<'_, Self>, value: Option<Bound<'_, PyAny>>) {
-            let old = std::mem::replace(&mut slf.get().st.get_mut(slf.py()).max_size, value.map(Bound::unbind));
+        fn set_max_size(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) {
+            let old = slf.get().st.get_mut(slf.py()).max_size.replace(value.unbind());
             drop(old);
         }
 
