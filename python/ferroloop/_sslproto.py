@@ -45,4 +45,4 @@ for _cls, _base in ((_SSLProtocolTransport, sslproto._SSLProtocolTransport), (SS
     _cls.__module__ = _base.__module__
     _cls.__qualname__ = _base.__qualname__
     _cls.__doc__ = _base.__doc__
-SSLProtocol._get_app_transport.__qualname__ = sslproto.SSLProtocol._get_app_transport.__qualname__
+SSLProtocol._get_app_transport.__qualname__ = vars(sslproto.SSLProtocol)["_get_app_transport"].__qualname__
