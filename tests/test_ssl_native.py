@@ -213,6 +213,16 @@ def test_asyncio_methods_the_native_path_emulates_are_unchanged(cls, name):
     )
 
 
+def test_asyncio_start_tls_the_loop_reimplements_is_unchanged():
+    """ferroloop's Loop.start_tls is base_events' (3.11-3.13) with the native-path SSLProtocol."""
+    import asyncio.base_events
+
+    source = inspect.getsource(asyncio.base_events.BaseEventLoop.start_tls)
+    assert hashlib.md5(source.encode()).hexdigest()[:6] == "706a6a", (
+        "asyncio's BaseEventLoop.start_tls changed on this Python: review ferroloop's Loop.start_tls"
+    )
+
+
 @pytest.mark.deviation("D-019")
 def test_ssl_protocol_class_attribute_max_size(loop, certs):
     """``max_size`` read on the SSLProtocol class itself (not an instance)."""
