@@ -305,3 +305,19 @@ def test_abort_and_extra_info_after_the_connection_is_lost(loop, certs):
     assert state == (None, None)
     assert info == (None, "default")
     assert closing is True
+
+
+def test_writelines_of_a_non_iterable_raises_asyncios_type_error(loop, certs):
+    async def main():
+        server, sock, client, proto = await connected(loop, certs)
+        with pytest.raises(TypeError, match="'int' object is not iterable"):
+            proto.transport.writelines(123)
+        # Nothing was queued: the connection still echoes a later write.
+        proto.transport.write(b"after")
+        got = await client.read(5)
+        sock.close()
+        await asyncio.wait_for(proto.done, 10)
+        await close_server(server)
+        return got
+
+    assert run(loop, main()) == b"after"

@@ -39,6 +39,33 @@ impl<'py> Lent<'py> {
     }
 }
 
+/// The data of the exact `bytes` object `p`.
+///
+/// # Safety
+/// `p` is a live exact `bytes` object.
+unsafe fn data_ptr(p: *mut ffi::PyObject) -> *mut u8 {
+    // SAFETY: the caller's guarantee; `ob_sval` starts the data.
+    unsafe { (&raw mut (*p.cast::<ffi::PyBytesObject>()).ob_sval).cast::<u8>() }
+}
+
+/// Make the `bytes` object `p` hold its first `n` bytes: size, trailing NUL
+/// and cached hash set as `PyBytes_FromStringAndSize` sets them.
+///
+/// # Safety
+/// `p` is a live exact `bytes` object nobody else references, whose
+/// allocation holds at least `n` + 1 bytes of data, the first `n` written.
+unsafe fn set_len(p: *mut ffi::PyObject, n: usize) {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        #[allow(deprecated)] // the cached hash exists through 3.14
+        {
+            (*p.cast::<ffi::PyBytesObject>()).ob_shash = -1;
+        }
+        (*p.cast::<ffi::PyVarObject>()).ob_size = n as ffi::Py_ssize_t;
+        *data_ptr(p).add(n) = 0;
+    }
+}
+
 /// The loop's spare `bytes` object (at most one).
 #[derive(Debug, Default)]
 pub(crate) struct SpareBytes {
@@ -62,15 +89,8 @@ impl SpareBytes {
                 // only we reference, whose allocation holds `cap` + 1 bytes
                 // of data; we write `n` <= `cap` bytes and the NUL after them.
                 unsafe {
-                    let p = bytes.as_ptr();
-                    #[allow(deprecated)] // the cached hash exists through 3.14
-                    {
-                        (*p.cast::<ffi::PyBytesObject>()).ob_shash = -1;
-                    }
-                    (*p.cast::<ffi::PyVarObject>()).ob_size = n as ffi::Py_ssize_t;
-                    let dst = (&raw mut (*p.cast::<ffi::PyBytesObject>()).ob_sval).cast::<u8>();
-                    std::ptr::copy_nonoverlapping(data.as_ptr(), dst, n);
-                    *dst.add(n) = 0;
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), data_ptr(bytes.as_ptr()), n);
+                    set_len(bytes.as_ptr(), n);
                 }
                 return Lent { bytes, cap };
             }
@@ -134,7 +154,7 @@ impl<'py> Filling<'py> {
         // writes; the caller drops the view before `finish` hands the
         // object out.
         unsafe {
-            let base = ffi::PyBytes_AsString(self.bytes.as_ptr()).cast::<u8>();
+            let base = data_ptr(self.bytes.as_ptr());
             let ptr = ffi::PyMemoryView_FromMemory(
                 base.add(self.len).cast(),
                 (self.cap - self.len) as ffi::Py_ssize_t,
@@ -164,16 +184,7 @@ impl<'py> Filling<'py> {
     pub fn finish(self) -> Bound<'py, PyBytes> {
         // SAFETY: the invariants: ours alone, `len <= cap`; the size, the
         // NUL after the data and the cached hash are set as for a new object.
-        unsafe {
-            let p = self.bytes.as_ptr();
-            #[allow(deprecated)] // the cached hash exists through 3.14
-            {
-                (*p.cast::<ffi::PyBytesObject>()).ob_shash = -1;
-            }
-            (*p.cast::<ffi::PyVarObject>()).ob_size = self.len as ffi::Py_ssize_t;
-            let dst = (&raw mut (*p.cast::<ffi::PyBytesObject>()).ob_sval).cast::<u8>();
-            *dst.add(self.len) = 0;
-        }
+        unsafe { set_len(self.bytes.as_ptr(), self.len) };
         self.bytes
     }
 }

@@ -107,8 +107,9 @@ pub(crate) struct TlsState {
     pub incoming: Option<Py<PyAny>>,
     pub outgoing: Option<Py<PyAny>>,
     pub sslobj: Option<Py<PyAny>>,
-    /// What `read`/`write`/`pending` are called on (from `sslobj`, on first use).
-    pub target: Option<Py<PyAny>>,
+    /// What `read`/`write`/`pending` are called on (from `sslobj`, on first
+    /// use), and whether `sslobj` is exactly an `ssl.SSLObject`.
+    pub target: Option<(Py<PyAny>, bool)>,
     pub ssl_buffer: Option<Py<PyAny>>,
     pub ssl_buffer_view: Option<Py<PyAny>>,
     pub write_backlog: Option<Py<PyAny>>,
@@ -135,7 +136,6 @@ impl GcRefs for TlsState {
             &self.incoming,
             &self.outgoing,
             &self.sslobj,
-            &self.target,
             &self.ssl_buffer,
             &self.ssl_buffer_view,
             &self.write_backlog,
@@ -155,7 +155,7 @@ impl GcRefs for TlsState {
         ] {
             v.visit(r.as_ref())?;
         }
-        Ok(())
+        v.visit(self.target.as_ref().map(|(t, _)| t))
     }
 }
 

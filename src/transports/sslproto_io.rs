@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyModule, PyString, PyTuple, PyType};
 
 use super::sslproto::{field, names, SslRecordPath, State};
+use super::stream;
 use crate::py::call::call_method;
 use crate::py::fastcall::{fastcall_method, install};
 use crate::py::spare_bytes::Filling;
@@ -38,28 +39,22 @@ fn fatal_on_exception(p: &Bound<'_, SslRecordPath>, result: PyResult<()>) -> PyR
 
 /// What the `ssl.SSLObject` methods are called on: its `_sslobj` when the
 /// object is exactly an `ssl.SSLObject` (whose methods only forward), else
-/// the object itself.
-fn ssl_target<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<Bound<'py, PyAny>> {
+/// the object itself; and whether it is exactly one. Found once per
+/// `_sslobj` assigned.
+fn ssl_target<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<(Bound<'py, PyAny>, bool)> {
     let py = p.py();
-    if let Some(t) = &p.get().st.get(py).target {
-        return Ok(t.bind(py).clone());
+    if let Some((t, exact)) = &p.get().st.get(py).target {
+        return Ok((t.bind(py).clone(), *exact));
     }
     let sslobj = field(p, "_sslobj", |s| &s.sslobj)?;
-    let target = if sslobj.get_type().is(names(py)?.sslobject.bind(py)) {
+    let exact = sslobj.get_type().is(names(py)?.sslobject.bind(py));
+    let target = if exact {
         sslobj.getattr(intern!(py, "_sslobj"))?
     } else {
         sslobj
     };
-    p.get().st.get_mut(py).target = Some(target.clone().unbind());
-    Ok(target)
-}
-
-/// Whether `_sslobj` is exactly an `ssl.SSLObject` (not a subclass set as
-/// the context's `sslobject_class`).
-fn exact_sslobject(p: &Bound<'_, SslRecordPath>) -> PyResult<bool> {
-    let py = p.py();
-    let sslobj = field(p, "_sslobj", |s| &s.sslobj)?;
-    Ok(sslobj.get_type().is(names(py)?.sslobject.bind(py)))
+    p.get().st.get_mut(py).target = Some((target.clone().unbind(), exact));
+    Ok((target, exact))
 }
 
 fn max_size<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<Bound<'py, PyAny>> {
@@ -142,7 +137,7 @@ pub(crate) fn buffer_updated(p: &Bound<'_, SslRecordPath>, nbytes: isize) -> PyR
 /// `_do_handshake()`.
 pub(crate) fn do_handshake(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
     let py = p.py();
-    let target = ssl_target(p)?;
+    let (target, _) = ssl_target(p)?;
     match call_method(&target, intern!(py, "do_handshake"), &[]) {
         Ok(_) => {
             let none = py.None().into_bound(py);
@@ -173,7 +168,7 @@ pub(crate) fn do_read(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
         if !paused {
             if buffered {
                 call_method(p.as_any(), intern!(py, "_do_read__buffered"), &[])?;
-            } else if exact_sslobject(p)? {
+            } else if ssl_target(p)?.1 {
                 // Reads are skipped by the record framing only while WRAPPED:
                 // once a close_notify was read, read() returns b'' again.
                 read_copied(p, !wrapped)?;
@@ -206,7 +201,7 @@ const RECORD_ROOM: usize = 16384 + 256;
 /// the same.
 fn read_copied(p: &Bound<'_, SslRecordPath>, every_read: bool) -> PyResult<()> {
     let py = p.py();
-    let target = ssl_target(p)?;
+    let (target, _) = ssl_target(p)?;
     let incoming = field(p, "_incoming", |s| &s.incoming)?;
     let again = names(py)?.again.bind(py);
     let mut full: Vec<Bound<'_, PyBytes>> = Vec::new();
@@ -297,15 +292,22 @@ pub(crate) fn process_outgoing(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
     let py = p.py();
     let paused = p.get().st.get(py).ssl_writing_paused.on;
     let outgoing = field(p, "_outgoing", |s| &s.outgoing)?;
+    // Unless paused, the BIO is found empty or read empty here; it stays
+    // empty unless a transport's `write` runs Python code (only ferroloop's
+    // own transport is known not to), so `pending` is asked again only then.
+    let mut known = if paused { None } else { Some(0) };
     // `read()` of an empty BIO returns b'', which asyncio then ignores.
     if !paused && pending(&outgoing)? > 0 {
         let data = call_method(&outgoing, intern!(py, "read"), &[])?;
         if data.len()? > 0 {
             let transport = field(p, "_transport", |s| &s.transport)?;
+            if !transport.is_instance(stream::class().type_object(py))? {
+                known = None;
+            }
             call_method(&transport, intern!(py, "write"), &[&data])?;
         }
     }
-    control_app_writing(p, &outgoing)
+    control_app_writing(p, &outgoing, known)
 }
 
 /// Whether `size` crosses a flow-control mark: `>= high` when running,
@@ -322,10 +324,19 @@ fn crosses(size: &Bound<'_, PyAny>, paused: bool, low: &Bound<'_, PyAny>, high: 
 }
 
 /// `_control_app_writing()`, handed to asyncio when a mark is crossed.
-fn control_app_writing(p: &Bound<'_, SslRecordPath>, outgoing: &Bound<'_, PyAny>) -> PyResult<()> {
+/// `pending`: the outgoing BIO's size when the caller knows it.
+fn control_app_writing(
+    p: &Bound<'_, SslRecordPath>,
+    outgoing: &Bound<'_, PyAny>,
+    pending: Option<u64>,
+) -> PyResult<()> {
     let py = p.py();
     let buffered = field(p, "_write_buffer_size", |s| &s.write_buffer_size)?;
-    let size = outgoing.getattr(intern!(py, "pending"))?.add(buffered)?;
+    let pending = match pending {
+        Some(n) => n.into_pyobject(py)?.into_any(),
+        None => outgoing.getattr(intern!(py, "pending"))?,
+    };
+    let size = pending.add(buffered)?;
     let paused = p.get().st.get(py).app_writing_paused.on;
     let low = field(p, "_outgoing_low_water", |s| &s.outgoing_low_water)?;
     let high = field(p, "_outgoing_high_water", |s| &s.outgoing_high_water)?;
@@ -424,7 +435,7 @@ fn app_writelines(transport: &Bound<'_, PyAny>, list_of_data: &Bound<'_, PyAny>)
 /// counts it.
 fn write_items(p: &Bound<'_, SslRecordPath>, items: &[Bound<'_, PyAny>]) -> PyResult<()> {
     let py = p.py();
-    let target = ssl_target(p)?;
+    let (target, _) = ssl_target(p)?;
     for (i, item) in items.iter().enumerate() {
         let mut data = item.clone();
         loop {
