@@ -11,9 +11,13 @@
 //! `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM` are reported, the listener stops,
 //! and `_start_serving` is called again after `ACCEPT_RETRY_DELAY`.
 //!
-//! Not native (asyncio's own Python path, exactly): TLS servers, and any
-//! accept while debug mode is on or a task factory is set (both can observe
-//! asyncio's per-connection task).
+//! A TLS server's connections get asyncio's `_accept_connection2` task,
+//! made in the accept step as asyncio makes it: the task lives until the
+//! handshake ends, where `all_tasks()` and a shutdown's cancellation see it.
+//!
+//! Not native (asyncio's own Python path, exactly): any accept while debug
+//! mode is on or a task factory is set (both can observe asyncio's
+//! per-connection task).
 //!
 //! # Invariants
 //! - `st` is never borrowed across a call into Python.
@@ -42,6 +46,8 @@ pub(crate) struct ListenerState {
     protocol_factory: Option<Held<PyAny>>,
     sock: Option<Held<PyAny>>,
     server: Option<Held<PyAny>>,
+    /// A TLS server's `ssl.SSLContext`.
+    sslcontext: Option<Held<PyAny>>,
     /// `(ssl_handshake_timeout, ssl_shutdown_timeout)` for a retry or the Python path.
     timeouts: Option<Held<PyTuple>>,
     /// The context `_add_reader` would have copied for the accept handle.
@@ -60,6 +66,7 @@ impl GcRefs for ListenerState {
         v.visit(self.protocol_factory.as_deref())?;
         v.visit(self.sock.as_deref())?;
         v.visit(self.server.as_deref())?;
+        v.visit(self.sslcontext.as_deref())?;
         v.visit(self.timeouts.as_deref())?;
         v.visit(self.ctx.as_deref())
     }
@@ -94,13 +101,15 @@ pub(crate) enum Step {
 
 const ACCEPT_FAILED: &str = "socket.accept() out of system resource";
 
-/// `_start_serving(protocol_factory, sock, None, server, backlog, ...)`.
+/// `_start_serving(protocol_factory, sock, sslcontext, server, backlog, ...)`.
 #[pyfunction]
-#[pyo3(signature = (loop_, protocol_factory, sock, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout))]
+#[pyo3(signature = (loop_, protocol_factory, sock, sslcontext, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn _start_listener(
     loop_: &Bound<'_, PyAny>,
     protocol_factory: &Bound<'_, PyAny>,
     sock: &Bound<'_, PyAny>,
+    sslcontext: &Bound<'_, PyAny>,
     server: &Bound<'_, PyAny>,
     backlog: i64,
     ssl_handshake_timeout: &Bound<'_, PyAny>,
@@ -119,6 +128,7 @@ pub(crate) fn _start_listener(
         protocol_factory: Some(Held::new(protocol_factory.clone().unbind())),
         sock: Some(Held::new(sock.clone().unbind())),
         server: (!server.is_none()).then(|| Held::new(server.clone().unbind())),
+        sslcontext: (!sslcontext.is_none()).then(|| Held::new(sslcontext.clone().unbind())),
         timeouts: Some(Held::new(
             PyTuple::new(py, [ssl_handshake_timeout, ssl_shutdown_timeout])?.unbind(),
         )),
@@ -169,7 +179,7 @@ fn python_args<'py>(py: Python<'py>, st: &ListenerState) -> PyResult<Bound<'py, 
         [
             get(st.protocol_factory.as_ref()),
             get(st.sock.as_ref()),
-            none.clone_ref(py),
+            get(st.sslcontext.as_ref()),
             get(st.server.as_ref()),
             st.backlog.into_pyobject(py)?.into_any().unbind(),
             hs,
@@ -197,8 +207,10 @@ fn accept(py: Python<'_>, listener: &Held<Listener>) -> PyResult<()> {
         lp.call_method1(pyo3::intern!(py, "_accept_connection"), args)?;
         return Ok(());
     }
+    let tls = listener.get().st.get(py).sslcontext.is_some();
     for _ in 0..backlog {
         match net::accept(fd) {
+            Ok((conn, peer)) if tls => start_tls_task(py, listener, lp, conn, &peer)?,
             Ok(conn) => listener.get().st.get_mut(py).pending.push(conn),
             Err(e) if net::would_block(&e) || e.raw_os_error() == Some(net::ECONNABORTED) => break,
             Err(e) if is_out_of_resources(&e) => out_of_resources(py, listener, lp, &e)?,
@@ -215,6 +227,57 @@ fn accept(py: Python<'_>, listener: &Held<Listener>) -> PyResult<()> {
         lp.get().queue_listener(py, listener.clone_ref(py), Step::SetUp);
     }
     Ok(())
+}
+
+/// A TLS server's connection, as `_accept_connection` hands it on: a
+/// non-blocking `socket.socket`, `extra={'peername': addr}` and a task
+/// running asyncio's `_accept_connection2` (made here, in the accept step,
+/// like asyncio's; the task waits for the handshake, so it stays visible to
+/// `all_tasks()` and to the shutdown's cancellation).
+fn start_tls_task(
+    py: Python<'_>,
+    listener: &Held<Listener>,
+    lp: &Bound<'_, EventLoop>,
+    conn: Fd,
+    peer: &SockAddr,
+) -> PyResult<()> {
+    let (kind, args) = {
+        let st = listener.get().st.get(py);
+        (st.kind, python_args(py, &st)?)
+    };
+    let raw = conn.into_raw();
+    let sock = match socket_class(py)?.call1((kind.family, kind.type_, kind.proto, raw)) {
+        Ok(sock) => sock,
+        Err(err) => {
+            drop(Fd::from_raw(raw));
+            return Err(err);
+        }
+    };
+    sock.call_method1(pyo3::intern!(py, "setblocking"), (false,))?;
+    let extra = pyo3::types::PyDict::new(py);
+    extra.set_item(
+        pyo3::intern!(py, "peername"),
+        crate::transports::extra::addr_object(py, peer.decode())?,
+    )?;
+    // (protocol_factory, conn, extra, sslcontext, server, handshake, shutdown timeouts)
+    let mut call: Vec<Bound<'_, PyAny>> = Vec::with_capacity(7);
+    call.push(args.get_item(0)?);
+    call.push(sock);
+    call.push(extra.into_any());
+    call.extend(args.iter().skip(2).take(2));
+    call.extend(args.iter().skip(5));
+    let coro = lp.call_method1(pyo3::intern!(py, "_accept_connection2"), PyTuple::new(py, call)?)?;
+    lp.call_method1(pyo3::intern!(py, "create_task"), (coro,))?;
+    Ok(())
+}
+
+static SOCKET_CLASS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+/// `socket.socket`.
+fn socket_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    Ok(SOCKET_CLASS
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("socket")?.getattr("socket")?.unbind()))?
+        .bind(py))
 }
 
 fn is_out_of_resources(e: &std::io::Error) -> bool {

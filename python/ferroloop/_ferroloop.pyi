@@ -175,6 +175,7 @@ def _start_listener(
     loop: EventLoop,
     protocol_factory: Any,
     sock: Any,
+    sslcontext: Any,
     server: Any,
     backlog: int,
     ssl_handshake_timeout: Any,

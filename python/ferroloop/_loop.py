@@ -258,14 +258,8 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
         ssl_handshake_timeout: Any = constants.SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout: Any = constants.SSL_SHUTDOWN_TIMEOUT,
     ) -> None:
-        if sslcontext is not None:
-            # TLS servers accept in asyncio's Python (one task per connection).
-            super()._start_serving(  # type: ignore[misc]
-                protocol_factory, sock, sslcontext, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout
-            )
-            return
         _ferroloop._start_listener(
-            self, protocol_factory, sock, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout
+            self, protocol_factory, sock, sslcontext, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout
         )
 
     def _ensure_fd_no_transport(self, fd: Any) -> None:

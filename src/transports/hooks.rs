@@ -91,9 +91,41 @@ pub(crate) fn set_result_unless_cancelled(py: Python<'_>) -> PyResult<Bound<'_, 
     hook(py, "set_result_unless_cancelled")
 }
 
-/// `base_events._set_nodelay(sock)`.
-pub(crate) fn set_nodelay(py: Python<'_>, sock: &Bound<'_, PyAny>) -> PyResult<()> {
-    hook(py, "set_nodelay")?.call1((sock,))?;
+/// `socket.socket` and the C members behind its `family`, `type` and
+/// `proto` properties.
+static SOCKET_MEMBERS: PyOnceLock<[Py<PyAny>; 4]> = PyOnceLock::new();
+
+fn socket_members(py: Python<'_>) -> PyResult<&[Py<PyAny>; 4]> {
+    SOCKET_MEMBERS.get_or_try_init(py, || {
+        let base = py.import("_socket")?.getattr("socket")?;
+        let member = |n: &str| base.getattr(n).map(Bound::unbind);
+        Ok::<_, PyErr>([
+            py.import("socket")?.getattr("socket")?.unbind(),
+            member("family")?,
+            member("type")?,
+            member("proto")?,
+        ])
+    })
+}
+
+/// `base_events._set_nodelay(sock)` for the socket whose descriptor is
+/// `fd`: for a `socket.socket` (its properties only wrap the C members in
+/// enums) the members are read and the option set here; any other object
+/// goes through asyncio's function.
+pub(crate) fn set_nodelay(py: Python<'_>, sock: &Bound<'_, PyAny>, fd: i32) -> PyResult<()> {
+    let m = socket_members(py)?;
+    if !sock.get_type().is(m[0].bind(py)) {
+        hook(py, "set_nodelay")?.call1((sock,))?;
+        return Ok(());
+    }
+    let get = |i: usize| -> PyResult<i32> {
+        m[i].bind(py)
+            .call_method1(pyo3::intern!(py, "__get__"), (sock,))?
+            .extract()
+    };
+    if ferroloop_core::net::is_tcp(get(1)?, get(2)?, get(3)?) {
+        ferroloop_core::net::set_nodelay(fd).map_err(|e| crate::py::errors::os_error(&e))?;
+    }
     Ok(())
 }
 

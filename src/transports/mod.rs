@@ -20,7 +20,7 @@
 
 pub(crate) mod datagram;
 mod datagram_api;
-mod extra;
+pub(crate) mod extra;
 mod hooks;
 mod keep;
 pub(crate) mod pipes;

@@ -84,7 +84,7 @@ pub(crate) fn create<'py>(
         hooks::server_attach(py, server, &obj)?;
     }
     match &py_sock {
-        Some(s) => hooks::set_nodelay(py, s)?,
+        Some(s) => hooks::set_nodelay(py, s, fd)?,
         None => {
             if ferroloop_core::net::is_tcp(kind.family.into(), kind.type_.into(), kind.proto.into()) {
                 ferroloop_core::net::set_nodelay(fd).map_err(|e| crate::py::errors::os_error(&e))?;
