@@ -241,6 +241,28 @@ def test_ssl_protocol_class_attribute_max_size(loop, certs):
     assert type(ssl_proto).max_size == 256 * 1024
 
 
+@pytest.mark.deviation("D-020")
+def test_each_connection_has_its_own_read_buffer(loop, certs):
+    """Two connections' ``_ssl_buffer``: distinct objects on asyncio."""
+
+    async def main():
+        first = await connected(loop, certs)
+        second = await connected(loop, certs)
+        for _server, _sock, client, proto in (first, second):
+            await client.send(client.records(b"data"))
+            await settle(proto, 4)
+        buffers = [proto.transport._ssl_protocol._ssl_buffer for *_, proto in (first, second)]
+        for server, sock, _client, proto in (first, second):
+            sock.close()
+            await asyncio.wait_for(proto.done, 10)
+            await close_server(server)
+        return buffers
+
+    a, b = run(loop, main())
+    assert len(a) == len(b) == 256 * 1024
+    assert a is not b
+
+
 @pytest.mark.parametrize(
     "make_lines,expected",
     [

@@ -203,6 +203,11 @@ pub(crate) struct LoopState {
     pub spare: crate::py::spare_bytes::SpareBytes,
     /// What `ferroloop.stats()` reads.
     pub stats: super::stats::Stats,
+    /// The TLS read buffer (a `bytearray` of `SSLProtocol.max_size` and a
+    /// memoryview of it) shared by the loop's `SSLProtocol`s: each
+    /// `get_buffer` is followed by `recv_into` and a `buffer_updated` that
+    /// copies the bytes into the protocol's BIO before anything else runs.
+    pub tls_read: Option<(Held<PyAny>, Held<PyAny>)>,
 }
 
 /// How many cleared handles of each kind a loop keeps for reuse (about
@@ -248,6 +253,7 @@ impl LoopState {
             scratch: Vec::new(),
             spare: crate::py::spare_bytes::SpareBytes::default(),
             stats: super::stats::Stats::new(),
+            tls_read: None,
         }
     }
 }
@@ -277,6 +283,7 @@ impl Default for LoopState {
             scratch: Vec::new(),
             spare: crate::py::spare_bytes::SpareBytes::default(),
             stats: super::stats::Stats::new(),
+            tls_read: None,
         }
     }
 }
@@ -324,6 +331,10 @@ impl crate::py::gc::GcRefs for LoopState {
         }
         v.visit(self.debug_value.as_deref())?;
         v.visit(self.stats.slow_value.as_deref())?;
+        if let Some((buffer, view)) = &self.tls_read {
+            v.visit(Some(&**buffer))?;
+            v.visit(Some(&**view))?;
+        }
         Ok(())
     }
 }

@@ -74,22 +74,63 @@ pub(crate) fn get_buffer<'py>(p: &Bound<'py, SslRecordPath>, n: &Bound<'py, PyAn
     if want.le(0)? || want.gt(&max)? {
         want = max;
     }
-    if field(p, "_ssl_buffer", |s| &s.ssl_buffer)?.len()? < want.extract::<usize>()? {
-        let size = want.extract::<usize>()?;
-        // `bytearray(want)` without the zero fill: `recv_into` writes what is read.
-        // SAFETY: a NULL source makes an uninitialised bytearray of `size`
-        // bytes; the result is a new reference or NULL with an error set.
-        let buffer = unsafe {
-            Bound::from_owned_ptr_or_err(
-                py,
-                ffi::PyByteArray_FromStringAndSize(std::ptr::null(), size as ffi::Py_ssize_t),
-            )?
+    let want = want.extract::<usize>()?;
+    if field(p, "_ssl_buffer", |s| &s.ssl_buffer)?.len()? < want {
+        let (buffer, view) = if let Some(shared) = loop_read_buffer(p, want)? {
+            shared
+        } else {
+            let buffer = uninit_bytearray(py, want)?;
+            let view = PyMemoryView::from(&buffer)?.into_any();
+            (buffer, view)
         };
-        let view = PyMemoryView::from(&buffer)?;
         p.setattr(intern!(py, "_ssl_buffer"), buffer)?;
         p.setattr(intern!(py, "_ssl_buffer_view"), view)?;
     }
     field(p, "_ssl_buffer_view", |s| &s.ssl_buffer_view)
+}
+
+/// `bytearray(size)` without the zero fill (`recv_into` writes what is read).
+fn uninit_bytearray(py: Python<'_>, size: usize) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: a NULL source makes an uninitialised bytearray of `size`
+    // bytes; the result is a new reference or NULL with an error set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyByteArray_FromStringAndSize(std::ptr::null(), size as ffi::Py_ssize_t),
+        )
+    }
+}
+
+/// The loop's shared read buffer and its view, when the protocol's loop is
+/// a ferroloop loop and `want` is asyncio's `max_size` (the only size the
+/// loop's transports ask for): made zero-filled once per loop. Between
+/// `get_buffer` and the `buffer_updated` that copies the bytes into the
+/// protocol's incoming BIO nothing else runs on the loop's thread, so one
+/// buffer serves every connection (asyncio makes 256 KiB per connection).
+fn loop_read_buffer<'py>(
+    p: &Bound<'py, SslRecordPath>,
+    want: usize,
+) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let py = p.py();
+    if p.get().st.get(py).max_size.is_some() || names(py)?.max_size.bind(py).extract::<usize>()? != want {
+        return Ok(None);
+    }
+    let Ok(lp) = p.getattr(intern!(py, "_loop")) else {
+        return Ok(None);
+    };
+    let Ok(lp) = lp.cast::<crate::event_loop::EventLoop>() else {
+        return Ok(None);
+    };
+    if let Some((buffer, view)) = &lp.get().st.get(py).tls_read {
+        return Ok(Some((buffer.to_py(py).into_bound(py), view.to_py(py).into_bound(py))));
+    }
+    let buffer = PyByteArray::new_with(py, want, |_| Ok(()))?.into_any();
+    let view = PyMemoryView::from(&buffer)?.into_any();
+    lp.get().st.get_mut(py).tls_read = Some((
+        crate::py::held::Held::new(buffer.clone().unbind()),
+        crate::py::held::Held::new(view.clone().unbind()),
+    ));
+    Ok(Some((buffer, view)))
 }
 
 /// `buffer_updated(nbytes)`.
