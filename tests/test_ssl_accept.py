@@ -122,7 +122,7 @@ def test_accept_task_lives_until_the_handshake_ends(loop, loop_errors, certs):
 def test_a_burst_of_clients_is_accepted_and_served(loop, certs):
     async def main():
         seen: list = []
-        server, port = await start_server(loop, lambda: Seen(seen), server_context(certs), backlog=5)
+        server, port = await start_server(loop, lambda: Seen(seen), server_context(certs))
 
         async def client(i: int) -> bytes:
             reader, writer = await asyncio.open_connection(
