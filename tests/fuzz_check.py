@@ -1,0 +1,233 @@
+"""The comparison of two runs: known deviations filtered, differences explained
+(tests/test_fuzz_differential.py)."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import types
+from typing import Any
+
+import ferroloop
+from fuzz_env import Env
+from fuzz_model import ARGCOUNT_RE, BINDING_RE, Example, Step, T
+
+# ---------------------------------------------------------------------------
+# Known deviations and the comparison.
+
+NATIVE_POSITIONAL = {
+    "call_soon": ("callback",),
+    "call_soon_threadsafe": ("callback",),
+    "call_later": ("delay", "callback"),
+    "call_at": ("when", "callback"),
+    "sock_recv": ("sock", "n"),
+    "sock_recv_into": ("sock", "buf"),
+    "sock_recvfrom": ("sock", "bufsize"),
+    "sock_recvfrom_into": ("sock", "buf", "nbytes"),
+    "sock_sendall": ("sock", "data"),
+    "sock_sendto": ("sock", "data", "address"),
+    "sock_accept": ("sock",),
+    "create_task": ("coro",),
+}
+
+
+def _is_native(method: str) -> bool:
+    return not isinstance(getattr(ferroloop.Loop, method, None), types.FunctionType)
+
+
+SOCK_NATIVE = frozenset(n for n in NATIVE_POSITIONAL if n.startswith("sock_"))
+SOCKET_TOKENS = frozenset(
+    {"rsock", "rsock_blk", "sock_idle", "sock_closed", "fresh", "fresh_blk", "listener", "server", "udp", "udp_ready"}
+    | {"ssl_sock", "unix_listener"}
+)
+_MISSING = object()
+
+
+def argument(step: Step, index: int, name: str) -> Any:
+    if len(step.args) > index:
+        return step.args[index]
+    return dict(step.kwargs).get(name, _MISSING)
+
+
+def failure(rec_step: list[Any]) -> Any:
+    """The exception a call raised, at once or when awaited; None if it did not fail."""
+    if rec_step[1][0] == "raise":
+        return rec_step[1][1:]
+    if len(rec_step) > 2 and rec_step[2] is not None and rec_step[2][0] == "await-raise":
+        return rec_step[2][1:]
+    return None
+
+
+def explain(example: Example, rec_a: dict[str, Any], rec_f: dict[str, Any]) -> Example | None:
+    """The example with the calls that hit a known deviation which changes
+    what happens next rewritten or dropped; None if there are none."""
+    steps: list[Step] = []
+    changed = False
+    closed_socks: set[str] = set()
+    for i, step in enumerate(example.steps):
+        if step.method == "!close_sock":
+            closed_socks.add(step.args[0].name)
+        if step.method.startswith("!"):
+            steps.append(step)
+            continue
+        out_a, out_f = rec_a["steps"][i][1], rec_f["steps"][i][1]
+        if out_a == out_f:
+            steps.append(step)
+            continue
+        f_raised = out_f[0] == "raise"
+        when = argument(step, 0, "when")
+        fd = argument(step, 0, "fd")
+        if (
+            step.method == "call_at"
+            and not isinstance(when, int | float)
+            and when not in (None, _MISSING)
+            and f_raised
+            and out_f[1] in ("TypeError", "OverflowError")
+        ):
+            # D-002: call_at converts the deadline to a float at once: where
+            # asyncio accepts the call and fails later inside the loop,
+            # ferroloop raises here. Compare the rest without this call.
+            changed = True
+            continue
+        if (
+            step.method in ("add_reader", "add_writer")
+            and isinstance(fd, T)
+            and fd.name in closed_socks
+            and out_f == ("raise", "ValueError", "Invalid file descriptor: -1")
+        ):
+            # D-013: re-adding a watcher for a closed socket object that is
+            # still registered. Compare the rest without this call.
+            changed = True
+            continue
+        names = NATIVE_POSITIONAL.get(step.method, ())
+        kw = dict(step.kwargs)
+        if (
+            names
+            and any(n in kw for n in names)
+            and f_raised
+            and out_f[1] == "TypeError"
+            and "required positional argument" in out_f[2]
+        ):
+            # D-010: ferroloop's native methods take their positional
+            # parameters only by position. Compare the same call made
+            # positionally instead.
+            moved = []
+            for n in names[len(step.args) :]:
+                if n not in kw:
+                    break
+                moved.append(kw.pop(n))
+            if moved and not any(n in kw for n in names):
+                steps.append(Step(step.mode, step.method, step.args + tuple(moved), tuple(kw.items())))
+                changed = True
+                continue
+        steps.append(step)
+    return Example(example.closed, tuple(steps)) if changed else None
+
+
+def reconcile(example: Example, rec_a: dict[str, Any], rec_f: dict[str, Any]) -> dict[str, Any]:
+    """rec_f with the differences that known deviations explain (and that
+    change nothing else) replaced by asyncio's."""
+    rec_f = copy.deepcopy(rec_f)
+    for i, step in enumerate(example.steps):
+        if step.method.startswith("!"):
+            continue
+        sa, sf = rec_a["steps"][i], rec_f["steps"][i]
+        if sa == sf:
+            continue
+        out_a, out_f = sa[1], sf[1]
+        fail_a, fail_f = failure(sa), failure(sf)
+        if (
+            _is_native(step.method)
+            and out_a[:2] == out_f[:2] == ("raise", "TypeError")
+            and ARGCOUNT_RE.search(out_a[2])
+            and ARGCOUNT_RE.search(out_f[2])
+        ):
+            # D-009: argument-count errors of native methods use C's wording.
+            rec_f["steps"][i] = sa
+        elif (
+            step.method in NATIVE_POSITIONAL
+            and step.kwargs
+            and out_a[:2] == out_f[:2] == ("raise", "TypeError")
+            and BINDING_RE.search(out_a[2])
+            and BINDING_RE.search(out_f[2])
+        ):
+            # D-010: with keyword arguments and missing positional ones, both
+            # reject the call, ferroloop first naming the missing argument.
+            rec_f["steps"][i] = sa
+        elif (
+            step.method in SOCK_NATIVE
+            and not (isinstance(argument(step, 0, "sock"), T) and argument(step, 0, "sock").name in SOCKET_TOKENS)
+            and fail_a is not None
+            and fail_f is not None
+        ):
+            # D-012: given something that is not a socket, the native sock_*
+            # methods fail on another of its attributes (or on the buffer) first.
+            rec_f["steps"][i] = sa
+        elif (
+            step.method in SOCK_NATIVE
+            and fail_a is not None
+            and fail_f is not None
+            and fail_a[0] == fail_f[0] == "TypeError"
+            and fail_a[1].endswith(", not None")
+            and fail_f[1] == fail_a[1] + "Type"
+        ):
+            # D-012: the buffer check names None's type ("not NoneType").
+            rec_f["steps"][i] = sa
+        elif (
+            step.method in SOCK_NATIVE
+            and fail_a == ("RuntimeError", "Event loop is closed")
+            and fail_f == ("OSError", "[Errno 9] Bad file descriptor")
+        ):
+            # D-015: an operation that must wait, on a closed loop, fails in
+            # ferroloop's closed reactor instead of asyncio's closed check.
+            rec_f["steps"][i] = sa
+    return rec_f
+
+
+def run_isolated(impl: str, example: Example, *, dedupe: bool) -> dict[str, Any]:
+    """One run; the interpreter-wide coroutine origin tracking a script leaves
+    set (debug mode toggled around a loop that stops) is recorded, so both
+    loops must leave the same, and then restored for the next run and test."""
+    depth = sys.get_coroutine_origin_tracking_depth()
+    try:
+        rec = Env(impl, example, dedupe=dedupe).run()
+        rec["origin_tracking_left"] = sys.get_coroutine_origin_tracking_depth() - depth
+        return rec
+    finally:
+        sys.set_coroutine_origin_tracking_depth(depth)
+
+
+def run_both(example: Example, *, dedupe: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    rec_a = run_isolated("asyncio", example, dedupe=dedupe)
+    rec_f = run_isolated("ferroloop", example, dedupe=dedupe)
+    return rec_a, rec_f
+
+
+def check(example: Example, *, dedupe: bool = False) -> None:
+    rec_a, rec_f = run_both(example, dedupe=dedupe)
+    if rec_a == rec_f:
+        return
+    for _ in range(3):
+        rewritten = explain(example, rec_a, rec_f)
+        if rewritten is None:
+            break
+        example = rewritten
+        rec_a, rec_f = run_both(example, dedupe=dedupe)
+    rec_f = reconcile(example, rec_a, rec_f)
+    assert rec_f == rec_a, describe_difference(example, rec_a, rec_f)
+
+
+def describe_difference(example: Example, rec_a: dict[str, Any], rec_f: dict[str, Any]) -> str:
+    lines = [f"asyncio and ferroloop differ on {example!r}"]
+    for key in rec_a:
+        a, f = rec_a[key], rec_f.get(key)
+        if a == f:
+            continue
+        if isinstance(a, list) and isinstance(f, list):
+            i = next((i for i, (x, y) in enumerate(zip(a, f, strict=False)) if x != y), min(len(a), len(f)))
+            lines.append(f"{key}[{i}]:")
+            lines.append(f"  asyncio:   {a[i] if i < len(a) else '<missing>'!r}")
+            lines.append(f"  ferroloop: {f[i] if i < len(f) else '<missing>'!r}")
+        else:
+            lines.append(f"{key}:\n  asyncio:   {a!r}\n  ferroloop: {f!r}")
+    return "\n".join(lines)
