@@ -246,7 +246,7 @@ fn start_tls_task(
         (st.kind, python_args(py, &st)?)
     };
     let raw = conn.into_raw();
-    let sock = match socket_class(py)?.call1((kind.family, kind.type_, kind.proto, raw)) {
+    let sock = match crate::transports::socket_class(py)?.call1((kind.family, kind.type_, kind.proto, raw)) {
         Ok(sock) => sock,
         Err(err) => {
             drop(Fd::from_raw(raw));
@@ -259,25 +259,24 @@ fn start_tls_task(
         pyo3::intern!(py, "peername"),
         crate::transports::extra::addr_object(py, peer.decode())?,
     )?;
-    // (protocol_factory, conn, extra, sslcontext, server, handshake, shutdown timeouts)
-    let mut call: Vec<Bound<'_, PyAny>> = Vec::with_capacity(7);
-    call.push(args.get_item(0)?);
-    call.push(sock);
-    call.push(extra.into_any());
-    call.extend(args.iter().skip(2).take(2));
-    call.extend(args.iter().skip(5));
-    let coro = lp.call_method1(pyo3::intern!(py, "_accept_connection2"), PyTuple::new(py, call)?)?;
+    // `_accept_connection2(protocol_factory, conn, extra, sslcontext, server,
+    // ssl_handshake_timeout, ssl_shutdown_timeout)`: `_start_serving`'s
+    // arguments but the socket and backlog, with the connection's.
+    let call = PyTuple::new(
+        py,
+        [
+            args.get_item(0)?,
+            sock,
+            extra.into_any(),
+            args.get_item(2)?,
+            args.get_item(3)?,
+            args.get_item(5)?,
+            args.get_item(6)?,
+        ],
+    )?;
+    let coro = lp.call_method1(pyo3::intern!(py, "_accept_connection2"), call)?;
     lp.call_method1(pyo3::intern!(py, "create_task"), (coro,))?;
     Ok(())
-}
-
-static SOCKET_CLASS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
-
-/// `socket.socket`.
-fn socket_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    Ok(SOCKET_CLASS
-        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("socket")?.getattr("socket")?.unbind()))?
-        .bind(py))
 }
 
 fn is_out_of_resources(e: &std::io::Error) -> bool {

@@ -7,13 +7,18 @@ the same task in the same step, so what a program can see of it is
 asyncio's: the task in ``all_tasks()``, its coroutine, its context (a copy of
 the one the server was started in), its cancellation closing the
 connection, and the accepted socket and peer address the transport reports.
+Running out of descriptors on accept is reported and retried as asyncio
+does, for plain and TLS servers alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import gc
+import os
+import resource
 import socket
 
 import pytest
@@ -200,3 +205,57 @@ def test_tls_server_over_a_unix_socket(loop, certs, tmp_path):
     assert echoed == b"unix"
     made = [s for s in seen if s[0] == "made"]
     assert made == [("made", "changed in the task", "", (socket.AF_UNIX, socket.SOCK_STREAM, 0), False)]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_accept_out_of_descriptors_is_reported_and_retried(loop, loop_errors, certs, tls):
+    """``EMFILE`` on accept: asyncio reports it once per accept attempt of the
+    readiness (``backlog`` of them), stops listening and calls
+    ``_start_serving`` again after ``ACCEPT_RETRY_DELAY``; the connection
+    waiting in the queue is served then."""
+
+    async def main():
+        seen: list = []
+        ctx = server_context(certs) if tls else None
+        server = await loop.create_server(lambda: Seen(seen), HOST, 0, ssl=ctx, backlog=3)
+        port = server.sockets[0].getsockname()[1]
+        client = socket.socket()
+        client.setblocking(False)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        spare = []
+        try:
+            # No descriptor left below the lowered limit.
+            top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (top + 4, hard))
+            while True:
+                try:
+                    spare.append(os.dup(0))
+                except OSError:
+                    break
+            await loop.sock_connect(client, (HOST, port))
+            for _ in range(500):
+                if loop_errors:
+                    break
+                await asyncio.sleep(0.002)
+        finally:
+            for fd in spare:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        errors = list(loop_errors)
+        loop_errors.clear()
+        cctx = client_context(certs) if tls else None
+        reader, writer = await asyncio.open_connection(
+            sock=client, ssl=cctx, server_hostname="localhost" if tls else None
+        )
+        writer.write(b"late")
+        echoed = await reader.readexactly(4)
+        writer.close()
+        await writer.wait_closed()
+        await close_server(server)
+        return errors, echoed
+
+    errors, echoed = run(loop, main())
+    assert [e["message"] for e in errors] == ["socket.accept() out of system resource"] * 3
+    assert all(e["exception"].errno == errno.EMFILE for e in errors)
+    assert all(type(e["socket"]).__name__ == "TransportSocket" for e in errors)
+    assert echoed == b"late"

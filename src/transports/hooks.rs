@@ -95,6 +95,11 @@ pub(crate) fn set_result_unless_cancelled(py: Python<'_>) -> PyResult<Bound<'_, 
 /// `proto` properties.
 static SOCKET_MEMBERS: PyOnceLock<[Py<PyAny>; 4]> = PyOnceLock::new();
 
+/// `socket.socket`.
+pub(crate) fn socket_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    Ok(socket_members(py)?[0].bind(py))
+}
+
 fn socket_members(py: Python<'_>) -> PyResult<&[Py<PyAny>; 4]> {
     SOCKET_MEMBERS.get_or_try_init(py, || {
         let base = py.import("_socket")?.getattr("socket")?;

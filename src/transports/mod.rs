@@ -32,6 +32,8 @@ mod stream_api;
 pub(crate) mod stream_io;
 pub(crate) mod stream_life;
 
+pub(crate) use hooks::socket_class;
+
 use std::sync::OnceLock;
 
 use pyo3::prelude::*;
