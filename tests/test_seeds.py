@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from functools import cache
 
 import pytest
@@ -25,14 +26,18 @@ EXAMPLES = sorted(f for f in os.listdir(HERE) if f.startswith("s") and f.endswit
 @cache
 def run(impl: str, example: str) -> subprocess.CompletedProcess[str]:
     cli = ["-m", "ferroloop"] if impl == "ferroloop-cli" else []
-    return subprocess.run(
-        [sys.executable, *cli, os.path.join(HERE, "_runner.py"), impl, os.path.join(HERE, example)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=HERE,
-        env={**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")},
-    )
+    # The examples make temporary files and directories and leave them:
+    # give each run its own TMPDIR, removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="ferroloop-seed-run-") as tmp:
+        env = {**os.environ, "TMPDIR": tmp, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        return subprocess.run(
+            [sys.executable, *cli, os.path.join(HERE, "_runner.py"), impl, os.path.join(HERE, example)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=HERE,
+            env=env,
+        )
 
 
 def test_examples_were_found():
