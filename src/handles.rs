@@ -39,6 +39,27 @@ pub(crate) struct HandleState {
     pub source_traceback: Option<Held<PyAny>>,
     pub repr: Option<Held<PyAny>>,
     pub cancelled: bool,
+    /// `context` is a copy out of the cycle collector (see `Handle::hide_context`).
+    context_hidden: bool,
+}
+
+impl HandleState {
+    /// Give a hidden context back to the collector.
+    fn expose_context(&mut self) {
+        if self.context_hidden {
+            self.context_hidden = false;
+            if let Some(ctx) = &self.context {
+                gc::track(ctx.as_ptr());
+            }
+        }
+    }
+}
+
+impl Drop for HandleState {
+    fn drop(&mut self) {
+        // Before the fields release their references: see `Handle::hide_context`.
+        self.expose_context();
+    }
 }
 
 impl gc::GcRefs for HandleState {
@@ -80,6 +101,7 @@ impl Handle {
                 source_traceback: source_traceback.map(Held::new),
                 repr: None,
                 cancelled: false,
+                context_hidden: false,
             }),
             gc_flags: AtomicU8::new(0),
         }
@@ -87,6 +109,32 @@ impl Handle {
 
     pub(crate) fn is_cancelled(&self, py: Python<'_>) -> bool {
         self.st.get(py).cancelled
+    }
+
+    /// Take the handle's context out of the cycle collector while the running
+    /// loop owns the handle; call only for a copy the loop made for it
+    /// (`context=None`), which nothing else references yet.
+    ///
+    /// A burst of queued callbacks otherwise puts thousands of contexts in
+    /// every collection: with `call_soon_threadsafe` from another thread about
+    /// a fifth of the loop's time went to the collector walking them. The copy
+    /// is tracked again before anything else can keep it: when Python asks
+    /// the handle for it (`get_context()`, `_context`), when the handle itself
+    /// is tracked again (`release`), and before the handle lets go of it
+    /// (`Drop for HandleState`) — CPython's `context_tp_dealloc` untracks
+    /// without checking, so a context must never be deallocated untracked;
+    /// while it is hidden, the handle's reference keeps it alive.
+    pub(crate) fn hide_context(&self, py: Python<'_>) {
+        let mut st = self.st.get_mut(py);
+        if st.context_hidden {
+            return;
+        }
+        if let Some(ctx) = &st.context {
+            if gc::refcnt(ctx.as_ptr()) == 1 {
+                gc::untrack(ctx.as_ptr());
+                st.context_hidden = true;
+            }
+        }
     }
 
     /// `Handle.cancel()` body shared by both classes.
@@ -203,11 +251,13 @@ pub(crate) fn ensure_tracked(h: &Bound<'_, Handle>) {
 
 /// The loop lets go of `h`: give it back to the collector if it outlives us
 /// (`force`: the loop keeps it but stops running).
-pub(crate) fn release(h: &Py<Handle>, force: bool) {
+pub(crate) fn release(py: Python<'_>, h: &Py<Handle>, force: bool) {
     let flags = h.get().gc_flags.swap(0, Ordering::Relaxed);
     if flags == 0 || (!force && gc::refcnt(h.as_ptr()) <= 1) {
         return;
     }
+    // A cycle through the handle may run through its context.
+    h.get().st.get_mut(py).expose_context();
     gc::track(h.as_ptr());
 }
 
@@ -223,7 +273,10 @@ impl Handle {
     }
 
     fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.get(py).context.as_ref().map(|c| c.to_py(py))
+        let mut st = self.st.get_mut(py);
+        // Python code may keep it: an ordinary tracked object from now on.
+        st.expose_context();
+        st.context.as_ref().map(|c| c.to_py(py))
     }
 
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {

@@ -627,11 +627,11 @@ impl EventLoop {
         drop(pool);
         for t in &timers {
             t.get().set_scheduled(false);
-            crate::handles::release(t.bind(py).as_super().as_unbound(), false);
+            crate::handles::release(py, t.bind(py).as_super().as_unbound(), false);
         }
         for r in &ready {
             if let Ready::Native(h) = r {
-                crate::handles::release(h, false);
+                crate::handles::release(py, h, false);
             }
         }
         // In a forked child the epoll instance is shared with the parent:

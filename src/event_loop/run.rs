@@ -446,7 +446,7 @@ pub(super) fn run_once(slf: &Bound<'_, EventLoop>) -> PyResult<()> {
     this.check_forked()?;
     let dropped = compact_timers(py, this);
     for t in &dropped {
-        release(t.bind(py).as_super().as_unbound(), false);
+        release(py, t.bind(py).as_super().as_unbound(), false);
     }
     drop(dropped);
     before_poll(py, this);
@@ -545,7 +545,7 @@ fn run_batch_observed(slf: &Bound<'_, EventLoop>, ntodo: usize, mut t: super::st
 #[inline(always)]
 fn finish_item(py: Python<'_>, this: &EventLoop, item: Ready) {
     if let Ready::Native(h) = item {
-        release(&h, false);
+        release(py, &h, false);
         recycle(py, this, h);
     } else {
         drop(item);

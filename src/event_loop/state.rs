@@ -222,11 +222,11 @@ impl LoopState {
     pub(crate) fn retrack_all(&self, py: Python<'_>) {
         for r in self.ready.iter() {
             if let Ready::Native(h) = r {
-                crate::handles::release(h, true);
+                crate::handles::release(py, h, true);
             }
         }
         for (_, t) in self.timers.iter() {
-            crate::handles::release(t.bind(py).as_super().as_unbound(), true);
+            crate::handles::release(py, t.bind(py).as_super().as_unbound(), true);
         }
     }
 

@@ -13,10 +13,12 @@
 //! `run_forever` returns, every handle still queued is tracked again, so an
 //! abandoned stopped loop is collectable exactly as on asyncio.
 //!
-//! Only ferroloop's own classes may be untracked: their deallocation (PyO3)
-//! uses the checked `PyObject_GC_UnTrack`. CPython's own types (a
+//! Only ferroloop's own classes may be left untracked: their deallocation
+//! (PyO3) uses the checked `PyObject_GC_UnTrack`. CPython's own types (a
 //! `Context`, for one) untrack with an unchecked macro in `tp_dealloc`, which
-//! corrupts the collector's list if the object was already untracked.
+//! corrupts the collector's list if the object was already untracked. The
+//! one exception, a handle's own context copy, is tracked again before its
+//! handle lets go of it (`Handle::hide_context`).
 //!
 //! PyO3's freelist re-initialises a reused object without tracking it, so
 //! handles created while the loop is *not* running are tracked explicitly.
