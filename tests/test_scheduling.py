@@ -261,6 +261,27 @@ def test_handle_runs_in_given_context(loop, method):
     assert seen == ["in-ctx"]
 
 
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe", "call_later", "call_at"])
+def test_context_keyword_spelled_by_a_string_that_is_not_interned(loop, method):
+    # C callers (asyncio's Tasks and Futures) pass a `context` keyword that is
+    # not the interned string; ferroloop remembers the first such object.
+    var = contextvars.ContextVar("var", default="default")
+    seen = []
+    pos = () if method in ("call_soon", "call_soon_threadsafe") else (0,)
+    for value in ("a", "b"):
+        ctx = contextvars.Context()
+        ctx.run(var.set, value)
+        key = "".join(["con", "text"])  # a new, equal str each time
+        h = getattr(loop, method)(*pos, lambda: seen.append(var.get()), **{key: ctx})
+        assert context_of(h) is ctx
+    h = getattr(loop, method)(*pos, lambda: seen.append(var.get()), context=None)
+    run_briefly(loop, 3)
+    assert sorted(seen) == ["a", "b", "default"]
+    key = "".join(["con", "texts"])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'contexts'"):
+        getattr(loop, method)(*pos, print, **{key: None})
+
+
 def test_context_can_be_reused_after_callback_exits(loop):
     ctx = contextvars.copy_context()
     seen = []

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::{schedule, EventLoop};
-use crate::py::fastcall::{fastcall_method, kwnames, vectorcall, Call};
+use crate::py::fastcall::{fastcall_method, kwnames, vectorcall, Call, KwName};
 
 static TASK_KWNAMES: pyo3::sync::PyOnceLock<Py<PyTuple>> = pyo3::sync::PyOnceLock::new();
 static FUTURE_KWNAMES: pyo3::sync::PyOnceLock<Py<PyTuple>> = pyo3::sync::PyOnceLock::new();
@@ -24,9 +24,11 @@ fn this<'a, 'py>(c: &'a Call<'_, 'py>) -> &'a Bound<'py, EventLoop> {
     unsafe { c.slf.cast_unchecked::<EventLoop>() }
 }
 
+static CONTEXT: KwName = KwName::new("context");
+
 /// `context=` for the scheduling methods.
 fn context_kw(c: &mut Call<'_, '_>) -> PyResult<Option<Py<PyAny>>> {
-    let ctx = c.take_kw(pyo3::intern!(c.py, "context")).map(Bound::unbind);
+    let ctx = c.take_kw_name(&CONTEXT).map(Bound::unbind);
     c.reject_unknown_kw()?;
     Ok(ctx)
 }

@@ -25,6 +25,27 @@ use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple, PyType};
 
+/// A keyword name that hot methods look up by identity: the interned
+/// string, and the first other `str` object with the same text that a caller
+/// passed. C code builds its own: `_asyncio`'s Tasks and Futures call
+/// `loop.call_soon(..., context=...)` with a kwnames tuple made by
+/// `Py_BuildValue("(s)", "context")`, which is not interned, so every Task
+/// step cost a string comparison (136 instructions). The alias is kept
+/// alive here, so its address can never belong to another object.
+pub(crate) struct KwName {
+    name: pyo3::sync::Interned,
+    alias: pyo3::sync::PyOnceLock<Py<PyAny>>,
+}
+
+impl KwName {
+    pub(crate) const fn new(name: &'static str) -> Self {
+        Self {
+            name: pyo3::sync::Interned::new(name),
+            alias: pyo3::sync::PyOnceLock::new(),
+        }
+    }
+}
+
 /// The arguments of one vectorcall: positionals and keyword arguments.
 pub(crate) struct Call<'a, 'py> {
     pub py: Python<'py>,
@@ -95,6 +116,34 @@ impl<'py> Call<'_, 'py> {
             }
             let k = self.kw_name(i);
             if k.is(name) || k.eq(name).unwrap_or(false) {
+                self.taken |= 1 << i;
+                return Some(self.kw_value(i));
+            }
+        }
+        None
+    }
+
+    /// [`Self::take_kw`] for a hot keyword: also by identity with the other
+    /// string object callers use for it (see [`KwName`]).
+    pub fn take_kw_name(&mut self, kw: &KwName) -> Option<Bound<'py, PyAny>> {
+        let name = kw.name.get(self.py);
+        let alias = kw.alias.get(self.py).map_or(std::ptr::null_mut(), Py::as_ptr);
+        for i in 0..self.nkw.min(64) {
+            if self.taken & (1 << i) != 0 {
+                continue;
+            }
+            let k = self.kw_name(i);
+            let hit = if k.is(name) || k.as_ptr() == alias {
+                true
+            } else if k.eq(name).unwrap_or(false) {
+                if alias.is_null() && k.is_exact_instance_of::<PyString>() {
+                    let _ = kw.alias.set(self.py, k.clone().unbind());
+                }
+                true
+            } else {
+                false
+            };
+            if hit {
                 self.taken |= 1 << i;
                 return Some(self.kw_value(i));
             }
