@@ -261,3 +261,19 @@ def test_copied_contexts_survive_every_way_a_handle_ends(loop):
     assert all(isinstance(c, contextvars.Context) for c in kept)
     kept.clear()
     collect()
+
+
+@pytest.mark.deviation("D-021")
+def test_pending_handle_is_tracked(loop):
+    got = []
+
+    async def main():
+        lp = asyncio.get_running_loop()
+        h = lp.call_soon(print, "x")
+        t = lp.call_later(10, print, "y")
+        got.append((gc.is_tracked(h), gc.is_tracked(t)))
+        h.cancel()
+        t.cancel()
+
+    loop.run_until_complete(main())
+    assert got == [(True, True)]
