@@ -31,6 +31,7 @@ from ssl_support import (
     iterations,
     server_context,
     start_server,
+    take_errors,
 )
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
@@ -38,6 +39,15 @@ VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset"
 
 def run(loop, coro, timeout=30.0):
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+async def echo_and_close(reader, writer, data: bytes) -> bytes:
+    """Send ``data``, read as many bytes back, close the client."""
+    writer.write(data)
+    got = await reader.readexactly(len(data))
+    writer.close()
+    await writer.wait_closed()
+    return got
 
 
 def accept_tasks() -> list[asyncio.Task]:
@@ -133,11 +143,7 @@ def test_a_burst_of_clients_is_accepted_and_served(loop, certs):
             reader, writer = await asyncio.open_connection(
                 HOST, port, ssl=client_context(certs), server_hostname="localhost"
             )
-            writer.write(b"%03d" % i)
-            got = await reader.readexactly(3)
-            writer.close()
-            await writer.wait_closed()
-            return got
+            return await echo_and_close(reader, writer, b"%03d" % i)
 
         got = await asyncio.gather(*(client(i) for i in range(40)))
         for _ in range(200):
@@ -194,10 +200,7 @@ def test_tls_server_over_a_unix_socket(loop, certs, tmp_path):
         reader, writer = await asyncio.open_unix_connection(
             path, ssl=client_context(certs), server_hostname="localhost"
         )
-        writer.write(b"unix")
-        echoed = await reader.readexactly(4)
-        writer.close()
-        await writer.wait_closed()
+        echoed = await echo_and_close(reader, writer, b"unix")
         await close_server(server)
         return seen, echoed
 
@@ -241,16 +244,12 @@ def test_accept_out_of_descriptors_is_reported_and_retried(loop, loop_errors, ce
             for fd in spare:
                 os.close(fd)
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        errors = list(loop_errors)
-        loop_errors.clear()
+        errors = take_errors(loop_errors)
         cctx = client_context(certs) if tls else None
         reader, writer = await asyncio.open_connection(
             sock=client, ssl=cctx, server_hostname="localhost" if tls else None
         )
-        writer.write(b"late")
-        echoed = await reader.readexactly(4)
-        writer.close()
-        await writer.wait_closed()
+        echoed = await echo_and_close(reader, writer, b"late")
         await close_server(server)
         return errors, echoed
 

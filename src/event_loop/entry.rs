@@ -25,10 +25,11 @@ fn this<'a, 'py>(c: &'a Call<'_, 'py>) -> &'a Bound<'py, EventLoop> {
 }
 
 static CONTEXT: KwName = KwName::new("context");
+static NAME: KwName = KwName::new("name");
 
 /// `context=` for the scheduling methods.
 fn context_kw(c: &mut Call<'_, '_>) -> PyResult<Option<Py<PyAny>>> {
-    let ctx = c.take_kw_name(&CONTEXT).map(Bound::unbind);
+    let ctx = c.take_kw(&CONTEXT).map(Bound::unbind);
     c.reject_unknown_kw()?;
     Ok(ctx)
 }
@@ -74,8 +75,8 @@ fastcall_method!(create_task, "BaseEventLoop.create_task", ["coro"], |c| {
     let mut name = None;
     let mut context = None;
     if simple {
-        name = c.take_kw(pyo3::intern!(py, "name"));
-        context = c.take_kw(pyo3::intern!(py, "context"));
+        name = c.take_kw(&NAME);
+        context = c.take_kw(&CONTEXT);
     }
     if !simple || c.has_remaining_kw() {
         let kwargs = pyo3::types::PyDict::new(py);

@@ -92,12 +92,12 @@ pub(crate) fn call_soon(
     let py = slf.py();
     let this = slf.get();
     let threadsafe = method == "call_soon_threadsafe";
-    let (debug, running) = {
+    let debug = {
         let st = this.st.get(py);
         if st.closed {
             return Err(pyo3::exceptions::PyRuntimeError::new_err("Event loop is closed"));
         }
-        (st.debug, st.running)
+        st.debug
     };
     this.check_forked()?;
     if debug {
@@ -111,15 +111,8 @@ pub(crate) fn call_soon(
     } else {
         Py::new(py, Handle::new(cb, a, ctx, slf.clone().unbind(), tb))?
     };
-    if running {
-        untrack_owned(handle.bind(py));
-    } else {
-        ensure_tracked(handle.bind(py));
-    }
+    adopt(py, this, handle.bind(py), copied);
     let mut st = this.st.get_mut(py);
-    if running && copied && st.ready.len() + st.timers.len() >= HIDE_CONTEXTS_AT {
-        handle.get().hide_context(py);
-    }
     st.ready.push(Ready::Native(Held::new(handle.clone_ref(py))));
     if threadsafe && st.polling && !st.woken {
         st.woken = true;

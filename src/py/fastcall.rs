@@ -107,25 +107,10 @@ impl<'py> Call<'_, 'py> {
         self.remaining_kw().next().is_some()
     }
 
-    /// Take the keyword `name`; the interned string is compared by identity
-    /// first (C Tasks and Futures pass interned names).
-    pub fn take_kw(&mut self, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
-        for i in 0..self.nkw.min(64) {
-            if self.taken & (1 << i) != 0 {
-                continue;
-            }
-            let k = self.kw_name(i);
-            if k.is(name) || k.eq(name).unwrap_or(false) {
-                self.taken |= 1 << i;
-                return Some(self.kw_value(i));
-            }
-        }
-        None
-    }
-
-    /// [`Self::take_kw`] for a hot keyword: also by identity with the other
-    /// string object callers use for it (see [`KwName`]).
-    pub fn take_kw_name(&mut self, kw: &KwName) -> Option<Bound<'py, PyAny>> {
+    /// Take the keyword `kw`: compared by identity with its interned string
+    /// and with the other string object callers use for it (see [`KwName`]),
+    /// then by value.
+    pub fn take_kw(&mut self, kw: &KwName) -> Option<Bound<'py, PyAny>> {
         let name = kw.name.get(self.py);
         let alias = kw.alias.get(self.py).map_or(std::ptr::null_mut(), Py::as_ptr);
         for i in 0..self.nkw.min(64) {

@@ -16,10 +16,11 @@ use pyo3::types::PyTuple;
 use super::{start, unregister, OpKind, Phase, SockOp};
 use crate::event_loop::EventLoop;
 use crate::py::coroutine::{self, NativeCoroutine, Step};
-use crate::py::fastcall::{fastcall_method, method_def, Call, RawMethod};
+use crate::py::fastcall::{fastcall_method, method_def, Call, KwName, RawMethod};
 use crate::py::native_type::{raw_getter, RawClass, RawGetter, RawPayload};
 
 static SSL_SOCKET: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
+static NBYTES: KwName = KwName::new("nbytes");
 
 /// `base_events._check_ssl_socket(sock)` and, in debug mode, the
 /// non-blocking check every `sock_*` method starts with.
@@ -317,7 +318,7 @@ fastcall_method!(
     "BaseSelectorEventLoop.sock_recvfrom_into",
     ["sock", "buf"],
     |c| {
-        let nbytes = match c.take_kw(pyo3::intern!(c.py, "nbytes")) {
+        let nbytes = match c.take_kw(&NBYTES) {
             Some(_) if c.pos.len() > 2 => {
                 return Err(PyTypeError::new_err(
                     "BaseSelectorEventLoop.sock_recvfrom_into() got multiple values for argument 'nbytes'",

@@ -18,8 +18,10 @@ use pyo3::prelude::*;
 
 use super::stream::{self, StreamTransport};
 use super::{datagram, stream_api};
-use crate::py::fastcall::{fastcall_method, method_def, Call};
+use crate::py::fastcall::{fastcall_method, method_def, Call, KwName};
 use crate::py::native_type::{raw_getter, RawGetter};
+
+static ADDR: KwName = KwName::new("addr");
 
 fn me<'a>(c: &'a Call<'_, '_>) -> &'a StreamTransport {
     // SAFETY: see the module invariant; `c.slf` lives for the call.
@@ -29,7 +31,7 @@ fn me<'a>(c: &'a Call<'_, '_>) -> &'a StreamTransport {
 fastcall_method!(sendto, "_SelectorDatagramTransport.sendto", ["data"], |c| {
     let py = c.py;
     let mut addr = c.opt(1);
-    if let Some(a) = c.take_kw(pyo3::intern!(py, "addr")) {
+    if let Some(a) = c.take_kw(&ADDR) {
         if addr.is_some() {
             return Err(pyo3::exceptions::PyTypeError::new_err(
                 "_SelectorDatagramTransport.sendto() got multiple values for argument 'addr'",

@@ -15,9 +15,13 @@ use pyo3::prelude::*;
 
 use super::stream::{self, Limits, StreamTransport};
 use super::{extra, hooks, stream_io, stream_life};
-use crate::py::fastcall::{fastcall_method, method_def, Call};
+use crate::py::fastcall::{fastcall_method, method_def, Call, KwName};
 use crate::py::held::Held;
 use crate::py::native_type::{raw_getter, raw_repr, RawGetter};
+
+static HIGH: KwName = KwName::new("high");
+static LOW: KwName = KwName::new("low");
+static DEFAULT: KwName = KwName::new("default");
 
 fn me<'a>(c: &'a Call<'_, '_>) -> &'a StreamTransport {
     // SAFETY: see the module invariant; `c.slf` lives for the call.
@@ -148,7 +152,7 @@ fastcall_method!(
         let py = c.py;
         let mut high = c.opt(0);
         let mut low = c.opt(1);
-        if let Some(h) = c.take_kw(pyo3::intern!(py, "high")) {
+        if let Some(h) = c.take_kw(&HIGH) {
             if high.is_some() {
                 return Err(pyo3::exceptions::PyTypeError::new_err(
                     "_FlowControlMixin.set_write_buffer_limits() got multiple values for argument 'high'",
@@ -156,7 +160,7 @@ fastcall_method!(
             }
             high = Some(h);
         }
-        if let Some(l) = c.take_kw(pyo3::intern!(py, "low")) {
+        if let Some(l) = c.take_kw(&LOW) {
             if low.is_some() {
                 return Err(pyo3::exceptions::PyTypeError::new_err(
                     "_FlowControlMixin.set_write_buffer_limits() got multiple values for argument 'low'",
@@ -212,7 +216,7 @@ fastcall_method!(get_protocol, "_SelectorTransport.get_protocol", [], |c| {
 });
 
 fastcall_method!(get_extra_info, "BaseTransport.get_extra_info", ["name"], |c| {
-    let default = match c.take_kw(pyo3::intern!(c.py, "default")) {
+    let default = match c.take_kw(&DEFAULT) {
         Some(d) if c.pos.len() > 1 => {
             let _ = d;
             return Err(pyo3::exceptions::PyTypeError::new_err(
