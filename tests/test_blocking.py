@@ -9,6 +9,7 @@ blocking.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -324,7 +325,19 @@ def test_failing_handler_is_logged_and_detector_goes_on(fl_loop: Any, caplog: py
     assert any("handler bug" in (r.exc_text or "") or r.exc_info for r in caplog.records)
 
 
+def settles_at(count: int) -> bool:
+    """Wait (up to 2 s) for the number of watchdog threads to reach ``count``."""
+    deadline = time.monotonic() + 2
+    while os_threads() != count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os_threads() == count
+
+
 def test_started_and_stopped_repeatedly(fl_loop: Any) -> None:
+    # A detector an earlier test dropped ends with its loop, whenever the
+    # collector frees that: let it go before counting.
+    gc.collect()
+    settles_at(0)
     base = os_threads()
     for i in range(30):
         det = ferroloop.detect_blocking(0.05 + i / 1000, loop=fl_loop, handler=lambda r: None)
@@ -376,14 +389,6 @@ def test_two_loops_in_two_threads() -> None:
 
 
 def test_abandoned_detector_thread_ends_with_the_loop() -> None:
-    import gc
-
-    def settles_at(count: int) -> bool:
-        deadline = time.monotonic() + 2
-        while os_threads() != count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return os_threads() == count
-
     base = os_threads()
     # A detector dropped while its loop lives.
     lp = ferroloop.new_event_loop()
