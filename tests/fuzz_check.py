@@ -10,36 +10,16 @@ from typing import Any
 
 import ferroloop
 from fuzz_env import Env
-from fuzz_model import ARGCOUNT_RE, BINDING_RE, Example, Step, T
+from fuzz_model import ARGCOUNT_RE, Example, Step
 
 # ---------------------------------------------------------------------------
 # Known deviations and the comparison.
-
-NATIVE_POSITIONAL = {
-    "call_soon": ("callback",),
-    "call_soon_threadsafe": ("callback",),
-    "call_later": ("delay", "callback"),
-    "call_at": ("when", "callback"),
-    "sock_recv": ("sock", "n"),
-    "sock_recv_into": ("sock", "buf"),
-    "sock_recvfrom": ("sock", "bufsize"),
-    "sock_recvfrom_into": ("sock", "buf", "nbytes"),
-    "sock_sendall": ("sock", "data"),
-    "sock_sendto": ("sock", "data", "address"),
-    "sock_accept": ("sock",),
-    "create_task": ("coro",),
-}
 
 
 def _is_native(method: str) -> bool:
     return not isinstance(getattr(ferroloop.Loop, method, None), types.FunctionType)
 
 
-SOCK_NATIVE = frozenset(n for n in NATIVE_POSITIONAL if n.startswith("sock_"))
-SOCKET_TOKENS = frozenset(
-    {"rsock", "rsock_blk", "sock_idle", "sock_closed", "fresh", "fresh_blk", "listener", "server", "udp", "udp_ready"}
-    | {"ssl_sock", "unix_listener"}
-)
 _MISSING = object()
 
 
@@ -49,24 +29,12 @@ def argument(step: Step, index: int, name: str) -> Any:
     return dict(step.kwargs).get(name, _MISSING)
 
 
-def failure(rec_step: list[Any]) -> Any:
-    """The exception a call raised, at once or when awaited; None if it did not fail."""
-    if rec_step[1][0] == "raise":
-        return rec_step[1][1:]
-    if len(rec_step) > 2 and rec_step[2] is not None and rec_step[2][0] == "await-raise":
-        return rec_step[2][1:]
-    return None
-
-
 def explain(example: Example, rec_a: dict[str, Any], rec_f: dict[str, Any]) -> Example | None:
     """The example with the calls that hit a known deviation which changes
     what happens next rewritten or dropped; None if there are none."""
     steps: list[Step] = []
     changed = False
-    closed_socks: set[str] = set()
     for i, step in enumerate(example.steps):
-        if step.method == "!close_sock":
-            closed_socks.add(step.args[0].name)
         if step.method.startswith("!"):
             steps.append(step)
             continue
@@ -76,7 +44,6 @@ def explain(example: Example, rec_a: dict[str, Any], rec_f: dict[str, Any]) -> E
             continue
         f_raised = out_f[0] == "raise"
         when = argument(step, 0, "when")
-        fd = argument(step, 0, "fd")
         if (
             step.method == "call_at"
             and not isinstance(when, int | float)
@@ -89,37 +56,6 @@ def explain(example: Example, rec_a: dict[str, Any], rec_f: dict[str, Any]) -> E
             # ferroloop raises here. Compare the rest without this call.
             changed = True
             continue
-        if (
-            step.method in ("add_reader", "add_writer")
-            and isinstance(fd, T)
-            and fd.name in closed_socks
-            and out_f == ("raise", "ValueError", "Invalid file descriptor: -1")
-        ):
-            # D-013: re-adding a watcher for a closed socket object that is
-            # still registered. Compare the rest without this call.
-            changed = True
-            continue
-        names = NATIVE_POSITIONAL.get(step.method, ())
-        kw = dict(step.kwargs)
-        if (
-            names
-            and any(n in kw for n in names)
-            and f_raised
-            and out_f[1] == "TypeError"
-            and "required positional argument" in out_f[2]
-        ):
-            # D-010: ferroloop's native methods take their positional
-            # parameters only by position. Compare the same call made
-            # positionally instead.
-            moved = []
-            for n in names[len(step.args) :]:
-                if n not in kw:
-                    break
-                moved.append(kw.pop(n))
-            if moved and not any(n in kw for n in names):
-                steps.append(Step(step.mode, step.method, step.args + tuple(moved), tuple(kw.items())))
-                changed = True
-                continue
         steps.append(step)
     return Example(example.closed, tuple(steps)) if changed else None
 
@@ -135,7 +71,6 @@ def reconcile(example: Example, rec_a: dict[str, Any], rec_f: dict[str, Any]) ->
         if sa == sf:
             continue
         out_a, out_f = sa[1], sf[1]
-        fail_a, fail_f = failure(sa), failure(sf)
         if (
             _is_native(step.method)
             and out_a[:2] == out_f[:2] == ("raise", "TypeError")
@@ -143,43 +78,6 @@ def reconcile(example: Example, rec_a: dict[str, Any], rec_f: dict[str, Any]) ->
             and ARGCOUNT_RE.search(out_f[2])
         ):
             # D-009: argument-count errors of native methods use C's wording.
-            rec_f["steps"][i] = sa
-        elif (
-            step.method in NATIVE_POSITIONAL
-            and step.kwargs
-            and out_a[:2] == out_f[:2] == ("raise", "TypeError")
-            and BINDING_RE.search(out_a[2])
-            and BINDING_RE.search(out_f[2])
-        ):
-            # D-010: with keyword arguments and missing positional ones, both
-            # reject the call, ferroloop first naming the missing argument.
-            rec_f["steps"][i] = sa
-        elif (
-            step.method in SOCK_NATIVE
-            and not (isinstance(argument(step, 0, "sock"), T) and argument(step, 0, "sock").name in SOCKET_TOKENS)
-            and fail_a is not None
-            and fail_f is not None
-        ):
-            # D-012: given something that is not a socket, the native sock_*
-            # methods fail on another of its attributes (or on the buffer) first.
-            rec_f["steps"][i] = sa
-        elif (
-            step.method in SOCK_NATIVE
-            and fail_a is not None
-            and fail_f is not None
-            and fail_a[0] == fail_f[0] == "TypeError"
-            and fail_a[1].endswith(", not None")
-            and fail_f[1] == fail_a[1] + "Type"
-        ):
-            # D-012: the buffer check names None's type ("not NoneType").
-            rec_f["steps"][i] = sa
-        elif (
-            step.method in SOCK_NATIVE
-            and fail_a == ("RuntimeError", "Event loop is closed")
-            and fail_f == ("OSError", "[Errno 9] Bad file descriptor")
-        ):
-            # D-015: an operation that must wait, on a closed loop, fails in
-            # ferroloop's closed reactor instead of asyncio's closed check.
             rec_f["steps"][i] = sa
     return rec_f
 

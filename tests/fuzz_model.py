@@ -75,7 +75,6 @@ ARGCOUNT_RE = re.compile(
     r"(takes (no|exactly one|\d+ positional) arguments?|missing \d+ required|(were|was) given"
     r"|takes no keyword arguments|unexpected keyword argument)"
 )
-BINDING_RE = re.compile(r"(unexpected keyword argument|missing \d+ required|multiple values for argument)")
 CORO_STATE_RE = re.compile(r"coro=<([\w.<>]*?)\(\) (?:running at|done, defined at) [^>]*>")
 FINALIZER_MESSAGES = frozenset(
     {

@@ -166,7 +166,6 @@ def test_dev_null_read_pipe_is_idle_after_the_refusal(loop, loop_errors):
 
 
 @needs_dev_null_refused
-@pytest.mark.deviation("D-018")
 def test_dev_null_read_pipe_refusal_names_the_add_reader_callback(loop, loop_errors):
     """The failing callback is the transport's ``_add_reader(fd, _read_ready)``."""
     _t, _p, state = loop.run_until_complete(dev_null_read_pipe(loop))

@@ -521,3 +521,85 @@ def test_zero_length_reads_return_at_once(loop):
     finally:
         for s in (a, b, c):
             s.close()
+
+
+class RecordingSocket(socket.socket):
+    """A socket subclass whose methods asyncio's sock_* call: the calls are logged,
+    and send() sends at most 1000 bytes at a time."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = []
+
+    def recv(self, n, *flags):
+        self.log.append(("recv", n))
+        return super().recv(n, *flags)
+
+    def recv_into(self, buf, *args):
+        self.log.append(("recv_into", len(buf)))
+        return super().recv_into(buf, *args)
+
+    def send(self, data, *flags):
+        self.log.append(("send", len(data)))
+        return super().send(bytes(data)[:1000], *flags)
+
+    def accept(self):
+        self.log.append(("accept",))
+        return super().accept()
+
+
+def test_socket_subclass_methods_are_called_as_asyncio_calls_them(loop):
+    async def main():
+        a, b = socket.socketpair()
+        sub = RecordingSocket(family=a.family, type=a.type, fileno=a.detach())
+        sub.setblocking(False)
+        b.setblocking(False)
+        with sub, b:
+            # recv: once at once (nothing there), once on readiness.
+            reader = asyncio.ensure_future(loop.sock_recv(sub, 10))
+            await asyncio.sleep(0.01)
+            b.send(b"hello")
+            assert await reader == b"hello"
+            b.send(b"world")
+            buf = bytearray(3)
+            assert await loop.sock_recv_into(sub, buf) == 3
+            assert buf == b"wor"
+            # sendall: every call goes through the subclass's send, which sends
+            # 1000 bytes a time; the rest follows on writability.
+            await loop.sock_sendall(sub, b"x" * 3500)
+            got = b""
+            while len(got) < 3500:
+                await asyncio.sleep(0.001)
+                try:
+                    got += b.recv(65536)
+                except BlockingIOError:
+                    pass
+            assert got == b"x" * 3500
+            return list(sub.log)
+
+    log = loop.run_until_complete(main())
+    assert log == [
+        ("recv", 10),
+        ("recv", 10),
+        ("recv_into", 3),
+        ("send", 3500),
+        ("send", 2500),
+        ("send", 1500),
+        ("send", 500),
+    ]
+
+
+def test_socket_subclass_accept_is_called(loop):
+    async def main():
+        lsock = RecordingSocket(socket.AF_INET, socket.SOCK_STREAM)
+        with lsock:
+            lsock.bind(("127.0.0.1", 0))
+            lsock.listen()
+            lsock.setblocking(False)
+            client = socket.create_connection(lsock.getsockname())
+            with client:
+                conn, _ = await loop.sock_accept(lsock)
+                conn.close()
+            return list(lsock.log)
+
+    assert loop.run_until_complete(main()) == [("accept",)]

@@ -34,7 +34,7 @@ fn context_kw(c: &mut Call<'_, '_>) -> PyResult<Option<Py<PyAny>>> {
     Ok(ctx)
 }
 
-fastcall_method!(call_soon, "BaseEventLoop.call_soon", ["callback"], |c| {
+fastcall_method!(call_soon, "BaseEventLoop.call_soon", ["callback"], ["context"], |c| {
     let ctx = context_kw(&mut c)?;
     let rest = c.rest(1)?;
     Ok(schedule::call_soon(this(&c), c.arg(0), rest, ctx, "call_soon")?.into_any())
@@ -44,6 +44,7 @@ fastcall_method!(
     call_soon_threadsafe,
     "BaseEventLoop.call_soon_threadsafe",
     ["callback"],
+    ["context"],
     |c| {
         let ctx = context_kw(&mut c)?;
         let rest = c.rest(1)?;
@@ -51,60 +52,78 @@ fastcall_method!(
     }
 );
 
-fastcall_method!(call_later, "BaseEventLoop.call_later", ["delay", "callback"], |c| {
-    let ctx = context_kw(&mut c)?;
-    let rest = c.rest(2)?;
-    Ok(schedule::call_later(this(&c), &c.arg(0), c.arg(1), rest, ctx)?.into_any())
-});
-
-fastcall_method!(call_at, "BaseEventLoop.call_at", ["when", "callback"], |c| {
-    let ctx = context_kw(&mut c)?;
-    let rest = c.rest(2)?;
-    Ok(schedule::call_at(this(&c), &c.arg(0), c.arg(1), rest, ctx)?.into_any())
-});
-
-fastcall_method!(create_task, "BaseEventLoop.create_task", ["coro"], |c| {
-    let py = c.py;
-    // Only the common case is native: no task factory, not in debug mode
-    // (where asyncio trims the task's source traceback), the documented
-    // keywords. Everything else is asyncio's own Python method.
-    let simple = c.pos.len() == 1
-        && c.nkw <= 2
-        && !this(&c).get().debug(py)
-        && c.slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none();
-    let mut name = None;
-    let mut context = None;
-    if simple {
-        name = c.take_kw(&NAME);
-        context = c.take_kw(&CONTEXT);
+fastcall_method!(
+    call_later,
+    "BaseEventLoop.call_later",
+    ["delay", "callback"],
+    ["context"],
+    |c| {
+        let ctx = context_kw(&mut c)?;
+        let rest = c.rest(2)?;
+        Ok(schedule::call_later(this(&c), &c.arg(0), c.arg(1), rest, ctx)?.into_any())
     }
-    if !simple || c.has_remaining_kw() {
-        let kwargs = pyo3::types::PyDict::new(py);
-        for (k, v) in c.remaining_kw() {
-            kwargs.set_item(k, v)?;
-        }
-        if let Some(n) = &name {
-            kwargs.set_item("name", n)?;
-        }
-        if let Some(x) = &context {
-            kwargs.set_item("context", x)?;
-        }
-        let mut pos = vec![c.slf.clone()];
-        pos.extend((0..c.pos.len()).map(|i| c.arg(i)));
-        let base = crate::py::hooks::hooks(py)?.base_create_task.bind(py);
-        return Ok(base.call(PyTuple::new(py, pos)?, Some(&kwargs))?.unbind());
+);
+
+fastcall_method!(
+    call_at,
+    "BaseEventLoop.call_at",
+    ["when", "callback"],
+    ["context"],
+    |c| {
+        let ctx = context_kw(&mut c)?;
+        let rest = c.rest(2)?;
+        Ok(schedule::call_at(this(&c), &c.arg(0), c.arg(1), rest, ctx)?.into_any())
     }
-    this(&c).get().check_closed(py)?;
-    let task_type = crate::py::hooks::hooks(py)?
-        .tasks_module
-        .bind(py)
-        .getattr(pyo3::intern!(py, "Task"))?;
-    let none = py.None().into_bound(py);
-    let name = name.unwrap_or_else(|| none.clone());
-    let context = context.unwrap_or(none);
-    let names = kwnames(py, &TASK_KWNAMES, &["loop", "name", "context"])?;
-    Ok(vectorcall(py, &task_type, &[&c.arg(0), &c.slf, &name, &context], 1, Some(&names))?.unbind())
-});
+);
+
+fastcall_method!(
+    create_task,
+    "BaseEventLoop.create_task",
+    ["coro"],
+    ["name", "context"],
+    |c| {
+        let py = c.py;
+        // Only the common case is native: no task factory, not in debug mode
+        // (where asyncio trims the task's source traceback), the documented
+        // keywords. Everything else is asyncio's own Python method.
+        let simple = c.pos.len() == 1
+            && c.nkw <= 2
+            && !this(&c).get().debug(py)
+            && c.slf.getattr(pyo3::intern!(py, "_task_factory"))?.is_none();
+        let mut name = None;
+        let mut context = None;
+        if simple {
+            name = c.take_kw(&NAME);
+            context = c.take_kw(&CONTEXT);
+        }
+        if !simple || c.has_remaining_kw() {
+            let kwargs = pyo3::types::PyDict::new(py);
+            for (k, v) in c.remaining_kw() {
+                kwargs.set_item(k, v)?;
+            }
+            if let Some(n) = &name {
+                kwargs.set_item("name", n)?;
+            }
+            if let Some(x) = &context {
+                kwargs.set_item("context", x)?;
+            }
+            let mut pos = vec![c.slf.clone()];
+            pos.extend((0..c.pos.len()).map(|i| c.arg(i)));
+            let base = crate::py::hooks::hooks(py)?.base_create_task.bind(py);
+            return Ok(base.call(PyTuple::new(py, pos)?, Some(&kwargs))?.unbind());
+        }
+        this(&c).get().check_closed(py)?;
+        let task_type = crate::py::hooks::hooks(py)?
+            .tasks_module
+            .bind(py)
+            .getattr(pyo3::intern!(py, "Task"))?;
+        let none = py.None().into_bound(py);
+        let name = name.unwrap_or_else(|| none.clone());
+        let context = context.unwrap_or(none);
+        let names = kwnames(py, &TASK_KWNAMES, &["loop", "name", "context"])?;
+        Ok(vectorcall(py, &task_type, &[&c.arg(0), &c.slf, &name, &context], 1, Some(&names))?.unbind())
+    }
+);
 
 fastcall_method!(create_future, "BaseEventLoop.create_future", [], |c| {
     c.no_arguments()?;

@@ -104,7 +104,9 @@ pub(super) fn add(
         ),
     )?;
     ensure_tracked(handle.bind(py));
-    let fd = to_fd(py, fileobj)?;
+    // `selector.get_key(fileobj)`: a closed socket still registered is found
+    // by identity, and its registration updated.
+    let fd = lookup(slf, fileobj)?;
     add_watcher(
         slf,
         fileobj,

@@ -6,12 +6,23 @@
 //! `errno`, as `select.epoll.register` does for asyncio.
 
 use pyo3::exceptions::PyOSError;
-use pyo3::PyErr;
+use pyo3::prelude::*;
 
 /// Build `OSError(errno, strerror)` from an `io::Error`.
 pub(crate) fn os_error(err: &std::io::Error) -> PyErr {
     match err.raw_os_error() {
         Some(errno) => PyOSError::new_err((errno, ferroloop_core::sys::strerror(errno))),
         None => PyOSError::new_err(err.to_string()),
+    }
+}
+
+/// A type's `tp_name`, as CPython's own messages print it
+/// (`collections.deque`, `str`; `__name__` drops the module of a C type).
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    // SAFETY: a live object's type is a live type object whose `tp_name`
+    // is a NUL-terminated string.
+    unsafe {
+        let ty = pyo3::ffi::Py_TYPE(obj.as_ptr());
+        std::ffi::CStr::from_ptr((*ty).tp_name).to_string_lossy().into_owned()
     }
 }

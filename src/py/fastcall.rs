@@ -51,8 +51,8 @@ pub(crate) struct Call<'a, 'py> {
     pub py: Python<'py>,
     /// The instance the method was called on (type-checked by the descriptor).
     pub slf: Bound<'py, PyAny>,
-    /// `Class.method` for error messages.
-    pub qualname: &'static str,
+    /// The method's name (`Class.method`, for error messages) and parameters.
+    params: &'static Params,
     pub pos: &'a [*mut ffi::PyObject],
     /// The kwnames tuple (or null) and the keyword values after `pos`.
     kwnames: *mut ffi::PyObject,
@@ -63,6 +63,11 @@ pub(crate) struct Call<'a, 'py> {
 }
 
 impl<'py> Call<'_, 'py> {
+    /// `Class.method`, for error messages.
+    pub fn qualname(&self) -> &'static str {
+        self.params.qualname
+    }
+
     /// Positional argument `i` (the caller checked `i < pos.len()`).
     pub fn arg(&self, i: usize) -> Bound<'py, PyAny> {
         // SAFETY: `i < pos.len()` is checked by `parse` for the required ones
@@ -154,24 +159,47 @@ impl<'py> Call<'_, 'py> {
             };
             return Err(PyTypeError::new_err(format!(
                 "{}() takes {takes} but {} were given",
-                self.qualname,
+                self.qualname(),
                 self.pos.len() + 1
             )));
         }
         Ok(())
     }
 
-    /// TypeError for the first keyword nobody took (the Python method's message).
+    /// TypeError for the first keyword nobody took (the Python method's
+    /// message: a keyword naming a parameter already given by position has
+    /// "multiple values").
     pub fn reject_unknown_kw(&self) -> PyResult<()> {
         if let Some((name, _)) = self.remaining_kw().next() {
+            let name = name.str()?;
+            let text = name.to_str()?;
+            if self.params.by_keyword && self.params.required.contains(&text) {
+                return Err(PyTypeError::new_err(format!(
+                    "{}() got multiple values for argument '{text}'",
+                    self.qualname()
+                )));
+            }
             return Err(PyTypeError::new_err(format!(
-                "{}() got an unexpected keyword argument '{}'",
-                self.qualname,
-                name.str()?
+                "{}() got an unexpected keyword argument '{text}'",
+                self.qualname()
             )));
         }
         Ok(())
     }
+}
+
+/// A native method's parameters, as the Python method it stands for
+/// declares them.
+pub(crate) struct Params {
+    /// `Class.method`, for error messages.
+    pub qualname: &'static str,
+    /// The positional parameters without a default.
+    pub required: &'static [&'static str],
+    /// The other parameters a keyword may name (taken by the method body).
+    pub optional: &'static [&'static str],
+    /// Whether the required ones may be passed by keyword (a Python
+    /// method: yes; a C method such as `coroutine.send`: no).
+    pub by_keyword: bool,
 }
 
 fn missing(qualname: &str, names: &[&str]) -> PyErr {
@@ -197,13 +225,12 @@ fn missing(qualname: &str, names: &[&str]) -> PyErr {
 /// The pointers are those the interpreter passed to a METH_FASTCALL|METH_KEYWORDS method.
 pub(crate) unsafe fn parse<'a, 'py>(
     py: Python<'py>,
-    qualname: &'static str,
-    required: &[&str],
+    params: &'static Params,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
-) -> PyResult<Call<'a, 'py>> {
+) -> PyResult<Option<Call<'a, 'py>>> {
     // SAFETY: `slf` is the instance the method was called on.
     let slf = unsafe { Bound::from_borrowed_ptr(py, slf) };
     // SAFETY: the interpreter's nargsf encoding; the flag bit is masked off.
@@ -214,8 +241,13 @@ pub(crate) unsafe fn parse<'a, 'py>(
         // SAFETY: kwnames is a tuple (vectorcall protocol).
         unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
     };
+    let required = params.required;
     if nargs < required.len() {
-        return Err(missing(qualname, &required[nargs..]));
+        if nkw == 0 || !params.by_keyword {
+            return Err(missing(params.qualname, &required[nargs..]));
+        }
+        // Required parameters passed by keyword: see `rebind`.
+        return Ok(None);
     }
     let pos = if nargs == 0 {
         &[][..]
@@ -225,16 +257,98 @@ pub(crate) unsafe fn parse<'a, 'py>(
     };
     // SAFETY: the keyword values follow the `nargs` positionals in `args`.
     let kwvalues = unsafe { args.add(nargs) };
-    Ok(Call {
+    Ok(Some(Call {
         py,
         slf,
-        qualname,
+        params,
         pos,
         kwnames,
         kwvalues,
         nkw,
         taken: 0,
-    })
+    }))
+}
+
+/// A call that passed required parameters by keyword: bind them as a Python
+/// function binds its parameters and call `func` again with them positional
+/// (the other keywords stay keywords). Errors in CPython's order: a keyword
+/// that names no parameter, or one already given by position, then the
+/// parameters still missing. Rare, so kept out of `parse`.
+///
+/// # Safety
+/// As [`parse`]; `func` is the method these arguments were passed to.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn rebind(
+    py: Python<'_>,
+    params: &'static Params,
+    func: RawMethod,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<Py<PyAny>> {
+    // SAFETY: the vectorcall protocol, as in `parse` (which saw keywords).
+    let (nargs, names) = unsafe {
+        (
+            ffi::PyVectorcall_NARGS(nargsf as usize) as usize,
+            Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>(),
+        )
+    };
+    // SAFETY: `args` holds the positionals and then one value per keyword.
+    let all = unsafe { std::slice::from_raw_parts(args, nargs + names.len()) };
+    let required = params.required;
+    let mut bound: Vec<Option<*mut ffi::PyObject>> = vec![None; required.len() - nargs];
+    let (mut rest_names, mut rest_values) = (Vec::new(), Vec::new());
+    for (i, name) in names.iter().enumerate() {
+        let text = name.cast::<PyString>()?.to_str()?.to_owned();
+        match required.iter().position(|r| *r == text) {
+            Some(j) if j >= nargs && bound[j - nargs].is_none() => bound[j - nargs] = Some(all[nargs + i]),
+            Some(_) => {
+                return Err(PyTypeError::new_err(format!(
+                    "{}() got multiple values for argument '{text}'",
+                    params.qualname
+                )))
+            }
+            None if params.optional.contains(&text.as_str()) => {
+                rest_names.push(name);
+                rest_values.push(all[nargs + i]);
+            }
+            None => {
+                return Err(PyTypeError::new_err(format!(
+                    "{}() got an unexpected keyword argument '{text}'",
+                    params.qualname
+                )))
+            }
+        }
+    }
+    let absent: Vec<&str> = required[nargs..]
+        .iter()
+        .zip(&bound)
+        .filter(|(_, v)| v.is_none())
+        .map(|(r, _)| *r)
+        .collect();
+    if !absent.is_empty() {
+        return Err(missing(params.qualname, &absent));
+    }
+    let mut new_args: Vec<*mut ffi::PyObject> = all[..nargs].to_vec();
+    new_args.extend(bound.into_iter().flatten());
+    new_args.extend(rest_values);
+    let new_names = if rest_names.is_empty() {
+        None
+    } else {
+        Some(PyTuple::new(py, rest_names)?)
+    };
+    let names_ptr = new_names.as_ref().map_or(std::ptr::null_mut(), Bound::as_ptr);
+    // SAFETY: the same method with a valid vectorcall argument array (the
+    // caller's borrowed references, alive for this call) and keyword names.
+    let res = unsafe { func(slf, new_args.as_ptr(), required.len() as ffi::Py_ssize_t, names_ptr) };
+    if res.is_null() {
+        Err(PyErr::fetch(py))
+    } else {
+        // SAFETY: a new reference returned by the method.
+        Ok(unsafe { Bound::from_owned_ptr(py, res) }.unbind())
+    }
 }
 
 /// `callable(*args, **dict(zip(kwnames, kwvalues)))` through vectorcall:
@@ -299,22 +413,44 @@ pub(crate) fn finish(py: Python<'_>, body: impl FnOnce() -> PyResult<Py<PyAny>>)
 ///
 /// `fastcall_method!(name, "Class.method", ["required", ...], |c| body)`:
 /// `c` is the parsed [`Call`]; `body` evaluates to `PyResult<Py<PyAny>>`.
+/// The required parameters may be passed by keyword, as to the Python
+/// method the native one stands for; a list of the other keyword names
+/// (`["required"], ["optional", ...]`) lets a call that lacks a required one
+/// report an unknown keyword first, as CPython does. `positional "Class.method"`
+/// makes them positional-only (a C method's).
 macro_rules! fastcall_method {
     ($fn_name:ident, $qualname:literal, [$($req:literal),*], |$c:ident| $body:expr) => {
+        $crate::py::fastcall::fastcall_method!(@def $fn_name, $qualname, [$($req),*], [], true, |$c| $body);
+    };
+    ($fn_name:ident, $qualname:literal, [$($req:literal),*], [$($opt:literal),*], |$c:ident| $body:expr) => {
+        $crate::py::fastcall::fastcall_method!(@def $fn_name, $qualname, [$($req),*], [$($opt),*], true, |$c| $body);
+    };
+    ($fn_name:ident, positional $qualname:literal, [$($req:literal),*], |$c:ident| $body:expr) => {
+        $crate::py::fastcall::fastcall_method!(@def $fn_name, $qualname, [$($req),*], [], false, |$c| $body);
+    };
+    (@def $fn_name:ident, $qualname:literal, [$($req:literal),*], [$($opt:literal),*], $kw:literal, |$c:ident| $body:expr) => {
         pub(crate) unsafe extern "C" fn $fn_name(
             slf: *mut pyo3::ffi::PyObject,
             args: *const *mut pyo3::ffi::PyObject,
             nargsf: pyo3::ffi::Py_ssize_t,
             kwnames: *mut pyo3::ffi::PyObject,
         ) -> *mut pyo3::ffi::PyObject {
+            static PARAMS: $crate::py::fastcall::Params = $crate::py::fastcall::Params {
+                qualname: $qualname,
+                required: &[$($req),*],
+                optional: &[$($opt),*],
+                by_keyword: $kw,
+            };
             // SAFETY: the interpreter calls methods with the GIL held.
             let py = unsafe { pyo3::Python::assume_attached() };
             $crate::py::fastcall::finish(py, || {
                 // SAFETY: the arguments are exactly what the interpreter passed.
+                let parsed = unsafe { $crate::py::fastcall::parse(py, &PARAMS, slf, args, nargsf, kwnames) }?;
                 #[allow(unused_mut)]
-                let mut $c = unsafe {
-                    $crate::py::fastcall::parse(py, $qualname, &[$($req),*], slf, args, nargsf, kwnames)
-                }?;
+                let Some(mut $c) = parsed else {
+                    // SAFETY: as above; this very method is called again.
+                    return unsafe { $crate::py::fastcall::rebind(py, &PARAMS, $fn_name, slf, args, nargsf, kwnames) };
+                };
                 $body
             })
         }

@@ -165,21 +165,21 @@ fn me<'a, 'py>(c: &'a Call<'_, 'py>) -> &'a Bound<'py, PyAny> {
     &c.slf
 }
 
-fastcall_method!(co_send, "coroutine.send", ["value"], |c| {
+fastcall_method!(co_send, positional "coroutine.send", ["value"], |c| {
     c.at_most(1)?;
     let r = coroutine::method_send::<SockOp>(me(&c), &c.arg(0));
     // SAFETY: a new reference, or NULL with an exception set.
     unsafe { raw_result(c.py, r) }
 });
 
-fastcall_method!(co_throw, "coroutine.throw", ["typ"], |c| {
+fastcall_method!(co_throw, positional "coroutine.throw", ["typ"], |c| {
     c.at_most(3)?;
     let r = coroutine::method_throw::<SockOp>(me(&c), &c.arg(0), c.opt(1), c.opt(2));
     // SAFETY: as above.
     unsafe { raw_result(c.py, r) }
 });
 
-fastcall_method!(co_close, "coroutine.close", [], |c| {
+fastcall_method!(co_close, positional "coroutine.close", [], |c| {
     c.no_arguments()?;
     <SockOp as NativeCoroutine>::close(me(&c))?;
     Ok(c.py.None())
@@ -317,6 +317,7 @@ fastcall_method!(
     sock_recvfrom_into,
     "BaseSelectorEventLoop.sock_recvfrom_into",
     ["sock", "buf"],
+    ["nbytes"],
     |c| {
         let nbytes = match c.take_kw(&NBYTES) {
             Some(_) if c.pos.len() > 2 => {
@@ -355,6 +356,7 @@ fastcall_method!(
                 data: held(c.arg(1)),
                 view: None,
                 pos: 0,
+                py_state: None,
             },
         )
     }

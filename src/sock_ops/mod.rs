@@ -37,7 +37,7 @@ use ferroloop_core::net;
 use ferroloop_core::reactor::{READ, WRITE};
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyInt;
+use pyo3::types::{PyDict, PyInt};
 
 use crate::event_loop::fd_watch;
 use crate::event_loop::{EventLoop, Watcher};
@@ -71,6 +71,9 @@ pub(crate) enum OpKind {
         data: Held<PyAny>,
         view: Option<HeldBuffer>,
         pos: usize,
+        /// A socket that is not exactly `socket.socket`: asyncio's
+        /// `memoryview(data)` and position, sent through its `send` method.
+        py_state: Option<(Held<PyAny>, Held<PyAny>)>,
     },
     SendTo {
         data: Held<PyAny>,
@@ -120,7 +123,14 @@ impl OpKind {
                 v.visit(Some(&**buf))?;
                 v.visit(Some(&**nbytes))
             }
-            OpKind::SendAll { data, .. } => v.visit(Some(&**data)),
+            OpKind::SendAll { data, py_state, .. } => {
+                v.visit(Some(&**data))?;
+                if let Some((view, pos)) = py_state {
+                    v.visit(Some(&**view))?;
+                    v.visit(Some(&**pos))?;
+                }
+                Ok(())
+            }
             OpKind::SendTo { data, address } => {
                 v.visit(Some(&**data))?;
                 v.visit(Some(&**address))
@@ -253,6 +263,25 @@ fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     sock.call_method0(pyo3::intern!(sock.py(), "fileno"))?.extract()
 }
 
+/// Exactly a `socket.socket`: its methods are the C ones, so the system call
+/// can be made directly. Anything else (a subclass, a wrapper, a wrong
+/// argument) gets asyncio's calls of its own methods, in asyncio's order.
+fn plain_socket(sock: &Bound<'_, PyAny>) -> bool {
+    crate::transports::socket_class(sock.py()).is_ok_and(|class| sock.get_type().is(class))
+}
+
+/// The `TypeError` CPython's argument parser gives for a bad buffer argument.
+fn bad_buffer(function: &str, buf: &Bound<'_, PyAny>) -> PyErr {
+    let name = if buf.is_none() {
+        "None".to_owned()
+    } else {
+        crate::py::errors::type_name(buf)
+    };
+    PyTypeError::new_err(format!(
+        "{function}() argument 1 must be read-write bytes-like object, not {name}"
+    ))
+}
+
 /// `sock.recv(n)` natively (the Python method when `n` is not a plain int).
 fn recv<'py>(lp: &EventLoop, sock: &Bound<'py, PyAny>, n: &Bound<'py, PyAny>) -> Attempt<'py> {
     let py = sock.py();
@@ -263,7 +292,7 @@ fn recv<'py>(lp: &EventLoop, sock: &Bound<'py, PyAny>, n: &Bound<'py, PyAny>) ->
     };
     // `recv(0)` returns b"" without a system call (so even on a closed or
     // unconnected socket, and never waits): the socket's own method says so.
-    let Some(size) = size.filter(|&s| s != 0) else {
+    let Some(size) = size.filter(|&s| s != 0 && plain_socket(sock)) else {
         return from_call(py, sock.call_method1(pyo3::intern!(py, "recv"), (n,)));
     };
     if size < 0 {
@@ -279,11 +308,11 @@ fn recv<'py>(lp: &EventLoop, sock: &Bound<'py, PyAny>, n: &Bound<'py, PyAny>) ->
 /// `sock.recv_into(buf)` natively.
 fn recv_into<'py>(sock: &Bound<'py, PyAny>, buf: &Bound<'py, PyAny>) -> Attempt<'py> {
     let py = sock.py();
+    if !plain_socket(sock) {
+        return from_call(py, sock.call_method1(pyo3::intern!(py, "recv_into"), (buf,)));
+    }
     let Ok(view) = HeldBuffer::writable(buf) else {
-        let name = buf.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-        return Attempt::Failed(PyTypeError::new_err(format!(
-            "recv_into() argument 1 must be read-write bytes-like object, not {name}"
-        )));
+        return Attempt::Failed(bad_buffer("recv_into", buf));
     };
     if view.len() == 0 {
         // As `recv(0)`: no system call, 0 at once (the socket's own method).
@@ -351,6 +380,13 @@ fn attempt<'py>(py: Python<'py>, lp: &EventLoop, sock: &Bound<'py, PyAny>, op: &
             from_call(py, res)
         }
         Args::Accept => {
+            // `_sock_accept`: `fd = sock.fileno()` first (a plain socket's
+            // cannot fail, so it is skipped).
+            if !plain_socket(sock) {
+                if let Err(e) = fileno(sock) {
+                    return Attempt::Failed(e);
+                }
+            }
             let res = sock.call_method0(pyo3::intern!(py, "accept")).and_then(|pair| {
                 let conn = pair.get_item(0)?;
                 conn.call_method1(pyo3::intern!(py, "setblocking"), (false,))?;
@@ -449,6 +485,13 @@ fn send_file<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>, op: &SockOp, first:
 
 /// `sock_sendall`: the first `send`, then the rest on writability.
 fn send_all<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>, op: &SockOp, first: bool) -> Attempt<'py> {
+    if !plain_socket(sock) {
+        return match send_all_py(py, sock, op, first) {
+            Ok(true) => Attempt::Done(py.None().into_bound(py)),
+            Ok(false) => Attempt::WouldBlock,
+            Err(e) => Attempt::Failed(e),
+        };
+    }
     let fd = match fileno(sock) {
         Ok(fd) => fd,
         Err(e) => return Attempt::Failed(e),
@@ -501,6 +544,57 @@ fn send_all<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>, op: &SockOp, first: 
     }
 }
 
+/// `sock_sendall` and `_sock_sendall` through the socket's own `send`
+/// (see [`plain_socket`]): `Ok(true)` when everything is sent.
+fn send_all_py(py: Python<'_>, sock: &Bound<'_, PyAny>, op: &SockOp, first: bool) -> PyResult<bool> {
+    let send = pyo3::intern!(py, "send");
+    if first {
+        let data = match &op.st.get(py).kind {
+            Some(OpKind::SendAll { data, .. }) => data.to_py(py).into_bound(py),
+            _ => return Err(PyRuntimeError::new_err("not a sendall")),
+        };
+        let n = match sock.call_method1(send, (&data,)) {
+            Ok(n) => n,
+            Err(e) if would_block(py, &e) => 0i32.into_pyobject(py)?.into_any(),
+            Err(e) => return Err(e),
+        };
+        if n.eq(data.len()?)? {
+            return Ok(true);
+        }
+        let view = pyo3::types::PyMemoryView::from(&data)?.into_any();
+        if let Some(OpKind::SendAll { py_state, .. }) = &mut op.st.get_mut(py).kind {
+            *py_state = Some((Held::new(view.unbind()), Held::new(n.unbind())));
+        }
+        return Ok(false);
+    }
+    let (view, start) = match &op.st.get(py).kind {
+        Some(OpKind::SendAll {
+            py_state: Some((view, pos)),
+            ..
+        }) => (view.to_py(py).into_bound(py), pos.to_py(py).into_bound(py)),
+        _ => return Err(PyRuntimeError::new_err("not a sendall")),
+    };
+    let from: isize = start.extract()?;
+    let rest = view.get_item(pyo3::types::PySlice::new(py, from, isize::MAX, 1))?;
+    let n = match sock.call_method1(send, (rest,)) {
+        Ok(n) => n,
+        Err(e) if would_block(py, &e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let start = start.add(n)?;
+    if start.eq(view.len()?)? {
+        return Ok(true);
+    }
+    if let Some(OpKind::SendAll {
+        py_state: Some((_, pos)),
+        ..
+    }) = &mut op.st.get_mut(py).kind
+    {
+        *pos = Held::new(start.unbind());
+    }
+    Ok(false)
+}
+
 /// `_ensure_fd_no_transport(fd)`: a native transport, or one of asyncio's
 /// Python transports in `loop._transports`, must not be using `fd`.
 fn ensure_fd_no_transport(py: Python<'_>, lp: &Bound<'_, EventLoop>, fd: RawFd) -> PyResult<()> {
@@ -509,11 +603,18 @@ fn ensure_fd_no_transport(py: Python<'_>, lp: &Bound<'_, EventLoop>, fd: RawFd) 
         Some(t.into_bound(py))
     } else {
         let map = lp.getattr(pyo3::intern!(py, "_transports"))?;
-        if map.len()? == 0 {
-            None
-        } else {
-            map.call_method1(pyo3::intern!(py, "get"), (fd,))?
-                .extract::<Option<Bound<'_, PyAny>>>()?
+        // `self._transports[fd]` of the `WeakValueDictionary`: its `data`
+        // dict holds weak references (a dead one counts as absent), looked
+        // up here without the two Python frames of `len()` and `get()`.
+        let data = map.getattr(pyo3::intern!(py, "data")).ok();
+        match data.as_ref().and_then(|d| d.cast_exact::<PyDict>().ok()) {
+            Some(data) => match data.get_item(fd)? {
+                Some(weak) => Some(weak.call0()?).filter(|t| !t.is_none()),
+                None => None,
+            },
+            None => map
+                .call_method1(pyo3::intern!(py, "get"), (fd,))?
+                .extract::<Option<Bound<'_, PyAny>>>()?,
         }
     };
     if let Some(t) = transport {
@@ -552,12 +653,18 @@ pub(crate) fn start<'py>(
             let fut = lp.call_method0(pyo3::intern!(py, "create_future"))?;
             let fd = fileno(sock)?;
             ensure_fd_no_transport(py, lp, fd)?;
+            // `_add_reader`/`_add_writer` start with `_check_closed()`.
+            if lp.get().is_closed_flag(py) {
+                return Err(PyRuntimeError::new_err("Event loop is closed"));
+            }
             let side = op.st.get(py).kind.as_ref().map_or(READ, OpKind::side);
             let fd_obj = fd.into_pyobject(py)?.into_any();
-            // Edge-triggered (owned) unless the operation retries after
+            // Edge-triggered (owned) unless the operation may retry after
             // progress: sendfile waits for the next writable event after each
-            // chunk, which an edge registration would not report again.
-            let kind_retries = matches!(op.st.get(py).kind, Some(OpKind::SendFile { .. }));
+            // chunk, and a socket's own Python `send` may send part without
+            // filling the buffer; an edge registration would not report the
+            // still-writable socket again.
+            let kind_retries = matches!(op.st.get(py).kind, Some(OpKind::SendFile { .. })) || !plain_socket(sock);
             let owner = if kind_retries { None } else { Some(sock) };
             fd_watch::add_watcher(lp, &fd_obj, fd, Watcher::Op(OpRef::of(obj)), side, owner)?;
             {

@@ -28,7 +28,7 @@ fn me<'a>(c: &'a Call<'_, '_>) -> &'a StreamTransport {
     unsafe { stream::class().payload(c.slf.as_ptr()) }
 }
 
-fastcall_method!(sendto, "_SelectorDatagramTransport.sendto", ["data"], |c| {
+fastcall_method!(sendto, "_SelectorDatagramTransport.sendto", ["data"], ["addr"], |c| {
     let py = c.py;
     let mut addr = c.opt(1);
     if let Some(a) = c.take_kw(&ADDR) {

@@ -106,9 +106,15 @@ pub(crate) fn create<'py>(
     )?;
     let made = protocol.getattr(pyo3::intern!(py, "connection_made"))?;
     schedule::call_soon(lp, made, PyTuple::new(py, [&obj])?, None, "call_soon")?;
-    // The reader trick of a write pipe (told when the read end closes)
-    // works for pipes and sockets.
-    if flavor == Flavor::ReadPipe || kind.socket || kind.fifo {
+    if flavor == Flavor::ReadPipe {
+        // `self._loop.call_soon(self._add_reader, self._fileno, self._read_ready)`.
+        let add = obj.getattr(pyo3::intern!(py, "_add_reader"))?;
+        let read_ready = obj.getattr(pyo3::intern!(py, "_read_ready"))?;
+        let args = PyTuple::new(py, [fd.into_pyobject(py)?.into_any(), read_ready])?;
+        schedule::call_soon(lp, add, args, None, "call_soon")?;
+    } else if kind.socket || kind.fifo {
+        // The reader trick of a write pipe (told when the read end closes)
+        // works for pipes and sockets.
         let start = obj.getattr(pyo3::intern!(py, "_start_reading"))?;
         schedule::call_soon(lp, start, PyTuple::empty(py), None, "call_soon")?;
     }
@@ -125,6 +131,43 @@ pub(crate) fn start_reading(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTr
     if go {
         stream::add_reader(py, obj, t)?;
     }
+    Ok(())
+}
+
+/// `_UnixReadPipeTransport._add_reader(fd, callback)`: nothing unless
+/// reading; the transport's own `_read_ready` for its own fd starts the
+/// native reader, anything else goes to `loop._add_reader(fd, callback)`.
+pub(crate) fn add_reader(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    t: &StreamTransport,
+    fd: &Bound<'_, PyAny>,
+    callback: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let (reading, own_fd) = {
+        let st = t.st.get(py);
+        (st.is_reading(), st.fd)
+    };
+    if !reading {
+        return Ok(());
+    }
+    // `callback` is `self._read_ready`: the class's method (python/ferroloop/_pipes.py)
+    // bound to this transport.
+    let read_ready = pyo3::intern!(py, "_read_ready");
+    let own = callback.getattr(pyo3::intern!(py, "__self__")).is_ok_and(|s| s.is(obj))
+        && callback
+            .getattr(pyo3::intern!(py, "__func__"))
+            .is_ok_and(|f| obj.get_type().getattr(read_ready).is_ok_and(|m| m.is(&f)))
+        && fd.is_exact_instance_of::<pyo3::types::PyInt>()
+        && fd.extract::<std::os::fd::RawFd>().ok() == Some(own_fd);
+    if own {
+        return stream::add_reader(py, obj, t);
+    }
+    let Some(lp) = stream::loop_of(py, t) else {
+        return Err(none_has_no(py, "_add_reader"));
+    };
+    lp.bind(py)
+        .call_method1(pyo3::intern!(py, "_add_reader"), (fd, callback))?;
     Ok(())
 }
 

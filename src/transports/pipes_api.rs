@@ -55,6 +55,17 @@ fastcall_method!(start_reading, "_UnixPipeTransport._start_reading", [], |c| {
     Ok(c.py.None())
 });
 
+fastcall_method!(
+    add_reader,
+    "_UnixReadPipeTransport._add_reader",
+    ["fd", "callback"],
+    |c| {
+        c.at_most(2)?;
+        pipes::add_reader(c.py, &c.slf, me(&c), &c.arg(0), &c.arg(1))?;
+        Ok(c.py.None())
+    }
+);
+
 fastcall_method!(read_ready, "_UnixReadPipeTransport._read_ready", [], |c| {
     c.no_arguments()?;
     pipes::read_ready(c.py, &c.slf, me(&c))?;
@@ -117,7 +128,7 @@ const COMMON: [Entry; 7] = [
 
 /// The method table of `_UnixReadPipeTransport`.
 pub(crate) fn read_methods() -> Vec<ffi::PyMethodDef> {
-    let own: [Entry; 5] = [
+    let own: [Entry; 6] = [
         (
             c"is_reading",
             stream_api::is_reading,
@@ -130,6 +141,7 @@ pub(crate) fn read_methods() -> Vec<ffi::PyMethodDef> {
             c"Resume the receiving end.",
         ),
         (c"_start_reading", start_reading, c""),
+        (c"_add_reader", add_reader, c""),
         (c"_read_ready", read_ready, c""),
     ];
     COMMON

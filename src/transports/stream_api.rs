@@ -215,20 +215,26 @@ fastcall_method!(get_protocol, "_SelectorTransport.get_protocol", [], |c| {
     Ok(p.unwrap_or_else(|| c.py.None()))
 });
 
-fastcall_method!(get_extra_info, "BaseTransport.get_extra_info", ["name"], |c| {
-    let default = match c.take_kw(&DEFAULT) {
-        Some(d) if c.pos.len() > 1 => {
-            let _ = d;
-            return Err(pyo3::exceptions::PyTypeError::new_err(
-                "BaseTransport.get_extra_info() got multiple values for argument 'default'",
-            ));
-        }
-        Some(d) => Some(d),
-        None => c.opt(1),
-    };
-    c.at_most(2)?;
-    extra::get_extra_info(c.py, me(&c), &c.arg(0), default)
-});
+fastcall_method!(
+    get_extra_info,
+    "BaseTransport.get_extra_info",
+    ["name"],
+    ["default"],
+    |c| {
+        let default = match c.take_kw(&DEFAULT) {
+            Some(d) if c.pos.len() > 1 => {
+                let _ = d;
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "BaseTransport.get_extra_info() got multiple values for argument 'default'",
+                ));
+            }
+            Some(d) => Some(d),
+            None => c.opt(1),
+        };
+        c.at_most(2)?;
+        extra::get_extra_info(c.py, me(&c), &c.arg(0), default)
+    }
+);
 
 fastcall_method!(start_reading, "_SelectorSocketTransport._start_reading", [], |c| {
     c.no_arguments()?;
