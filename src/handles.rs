@@ -25,6 +25,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::event_loop::EventLoop;
 use crate::py::call::run_in_context;
 use crate::py::cell::GilCell;
+use crate::py::fastcall::{fastcall_method, Call};
 use crate::py::gc;
 use crate::py::held::Held;
 use crate::py::hooks::hooks;
@@ -261,28 +262,89 @@ pub(crate) fn release(py: Python<'_>, h: &Py<Handle>, force: bool) {
     gc::track(h.as_ptr());
 }
 
-#[pymethods]
+// `cancel`, `cancelled`, `get_context`, `_run` and `TimerHandle`'s `cancel`
+// and `when` are fastcall methods (`install`): argument errors then read as
+// those of asyncio's Python methods.
+fn me<'a, 'py>(c: &'a Call<'_, 'py>) -> &'a Bound<'py, Handle> {
+    // SAFETY: the method descriptor of `Handle` (where these methods are
+    // installed) type-checked `self`.
+    unsafe { c.slf.cast_unchecked::<Handle>() }
+}
+
+fn timer<'a, 'py>(c: &'a Call<'_, 'py>) -> &'a Bound<'py, TimerHandle> {
+    // SAFETY: as above, for the methods installed on `TimerHandle`.
+    unsafe { c.slf.cast_unchecked::<TimerHandle>() }
+}
+
+fastcall_method!(handle_cancel, "Handle.cancel", [], |c| {
+    c.no_arguments()?;
+    Handle::cancel_impl(me(&c))?;
+    Ok(c.py.None())
+});
+
+fastcall_method!(handle_cancelled, "Handle.cancelled", [], |c| {
+    c.no_arguments()?;
+    let cancelled = me(&c).get().is_cancelled(c.py);
+    Ok(pyo3::types::PyBool::new(c.py, cancelled).to_owned().into_any().unbind())
+});
+
+fastcall_method!(handle_get_context, "Handle.get_context", [], |c| {
+    c.no_arguments()?;
+    let ctx = me(&c).get().exposed_context(c.py);
+    Ok(ctx.unwrap_or_else(|| c.py.None()))
+});
+
 impl Handle {
-    /// Cancel the call; the callback and its arguments are released.
-    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::cancel_impl(slf)
-    }
-
-    fn cancelled(&self, py: Python<'_>) -> bool {
-        self.is_cancelled(py)
-    }
-
-    fn get_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    /// The callback's context, for Python code: which may keep it, so it is
+    /// an ordinary tracked object from now on.
+    fn exposed_context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         let mut st = self.st.get_mut(py);
-        // Python code may keep it: an ordinary tracked object from now on.
         st.expose_context();
         st.context.as_ref().map(|c| c.to_py(py))
     }
+}
 
-    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
-        run_handle(slf.py(), &slf.clone().unbind())
+fastcall_method!(handle_run, "Handle._run", [], |c| {
+    c.no_arguments()?;
+    run_handle(c.py, &me(&c).clone().unbind())?;
+    Ok(c.py.None())
+});
+
+fastcall_method!(timer_cancel, "TimerHandle.cancel", [], |c| {
+    c.no_arguments()?;
+    TimerHandle::cancel_timer(timer(&c))?;
+    Ok(c.py.None())
+});
+
+fastcall_method!(timer_when, "TimerHandle.when", [], |c| {
+    c.no_arguments()?;
+    let when = timer(&c).get().when();
+    Ok(PyFloat::new(c.py, when).into_any().unbind())
+});
+
+/// Install the fastcall methods of `Handle` and `TimerHandle` (once, at import).
+pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
+    // SAFETY: each method checks (casts) its `self` to the class it needs.
+    unsafe {
+        crate::py::fastcall::install(
+            &py.get_type::<Handle>(),
+            &[
+                (c"cancel", handle_cancel, c""),
+                (c"cancelled", handle_cancelled, c""),
+                (c"get_context", handle_get_context, c""),
+                (c"_run", handle_run, c""),
+            ],
+        )?;
+        crate::py::fastcall::install(
+            &py.get_type::<TimerHandle>(),
+            &[(c"cancel", timer_cancel, c""), (c"when", timer_when, c"")],
+        )?;
     }
+    Ok(())
+}
 
+#[pymethods]
+impl Handle {
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         if let Some(r) = &slf.get().st.get(py).repr {
@@ -303,7 +365,7 @@ impl Handle {
 
     #[getter]
     fn _context(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.get_context(py)
+        self.exposed_context(py)
     }
 
     #[getter]
@@ -404,9 +466,10 @@ fn timer_eq(py: Python<'_>, a: &Bound<'_, TimerHandle>, b: &Bound<'_, TimerHandl
     Ok(same_cb && aa.into_pyobject(py)?.eq(ab)?)
 }
 
-#[pymethods]
 impl TimerHandle {
-    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// `TimerHandle.cancel`: count it for the loop's heap clean-up, then
+    /// `Handle.cancel`.
+    fn cancel_timer(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let base = slf.as_super();
         if !base.get().is_cancelled(py) && slf.get().is_scheduled() {
@@ -417,12 +480,10 @@ impl TimerHandle {
         }
         Handle::cancel_impl(base)
     }
+}
 
-    #[pyo3(name = "when")]
-    fn py_when(&self) -> f64 {
-        self.when()
-    }
-
+#[pymethods]
+impl TimerHandle {
     #[getter]
     fn _when(&self) -> f64 {
         self.when()

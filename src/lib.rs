@@ -35,6 +35,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     event_loop::entry::install(m.py())?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    handles::install(m.py())?;
     m.add_function(wrap_pyfunction!(py::hooks::_set_hooks, m)?)?;
     transports::register(m)?;
     m.add_class::<server::Listener>()?;

@@ -71,10 +71,6 @@ FRAMES_RE = re.compile(r"'source_traceback': \[(?:<FrameSummary file [^,]*, line
 WHEN_RE = re.compile(r"when=([^\s>]+)")
 FD_RE = re.compile(r"(fd=|fd |fileno=|[Ff]ile descriptor:? |File descriptor )(\d+)")
 TASK_NAME_RE = re.compile(r"Task-\d+")
-ARGCOUNT_RE = re.compile(
-    r"(takes (no|exactly one|\d+ positional) arguments?|missing \d+ required|(were|was) given"
-    r"|takes no keyword arguments|unexpected keyword argument)"
-)
 CORO_STATE_RE = re.compile(r"coro=<([\w.<>]*?)\(\) (?:running at|done, defined at) [^>]*>")
 FINALIZER_MESSAGES = frozenset(
     {

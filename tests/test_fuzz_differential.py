@@ -534,6 +534,10 @@ def test_unexpected_keyword_is_reported_before_missing_arguments(loop):
         (lambda lp: lp.sock_recv(n=1), "sock_recv() missing 1 required positional argument: 'sock'"),
         (lambda lp: lp.sock_recv(n=1, bogus=2), "sock_recv() got an unexpected keyword argument 'bogus'"),
         (lambda lp: lp.sock_recvfrom_into(nbytes=1), "missing 2 required positional arguments: 'sock' and 'buf'"),
+        (
+            lambda lp: lp.sock_sendto(),
+            "sock_sendto() missing 3 required positional arguments: 'sock', 'data', and 'address'",
+        ),
     ],
 )
 def test_keyword_argument_errors_of_native_methods(loop, call, message):

@@ -277,3 +277,43 @@ def test_pending_handle_is_tracked(loop):
 
     loop.run_until_complete(main())
     assert got == [(True, True)]
+
+
+class _Token:
+    """Something a callback holds, to see when it is released."""
+
+
+def test_what_a_native_method_lets_go_is_released_at_once(loop):
+    # Called from top-level code (no loop running): a native method that
+    # drops the last reference frees the object before it returns, as
+    # asyncio's Python methods do (no collection involved: no cycle).
+    token = _Token()
+    ref = weakref.ref(token)
+    handle = loop.call_soon(print, token)
+    timer = loop.call_later(3600, print, token)
+    del token
+    handle.cancel()
+    assert ref() is not None  # the timer still holds it
+    timer.cancel()
+    assert ref() is None
+
+
+def test_exception_of_a_failed_socket_operation_is_released(loop):
+    # sock_accept's first attempt calls socket.accept(), a Python method whose
+    # BlockingIOError carries its frame, and through it the caller's (which
+    # holds the loop). The exception must not outlive the operation.
+    import socket
+
+    listener = socket.socket()
+    with listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        for _ in range(2):
+            co = loop.sock_accept(listener)
+            fut = co.send(None)  # waits: nothing to accept
+            co.close()
+            fut.cancel()
+        del co, fut
+        alive = [o for o in gc.get_objects() if type(o) is BlockingIOError]
+        assert alive == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import warnings
 
 import pytest
@@ -139,15 +140,62 @@ def test_argument_errors_name_asyncios_methods(loop, call, message):
     assert str(info.value) == message
 
 
-@pytest.mark.deviation("D-009")
-def test_argument_errors_of_native_methods(loop):
-    handle = loop.call_later(10, print)
+@pytest.mark.parametrize(
+    ("call", "qualname"),
+    [
+        (lambda lp, h, th: h.cancel(1), "Handle.cancel"),
+        (lambda lp, h, th: h.cancelled(1), "Handle.cancelled"),
+        pytest.param(
+            lambda lp, h, th: h.get_context(1),
+            "Handle.get_context",
+            marks=pytest.mark.skipif(sys.version_info < (3, 12), reason="Handle.get_context is new in 3.12"),
+        ),
+        (lambda lp, h, th: h._run(1), "Handle._run"),
+        (lambda lp, h, th: th.cancel(1), "TimerHandle.cancel"),
+        (lambda lp, h, th: th.when(1), "TimerHandle.when"),
+        (lambda lp, h, th: lp.is_closed(1), "BaseEventLoop.is_closed"),
+        (lambda lp, h, th: lp._run_once(1), "BaseEventLoop._run_once"),
+        (lambda lp, h, th: lp._write_to_self(1), "BaseSelectorEventLoop._write_to_self"),
+        (lambda lp, h, th: lp.time(1), "BaseEventLoop.time"),
+        (lambda lp, h, th: lp.create_future(1), "BaseEventLoop.create_future"),
+    ],
+)
+def test_argument_errors_of_native_methods(loop, call, qualname):
+    handle, timer = loop.call_soon(print), loop.call_later(10, print)
     try:
         with pytest.raises(TypeError) as info:
-            handle.cancel(1)
-        assert str(info.value) == "TimerHandle.cancel() takes 1 positional argument but 2 were given"
-        with pytest.raises(TypeError) as info:
-            loop.is_closed(1)
-        assert str(info.value) == "BaseEventLoop.is_closed() takes 1 positional argument but 2 were given"
+            call(loop, handle, timer)
+        assert str(info.value) == f"{qualname}() takes 1 positional argument but 2 were given"
     finally:
         handle.cancel()
+        timer.cancel()
+
+
+def test_too_many_arguments_with_optional_ones(loop):
+    # CPython: "takes from 3 to 4 positional arguments" when some have defaults.
+    with pytest.raises(TypeError) as info:
+        loop.sock_recvfrom_into(None, bytearray(1), 1, 1)
+    assert str(info.value) == (
+        "BaseSelectorEventLoop.sock_recvfrom_into() takes from 3 to 4 positional arguments but 5 were given"
+    )
+    with pytest.raises(TypeError) as info:
+        loop.sock_recv(None, 1, 2)
+    assert str(info.value) == "BaseSelectorEventLoop.sock_recv() takes 3 positional arguments but 4 were given"
+
+
+def test_native_handle_and_loop_methods_still_work(loop):
+    ran = []
+    handle = loop.call_soon(ran.append, 1)
+    timer = loop.call_later(3600, ran.append, 2)
+    assert handle.cancelled() is False and loop.is_closed() is False
+    if sys.version_info >= (3, 12):
+        assert handle.get_context() is not None
+    assert abs(timer.when() - (loop.time() + 3600)) < 5
+    handle._run()
+    assert ran == [1]
+    timer.cancel()
+    assert timer.cancelled() is True
+    loop._write_to_self()
+    loop.call_soon(ran.append, 3)
+    loop._run_once()
+    assert ran[-1] == 3

@@ -153,6 +153,25 @@ fastcall_method!(time, "BaseEventLoop.time", [], |c| {
         .unbind())
 });
 
+fastcall_method!(is_closed, "BaseEventLoop.is_closed", [], |c| {
+    c.no_arguments()?;
+    let closed = this(&c).get().is_closed_flag(c.py);
+    Ok(pyo3::types::PyBool::new(c.py, closed).to_owned().into_any().unbind())
+});
+
+fastcall_method!(run_once, "BaseEventLoop._run_once", [], |c| {
+    c.no_arguments()?;
+    super::run::run_once(this(&c))?;
+    Ok(c.py.None())
+});
+
+fastcall_method!(write_to_self, "BaseSelectorEventLoop._write_to_self", [], |c| {
+    c.no_arguments()?;
+    // Wake the loop if it is blocked in a poll.
+    this(&c).get().wake_if_polling(c.py);
+    Ok(c.py.None())
+});
+
 /// Install the entry points as methods of `EventLoop` (once, at import).
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     let ty = py.get_type::<EventLoop>();
@@ -192,6 +211,9 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
                 ),
                 (c"get_debug", get_debug, c"Return True if the loop is in debug mode."),
                 (c"time", time, c"Return the time according to the event loop's clock."),
+                (c"is_closed", is_closed, c"Returns True if the event loop was closed."),
+                (c"_run_once", run_once, c""),
+                (c"_write_to_self", write_to_self, c""),
             ],
         )
     }

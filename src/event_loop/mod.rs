@@ -365,14 +365,8 @@ impl EventLoop {
         schedule::add_callback(slf, handle)
     }
 
-    /// `_write_to_self`: wake the loop if it is blocked in a poll.
-    fn _write_to_self(&self, py: Python<'_>) {
-        self.wake_if_polling(py);
-    }
-
-    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
-        run::run_once(slf)
-    }
+    // `_write_to_self`, `_run_once` and `is_closed` are fastcall methods
+    // installed by `entry::install`.
 
     /// The `while True: self._run_once(); if self._stopping: break` of `run_forever`.
     fn _run_forever_inner(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -458,10 +452,6 @@ impl EventLoop {
         }
         store_slow(slf, None);
         Ok(())
-    }
-
-    fn is_closed(&self, py: Python<'_>) -> bool {
-        self.st.get(py).closed
     }
 
     #[getter]

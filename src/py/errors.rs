@@ -26,3 +26,17 @@ pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
         std::ffi::CStr::from_ptr((*ty).tp_name).to_string_lossy().into_owned()
     }
 }
+
+/// Drop a caught exception at once. A `PyErr` dropped inside one of the
+/// loop's raw entry points (fastcall methods, coroutine slots) while PyO3
+/// does not count the thread as attached (a call from top-level code, not
+/// from inside `run_forever`) is only released the next time PyO3 attaches;
+/// an exception raised by Python code keeps its frames, and what they hold,
+/// alive until then. Handing it back to the interpreter and clearing it
+/// releases it now.
+pub(crate) fn discard(py: Python<'_>, err: PyErr) {
+    err.restore(py);
+    // SAFETY: the GIL is held; clears the indicator just set (its reference
+    // released with a plain decref).
+    unsafe { pyo3::ffi::PyErr_Clear() };
+}

@@ -152,8 +152,14 @@ impl<'py> Call<'_, 'py> {
             self.reject_unknown_kw()?;
         }
         if self.pos.len() > n {
+            // CPython's `too_many_positional`, `self` counted: "takes 1
+            // positional argument", "takes 3 positional arguments", "takes
+            // from 3 to 4 positional arguments" (optional ones after).
+            let required = self.params.required.len();
             let takes = if n == 0 {
                 "1 positional argument".to_string()
+            } else if required < n {
+                format!("from {} to {} positional arguments", required + 1, n + 1)
             } else {
                 format!("{} positional arguments", n + 1)
             };
@@ -204,13 +210,11 @@ pub(crate) struct Params {
 
 fn missing(qualname: &str, names: &[&str]) -> PyErr {
     let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    // CPython's `format_missing`: "'a'", "'a' and 'b'", "'a', 'b', and 'c'".
     let list = match quoted.len() {
         1 => quoted[0].clone(),
-        _ => format!(
-            "{} and {}",
-            quoted[..quoted.len() - 1].join(", "),
-            quoted[quoted.len() - 1]
-        ),
+        2 => format!("{} and {}", quoted[0], quoted[1]),
+        n => format!("{}, and {}", quoted[..n - 1].join(", "), quoted[n - 1]),
     };
     let s = if names.len() == 1 { "" } else { "s" };
     PyTypeError::new_err(format!(

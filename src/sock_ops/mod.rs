@@ -245,7 +245,10 @@ fn would_block(py: Python<'_>, err: &PyErr) -> bool {
 fn from_call<'py>(py: Python<'py>, res: PyResult<Bound<'py, PyAny>>) -> Attempt<'py> {
     match res {
         Ok(v) => Attempt::Done(v),
-        Err(e) if would_block(py, &e) => Attempt::WouldBlock,
+        Err(e) if would_block(py, &e) => {
+            crate::py::errors::discard(py, e);
+            Attempt::WouldBlock
+        }
         Err(e) => Attempt::Failed(e),
     }
 }
@@ -555,7 +558,10 @@ fn send_all_py(py: Python<'_>, sock: &Bound<'_, PyAny>, op: &SockOp, first: bool
         };
         let n = match sock.call_method1(send, (&data,)) {
             Ok(n) => n,
-            Err(e) if would_block(py, &e) => 0i32.into_pyobject(py)?.into_any(),
+            Err(e) if would_block(py, &e) => {
+                crate::py::errors::discard(py, e);
+                0i32.into_pyobject(py)?.into_any()
+            }
             Err(e) => return Err(e),
         };
         if n.eq(data.len()?)? {
@@ -578,7 +584,10 @@ fn send_all_py(py: Python<'_>, sock: &Bound<'_, PyAny>, op: &SockOp, first: bool
     let rest = view.get_item(pyo3::types::PySlice::new(py, from, isize::MAX, 1))?;
     let n = match sock.call_method1(send, (rest,)) {
         Ok(n) => n,
-        Err(e) if would_block(py, &e) => return Ok(false),
+        Err(e) if would_block(py, &e) => {
+            crate::py::errors::discard(py, e);
+            return Ok(false);
+        }
         Err(e) => return Err(e),
     };
     let start = start.add(n)?;
