@@ -331,10 +331,13 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
             &[
                 (c"cancel", handle_cancel, c""),
                 (c"cancelled", handle_cancelled, c""),
-                (c"get_context", handle_get_context, c""),
                 (c"_run", handle_run, c""),
             ],
         )?;
+        // New in 3.12, as on asyncio's handles.
+        if py.version_info() >= (3, 12) {
+            crate::py::fastcall::install(&py.get_type::<Handle>(), &[(c"get_context", handle_get_context, c"")])?;
+        }
         crate::py::fastcall::install(
             &py.get_type::<TimerHandle>(),
             &[(c"cancel", timer_cancel, c""), (c"when", timer_when, c"")],

@@ -32,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - Python built without ssl
     ssl = None  # type: ignore[assignment]
 
-from . import _blocking, _compat, _ferroloop, _pipes, _sslproto, _stats, _subprocess  # noqa: F401 (_pipes)
+from . import _blocking, _compat, _events, _ferroloop, _pipes, _sslproto, _stats, _subprocess  # noqa: F401 (_events, _pipes)
 from ._selector import NativeSelectorView
 
 __all__ = ["Loop"]
