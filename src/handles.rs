@@ -324,7 +324,8 @@ fastcall_method!(timer_when, "TimerHandle.when", [], |c| {
 
 /// Install the fastcall methods of `Handle` and `TimerHandle` (once, at import).
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
-    // SAFETY: each method checks (casts) its `self` to the class it needs.
+    // SAFETY: each method treats `self` as an instance of the class it is
+    // installed on (`me`/`timer`), which its method descriptor guarantees.
     unsafe {
         crate::py::fastcall::install(
             &py.get_type::<Handle>(),

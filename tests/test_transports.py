@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import mmap
 import os
 import socket
 import sys
@@ -281,6 +282,34 @@ def test_buffered_protocol_empty_buffer_is_a_fatal_error(loop, loop_errors):
     exc = loop.run_until_complete(main())
     assert isinstance(exc, RuntimeError) and str(exc) == "get_buffer() returned an empty buffer"
     assert [c["message"] for c in loop_errors] == ["Fatal error: protocol.get_buffer() call failed."]
+    loop_errors.clear()
+
+
+def test_buffered_protocol_read_only_buffer_is_a_fatal_read_error(loop, loop_errors):
+    # recv_into() refuses it with CPython's message, naming the C type as
+    # its tp_name spells it ("mmap.mmap", not "mmap").
+    ro = mmap.mmap(-1, 64, access=mmap.ACCESS_READ)
+
+    class ReadOnly(BufferedRecorder):
+        def get_buffer(self, sizehint):
+            return ro
+
+    async def main():
+        server, sp, cp = await pair(loop, lambda: ReadOnly(loop, 1), lambda: Recorder(loop))
+        cp.transport.write(b"x")
+        exc = await sp.done
+        cp.transport.close()
+        await cp.done
+        await close_server(server)
+        return exc
+
+    try:
+        exc = loop.run_until_complete(main())
+    finally:
+        ro.close()
+    assert isinstance(exc, TypeError)
+    assert str(exc) == "recv_into() argument 1 must be read-write bytes-like object, not mmap.mmap"
+    assert [c["message"] for c in loop_errors] == ["Fatal read error on socket transport"]
     loop_errors.clear()
 
 

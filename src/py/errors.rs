@@ -40,3 +40,17 @@ pub(crate) fn discard(py: Python<'_>, err: PyErr) {
     // released with a plain decref).
     unsafe { pyo3::ffi::PyErr_Clear() };
 }
+
+/// The `TypeError` CPython's argument parser gives when `function`'s first
+/// argument is not a writable buffer (`sock.recv_into(buf)`): the type's
+/// `tp_name`, or "None".
+pub(crate) fn not_writable_buffer(function: &str, buf: &Bound<'_, PyAny>) -> PyErr {
+    let name = if buf.is_none() {
+        "None".to_owned()
+    } else {
+        type_name(buf)
+    };
+    pyo3::exceptions::PyTypeError::new_err(format!(
+        "{function}() argument 1 must be read-write bytes-like object, not {name}"
+    ))
+}

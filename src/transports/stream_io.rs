@@ -212,13 +212,7 @@ fn read_buffered(
             drop(view);
             res.map_err(|e| (net::would_block(&e), os_error(&e)))
         }
-        Err(_) => Err((
-            false,
-            PyTypeError::new_err(format!(
-                "recv_into() argument 1 must be read-write bytes-like object, not {}",
-                buf.get_type().name()?
-            )),
-        )),
+        Err(_) => Err((false, crate::py::errors::not_writable_buffer("recv_into", &buf))),
     };
     let nbytes = match received {
         Ok(n) => n,
