@@ -120,10 +120,10 @@ format: venv ## apply cargo fmt and ruff format
 .PHONY: test
 test: test-rust lint ## everything CI runs: Rust tests, lints, pytest and conformance on 3.11, 3.12, 3.13
 	@set -e; for v in $(PYVERSIONS); do \
-	  echo "=== CPython $$v: pytest"; $(MAKE) --no-print-directory test-py PY=$$v; \
-	  echo "=== CPython $$v: pytest, asyncio debug mode"; $(MAKE) --no-print-directory test-debug PY=$$v; \
-	  echo "=== CPython $$v: conformance"; $(MAKE) --no-print-directory conformance PY=$$v; \
-	done
+	  echo "=== CPython $$v: pytest [+$${SECONDS}s]"; $(MAKE) --no-print-directory test-py PY=$$v; \
+	  echo "=== CPython $$v: pytest, asyncio debug mode [+$${SECONDS}s]"; $(MAKE) --no-print-directory test-debug PY=$$v; \
+	  echo "=== CPython $$v: conformance [+$${SECONDS}s]"; $(MAKE) --no-print-directory conformance PY=$$v; \
+	done; echo "=== make test: pytest and conformance took $${SECONDS}s"
 
 # Soak sizes: 1 = the full runs (tests/soak/test_soak.py); CI runs a short form.
 SOAK_SCALE ?= 1
