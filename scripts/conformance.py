@@ -14,7 +14,10 @@ Accounting, per test:
 - *excluded*: listed in ``EXCLUDED`` below, each with a written reason.
 - *skipped*: skipped by CPython's own test (platform, resources).
 
-usage: conformance.py [--modules a,b] [--timeout S] [--verbose]
+Modules run two at a time (``--jobs``), as CPython's own ``-j`` runs them;
+the table keeps the order below.
+
+usage: conformance.py [--modules a,b] [--timeout S] [--jobs N] [--verbose]
 exit status: 0 when every applicable test passed.
 """
 
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 MODULES = [
@@ -210,6 +214,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--modules", default=",".join(MODULES))
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--jobs", type=int, default=2, help="modules run at once (default 2)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -227,12 +232,16 @@ def main() -> int:
     totals = [0, 0, 0, 0, 0, 0]
     failures: list[tuple[str, str]] = []
     retried: list[tuple[str, int, str]] = []
-    for module in args.modules.split(","):
+
+    Outcome = tuple[subprocess.CompletedProcess[str] | None, float, tuple[int, str] | None]
+
+    def run_module(module: str) -> Outcome:
+        """(the worker's result or None when the module does not exist, seconds, why a first run was retried)."""
         if importlib.util.find_spec(f"test.test_asyncio.{module}") is None:
-            print(f"{module:16} (not in this Python's test suite)")
-            continue
+            return None, 0.0, None
         t0 = time.time()
         proc = run_worker(module, args.timeout)
+        why = None
         if proc.returncode != 0:
             # A worker that died (a test hung past the timeout, or crashed)
             # runs once more: CPython's own tests have timing-dependent hangs
@@ -241,8 +250,20 @@ def main() -> int:
             tail = (proc.stderr or "").strip().splitlines()[-12:]
             retry = run_worker(module, args.timeout)
             if retry.returncode == 0:
-                retried.append((module, proc.returncode, "\n".join(tail)))
+                why = (proc.returncode, "\n".join(tail))
                 proc = retry
+        return proc, time.time() - t0, why
+
+    modules = args.modules.split(",")
+    pool = ThreadPoolExecutor(max_workers=max(1, args.jobs))
+    # Rows print in the modules' order, each as soon as it and those before it are done.
+    for module, (maybe_proc, elapsed, why) in zip(modules, pool.map(run_module, modules), strict=True):
+        if maybe_proc is None:
+            print(f"{module:16} (not in this Python's test suite)")
+            continue
+        proc = maybe_proc
+        if why is not None:
+            retried.append((module, *why))
         recs = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         applicable = passed = failed = na = excluded = skipped = 0
         for r in recs:
@@ -267,9 +288,10 @@ def main() -> int:
         for i, v in enumerate((applicable, passed, failed, na, excluded, skipped)):
             totals[i] += v
         print(
-            f"{module:16} {applicable:>10} {passed:>7} {failed:>7} {na:>5} {excluded:>8} {skipped:>7}  {time.time() - t0:.1f}s",
+            f"{module:16} {applicable:>10} {passed:>7} {failed:>7} {na:>5} {excluded:>8} {skipped:>7}  {elapsed:.1f}s",
             flush=True,
         )
+    pool.shutdown()
     print("-" * len(header))
     print(f"{'total':16} {totals[0]:>10} {totals[1]:>7} {totals[2]:>7} {totals[3]:>5} {totals[4]:>8} {totals[5]:>7}")
     pct = 100.0 * totals[1] / totals[0] if totals[0] else 0.0

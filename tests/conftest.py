@@ -74,8 +74,11 @@ if os.environ.get("PYTHONASYNCIODEBUG"):
 
 # The same reasoning for whole modules: the debug-mode pass re-runs the
 # behavioural suite; the integration suites (third-party servers and workers,
-# the pytest plugin, packaging) and the whole-program ones (the tutorial
-# examples, shutdown under load) run once per Python, in the normal pass.
+# the pytest plugin, packaging), the whole-program ones (the tutorial
+# examples, shutdown under load) and ferroloop's own observability features
+# (the blocking-call detector, statistics, the OpenTelemetry bridge: no
+# asyncio behaviour to compare; test_stats sets debug mode itself where it
+# matters) run once per Python, in the normal pass.
 collect_ignore = (
     [
         "test_workers.py",
@@ -84,6 +87,9 @@ collect_ignore = (
         "test_packaging.py",
         "test_seeds.py",
         "test_shutdown_under_load.py",
+        "test_blocking.py",
+        "test_stats.py",
+        "test_otel.py",
         "soak",
     ]
     if os.environ.get("PYTHONASYNCIODEBUG")
