@@ -54,11 +54,26 @@ class Objects:
         return s
 
     def _udp(self) -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setblocking(False)
-        s.bind(("127.0.0.1", 0))
-        self.ports.add(s.getsockname()[1])
-        self.sockets.append(s)
+        # The same port is held for TCP too: a TCP connect to a UDP socket's
+        # address (sock_connect(fresh, udp_addr)) must be refused, and an
+        # unbound TCP socket may otherwise get that very port as its
+        # ephemeral one and connect to itself (TCP simultaneous open), at
+        # random, under one loop and not the other.
+        while True:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                hold.bind(("127.0.0.1", port))
+            except OSError:
+                hold.close()
+                s.close()
+                continue
+            break
+        self.ports.add(port)
+        self.sockets += [s, hold]
         return s
 
     def _make(self, name: str) -> Any:
