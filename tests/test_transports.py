@@ -265,13 +265,16 @@ def test_buffered_protocol_reads_into_the_protocols_buffer(loop, size):
     assert sp.events == ["made", "data", "eof", "lost"]
 
 
-def test_buffered_protocol_empty_buffer_is_a_fatal_error(loop, loop_errors):
-    class Empty(BufferedRecorder):
+def connection_lost_with_buffer(loop, buffer):
+    """The exception a server's BufferedProtocol whose get_buffer() returns
+    ``buffer`` gets in connection_lost once a byte arrives."""
+
+    class Fixed(BufferedRecorder):
         def get_buffer(self, sizehint):
-            return bytearray()
+            return buffer
 
     async def main():
-        server, sp, cp = await pair(loop, lambda: Empty(loop, 1), lambda: Recorder(loop))
+        server, sp, cp = await pair(loop, lambda: Fixed(loop, 1), lambda: Recorder(loop))
         cp.transport.write(b"x")
         exc = await sp.done
         cp.transport.close()
@@ -279,7 +282,11 @@ def test_buffered_protocol_empty_buffer_is_a_fatal_error(loop, loop_errors):
         await close_server(server)
         return exc
 
-    exc = loop.run_until_complete(main())
+    return loop.run_until_complete(main())
+
+
+def test_buffered_protocol_empty_buffer_is_a_fatal_error(loop, loop_errors):
+    exc = connection_lost_with_buffer(loop, bytearray())
     assert isinstance(exc, RuntimeError) and str(exc) == "get_buffer() returned an empty buffer"
     assert [c["message"] for c in loop_errors] == ["Fatal error: protocol.get_buffer() call failed."]
     loop_errors.clear()
@@ -289,22 +296,8 @@ def test_buffered_protocol_read_only_buffer_is_a_fatal_read_error(loop, loop_err
     # recv_into() refuses it with CPython's message, naming the C type as
     # its tp_name spells it ("mmap.mmap", not "mmap").
     ro = mmap.mmap(-1, 64, access=mmap.ACCESS_READ)
-
-    class ReadOnly(BufferedRecorder):
-        def get_buffer(self, sizehint):
-            return ro
-
-    async def main():
-        server, sp, cp = await pair(loop, lambda: ReadOnly(loop, 1), lambda: Recorder(loop))
-        cp.transport.write(b"x")
-        exc = await sp.done
-        cp.transport.close()
-        await cp.done
-        await close_server(server)
-        return exc
-
     try:
-        exc = loop.run_until_complete(main())
+        exc = connection_lost_with_buffer(loop, ro)
     finally:
         ro.close()
     assert isinstance(exc, TypeError)
