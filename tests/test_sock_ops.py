@@ -74,6 +74,41 @@ def test_recv_into_and_large_recv(loop, pair):
     assert loop.run_until_complete(main()) == (3, b"abc\x00\x00\x00\x00\x00", True)
 
 
+def test_recv_of_large_then_small_then_large_messages(loop, pair):
+    # Large reads and small ones in turn on one waiting socket, ending at
+    # EOF: every byte arrives once, in order, no result longer than asked.
+    a, b = pair
+    pattern = bytes(range(256)) * 1024
+
+    async def read_exactly(total, n):
+        got = []
+        while sum(map(len, got)) < total:
+            part = await loop.sock_recv(a, n)
+            assert 0 < len(part) <= n
+            got.append(part)
+        return b"".join(got)
+
+    async def main():
+        results = []
+        for size in (200_000, 10, 3, 150_000, 1, 70_000):
+            data = pattern[size % 251 : size % 251 + size]
+            task = asyncio.ensure_future(read_exactly(len(data), 65536))
+            await asyncio.sleep(0)
+            await loop.sock_sendall(b, data)
+            results.append(await task == data)
+        # Waiting after a large read, then a small message.
+        task = asyncio.ensure_future(loop.sock_recv(a, 65536))
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        b.send(b"tail")
+        results.append(await task)
+        b.shutdown(socket.SHUT_WR)
+        results.append(await loop.sock_recv(a, 65536))
+        return results
+
+    assert loop.run_until_complete(main()) == [True] * 6 + [b"tail", b""]
+
+
 def test_sendall_of_64_mib_waits_for_the_reader(loop, pair):
     a, b = pair
     data = bytes(range(256)) * (256 * 1024)

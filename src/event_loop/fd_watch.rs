@@ -236,6 +236,7 @@ pub(crate) fn add_watcher(
                     writer,
                     edge,
                     owner,
+                    big_reads: false,
                 })),
             );
             let (interest, trigger) = if edge {

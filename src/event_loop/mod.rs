@@ -51,6 +51,10 @@ pub(crate) const WAKER_TOKEN: u64 = u64::MAX;
 /// Bytes a transport reads per readiness event (asyncio's `max_size`, 256 KiB).
 pub(crate) const READ_SIZE: usize = 256 * 1024;
 
+/// Reads above this size go straight into their `bytes` next time (a copy
+/// from the shared buffer costs more than the allocation then).
+pub(crate) const BIG_READ: usize = 8 * 1024;
+
 /// Incremented in every child process right after `fork()` (see `lib.rs`).
 pub(crate) static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
@@ -271,7 +275,10 @@ impl EventLoop {
     }
 
     /// `sock.recv(n)` into exact-size `bytes`: through the shared buffer for
-    /// sizes up to `READ_SIZE`, straight into the result above that.
+    /// sizes up to `READ_SIZE`, straight into the result above that, and also
+    /// when the last `sock_recv` on this fd (a socket operations' edge
+    /// registration) returned more than `BIG_READ` bytes: a large read is
+    /// then cheaper to shrink than to copy.
     pub(crate) fn recv_sized<'py>(
         &self,
         py: Python<'py>,
@@ -281,13 +288,33 @@ impl EventLoop {
         if n > READ_SIZE {
             return crate::py::buffer::new_bytes_with(py, n, |buf| ferroloop_core::net::recv(fd, buf));
         }
-        let mut st = self.st.get_mut(py);
-        if st.scratch.is_empty() {
-            st.scratch = vec![0; READ_SIZE];
+        let predicted = n > BIG_READ && self.big_reads(py, fd);
+        let data = if predicted {
+            crate::py::buffer::new_bytes_with(py, n, |buf| ferroloop_core::net::recv(fd, buf))?
+        } else {
+            let mut st = self.st.get_mut(py);
+            if st.scratch.is_empty() {
+                st.scratch = vec![0; READ_SIZE];
+            }
+            let got = ferroloop_core::net::recv(fd, &mut st.scratch[..n])?;
+            // Allocating a bytes object runs no Python code, so the borrow may stay.
+            pyo3::types::PyBytes::new(py, &st.scratch[..got])
+        };
+        let big = data.as_bytes().len() > BIG_READ;
+        if big != predicted {
+            self.set_big_reads(py, fd, big);
         }
-        let got = ferroloop_core::net::recv(fd, &mut st.scratch[..n])?;
-        // Allocating a bytes object runs no Python code, so the borrow may stay.
-        Ok(pyo3::types::PyBytes::new(py, &st.scratch[..got]))
+        Ok(data)
+    }
+
+    fn big_reads(&self, py: Python<'_>, fd: std::os::fd::RawFd) -> bool {
+        matches!(self.st.get(py).fds.get(fd), Some(registrations::Reg::Watch(w)) if w.big_reads)
+    }
+
+    fn set_big_reads(&self, py: Python<'_>, fd: std::os::fd::RawFd, big: bool) {
+        if let Some(registrations::Reg::Watch(w)) = self.st.get_mut(py).fds.get_mut(fd) {
+            w.big_reads = big;
+        }
     }
 
     pub(crate) fn is_closed_flag(&self, py: Python<'_>) -> bool {

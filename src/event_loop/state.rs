@@ -119,6 +119,9 @@ pub(crate) struct FdReg {
     /// For an edge registration: a weak reference to the socket object whose
     /// file it belongs to, to recognise a stale entry after the fd is reused.
     pub owner: Option<Held<PyAny>>,
+    /// `sock_recv` on this fd last returned more than `BIG_READ` bytes: the
+    /// next one reads straight into its `bytes` (see `EventLoop::recv_sized`).
+    pub big_reads: bool,
 }
 
 /// What waits for one side of a watched fd.

@@ -33,13 +33,11 @@ use super::hooks;
 use super::keep;
 use super::stream::{self, Addr, Flavor, Sock, StreamState, StreamTransport, READING, WRITING};
 use super::stream_io;
+use crate::event_loop::BIG_READ;
 use crate::event_loop::{schedule, EventLoop};
 use crate::py::call::call_method;
 use crate::py::errors::os_error;
 use crate::py::held::Held;
-
-/// Reads above this size go straight into their `bytes` next time.
-const BIG_READ: usize = 8 * 1024;
 
 const READ_FAILED: &str = "Fatal read error on pipe transport";
 const WRITE_FAILED: &str = "Fatal write error on pipe transport";

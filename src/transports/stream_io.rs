@@ -34,6 +34,7 @@ use super::hooks;
 use super::keep;
 use super::stream::{self, Sock, StreamRef, StreamTransport};
 use super::stream_life;
+use crate::event_loop::BIG_READ;
 use crate::py::buffer::{with_bytes, HeldBuffer};
 use crate::py::call::{call_method, in_context};
 use crate::py::errors::os_error;
@@ -55,10 +56,6 @@ pub(crate) enum IoKind {
     /// raises): a fatal error of the transport.
     RegisterFailed,
 }
-
-/// Reads above this size go straight into their `bytes` next time (a copy
-/// from the shared buffer costs more than the allocation then).
-const BIG_READ: usize = 8 * 1024;
 
 const DATA_RECEIVED_FAILED: &str = "Fatal error: protocol.data_received() call failed.";
 const READ_FAILED: &str = "Fatal read error on socket transport";
