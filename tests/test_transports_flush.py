@@ -1,12 +1,20 @@
 """Stream transports: what a protocol sees when queued data leaves.
 
-ferroloop sends data queued during an iteration right before the next poll
-(the pre-poll flush); asyncio sends it in the writer step after the poll. The
-protocol must not tell the difference: until that step has run (resume the
-protocol, finish a close or a write_eof), the data counts as still buffered.
-Found by CPython's test_ssl (test_remote_shutdown_receives_trailing_data) on a
-loaded machine: SSL's close_notify, written from resume_writing(), was lost
-when close() ran between the flush and that step.
+asyncio sends queued data only in the writer step, after the selector has
+reported the socket writable; ferroloop registers the writer right before
+the next poll and sends nothing earlier. Until that step has run (resume
+the protocol, finish a close or a write_eof), the data is buffered.
+
+- A close between the write and that step must still let resume_writing()
+  write (SSL's close_notify does; found by CPython's test_ssl,
+  test_remote_shutdown_receives_trailing_data, when ferroloop still sent
+  queued data right before the poll).
+- Room the peer makes is not used until the kernel calls the socket
+  writable (a unix socket: once three quarters of its send buffer are
+  free), so buffer sizes and resume_writing() come when asyncio's do.
+- A peer that closes with data unread fails the reader first, as asyncio's
+  order of callbacks has it (ECONNRESET; a send there would get EPIPE).
+  The last two were found by the transport fuzzer (test_fuzz_transports.py).
 
 Both loops, through the ``loop`` fixture.
 """
@@ -107,3 +115,45 @@ def test_write_eof_after_a_flush_waits_for_the_writer_step(loop):
     events, got = _paused_write_then_close(loop, size, "write_eof")
     assert events == ["pause", "resume", "lost None"]
     assert got == b"x" * size  # then EOF
+
+
+def _queued_write(loop, peer_action):
+    """write() more than a unix socket takes, then peer_action(peer) in the
+    same step; the buffer size after a few iterations and what the protocol saw."""
+    a, b = socket.socketpair()
+    b.setblocking(False)
+
+    async def main():
+        transport, proto = await loop.connect_accepted_socket(lambda: TrailerOnResume(loop, False), a)
+        transport.write(b"x" * 1_000_000)
+        before = transport.get_write_buffer_size()
+        peer_action(b)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        after = transport.get_write_buffer_size()
+        transport.abort()
+        await proto.lost
+        return before, after, proto.events
+
+    try:
+        return loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_room_the_peer_makes_waits_for_the_socket_to_be_writable(loop):
+    # The peer takes 100 KB of the ~200 KB in flight: the socket has room
+    # (a send would take some), but epoll does not call a unix socket
+    # writable until three quarters of its send buffer are free, so
+    # asyncio's writer does not run yet.
+    before, after, events = _queued_write(loop, lambda peer: peer.recv(100_000))
+    assert 0 < before < 1_000_000
+    assert after == before
+    assert events == ["pause", "lost None"]
+
+
+def test_peer_closing_with_data_unread_fails_the_reader_first(loop):
+    _, after, events = _queued_write(loop, lambda peer: peer.close())
+    assert after == 0
+    assert events == ["pause", "lost ConnectionResetError(104, 'Connection reset by peer')"]

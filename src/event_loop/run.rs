@@ -198,8 +198,9 @@ fn stream_events(py: Python<'_>, stream: &StreamRef, ready: u32) -> [Option<Read
     ]
 }
 
-/// The pre-poll step: send what transports queued during the iteration,
-/// then bring the kernel registrations in line with what the transports want.
+/// The pre-poll step: register the writers of transports that queued data
+/// during the iteration, then bring the kernel registrations in line with
+/// what the transports want.
 fn before_poll(py: Python<'_>, this: &EventLoop) {
     let (flush, retune) = {
         let st = this.st.get(py);

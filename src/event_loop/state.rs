@@ -27,7 +27,6 @@ pub(crate) enum Ready {
     /// per kind so that every entry is a tag and one pointer (see `io`).
     IoRead(StreamRef),
     IoWrite(StreamRef),
-    IoFlushed(StreamRef),
     IoFlushFailed(StreamRef),
     IoRegisterFailed(StreamRef),
     /// A listening socket's accept step.
@@ -47,7 +46,6 @@ impl Ready {
         match kind {
             IoKind::Read => Ready::IoRead(stream),
             IoKind::Write => Ready::IoWrite(stream),
-            IoKind::Flushed => Ready::IoFlushed(stream),
             IoKind::FlushFailed => Ready::IoFlushFailed(stream),
             IoKind::RegisterFailed => Ready::IoRegisterFailed(stream),
         }
@@ -58,7 +56,6 @@ impl Ready {
         match self {
             Ready::IoRead(s) => Some((s, IoKind::Read)),
             Ready::IoWrite(s) => Some((s, IoKind::Write)),
-            Ready::IoFlushed(s) => Some((s, IoKind::Flushed)),
             Ready::IoFlushFailed(s) => Some((s, IoKind::FlushFailed)),
             Ready::IoRegisterFailed(s) => Some((s, IoKind::RegisterFailed)),
             _ => None,
@@ -81,7 +78,6 @@ impl Ready {
             Ready::Foreign(o) => Ready::Foreign(o.clone_ref(py)),
             Ready::IoRead(s) => Ready::IoRead(s.clone_ref(py)),
             Ready::IoWrite(s) => Ready::IoWrite(s.clone_ref(py)),
-            Ready::IoFlushed(s) => Ready::IoFlushed(s.clone_ref(py)),
             Ready::IoFlushFailed(s) => Ready::IoFlushFailed(s.clone_ref(py)),
             Ready::IoRegisterFailed(s) => Ready::IoRegisterFailed(s.clone_ref(py)),
             Ready::Accept(l) => Ready::Accept(l.clone_ref(py)),

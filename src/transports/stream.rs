@@ -141,12 +141,6 @@ pub(crate) struct StreamState {
     pub protocol_paused: bool,
     /// Waiting in the loop's pre-poll flush list.
     pub flush_pending: bool,
-    /// A pre-poll flush sent queued data and its `Flushed` event (asyncio's
-    /// `_write_ready` step: resume the protocol, finish a close or a
-    /// write_eof) has not run yet. Until it does, the data counts as still
-    /// buffered, as it would on asyncio, which sends it only in that step
-    /// (see `StreamState::buffer_empty`).
-    pub flushed_pending: bool,
     /// The last read was large: read straight into the result next time.
     pub big_reads: bool,
     /// Which of asyncio's transport classes this is.
@@ -169,13 +163,9 @@ pub(crate) enum Flavor {
 }
 
 impl StreamState {
-    /// `not self._buffer` as asyncio would see it now: nothing queued, and
-    /// no flushed data waiting for its `_write_ready` step.
+    /// `not self._buffer`.
     pub(crate) fn buffer_empty(&self) -> bool {
-        if self.flavor != Flavor::Stream {
-            return !self.has_queued();
-        }
-        self.queue.is_empty() && !self.flushed_pending
+        !self.has_queued()
     }
 
     /// `bool(self._buffer)`.

@@ -48,9 +48,8 @@ pub(crate) enum IoKind {
     Read,
     /// The fd is writable: `_write_ready` (likewise for the writer).
     Write,
-    /// The pre-poll flush sent data: the rest of `_write_ready`.
-    Flushed,
-    /// The pre-poll flush failed (errno in the state): `_write_ready`'s error branch.
+    /// Registering the writer at the pre-poll step failed (errno in the
+    /// state): `_write_ready`'s error branch.
     FlushFailed,
     /// Registering the fd failed (errno in the state; asyncio's `_add_reader`
     /// raises): a fatal error of the transport.
@@ -83,9 +82,7 @@ pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyRe
                 }
                 st.write_ctx.as_ref().map(|c| c.clone_ref(py))
             }
-            IoKind::Flushed | IoKind::FlushFailed | IoKind::RegisterFailed => {
-                st.write_ctx.as_ref().map(|c| c.clone_ref(py))
-            }
+            IoKind::FlushFailed | IoKind::RegisterFailed => st.write_ctx.as_ref().map(|c| c.clone_ref(py)),
         };
         (ctx, st.flavor)
     };
@@ -101,17 +98,6 @@ pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyRe
             Flavor::Datagram => super::datagram::sendto_ready(py, obj, t),
             Flavor::ReadPipe | Flavor::WritePipe => super::pipes::write_ready(py, obj, t),
         },
-        IoKind::Flushed => {
-            let lost = {
-                let mut st = t.st.get_mut(py);
-                st.flushed_pending = false;
-                st.conn_lost > 0
-            };
-            if lost {
-                return Ok(());
-            }
-            after_send(py, obj, t)
-        }
         IoKind::FlushFailed => {
             let (lost, errno) = {
                 let st = t.st.get(py);
@@ -408,8 +394,14 @@ fn consume(py: Python<'_>, t: &StreamTransport, n: usize) {
     drop(released);
 }
 
-/// The pre-poll flush of one transport. Returns the item to queue, if the
-/// protocol must hear about it.
+/// The pre-poll step of a transport whose `write()`/`writelines()` left
+/// data queued: register the writer (asyncio's `_add_writer`), which sends
+/// the rest once the kernel reports the socket writable. Nothing is sent
+/// here: asyncio sends queued data only in that writer step, and a send
+/// before it would be seen (more data out before the socket is writable by
+/// epoll's measure, so other buffer sizes and `resume_writing` points; and a
+/// peer's reset reported by the wrong step, EPIPE where asyncio's reader gets
+/// ECONNRESET). Returns the item to queue if the registration failed.
 pub(crate) fn flush(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
     let t = stream_ref.get();
     {
@@ -419,19 +411,7 @@ pub(crate) fn flush(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
             return None;
         }
     }
-    match send_queue(py, t) {
-        Ok(n) if n > 0 => {
-            consume(py, t, n);
-            t.st.get_mut(py).flushed_pending = true;
-            Some(IoKind::Flushed)
-        }
-        Ok(_) => register_writer(py, stream_ref),
-        Err(e) if net::would_block(&e) => register_writer(py, stream_ref),
-        Err(e) => {
-            t.st.get_mut(py).io_errno = e.raw_os_error().unwrap_or(0);
-            Some(IoKind::FlushFailed)
-        }
-    }
+    register_writer(py, stream_ref)
 }
 
 /// Register writable interest with the context kept from `write()`.
