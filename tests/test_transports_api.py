@@ -58,6 +58,37 @@ def test_extra_info(loop):
     assert info["after_close"] == info["sockname"]
 
 
+@pytest.mark.parametrize("asked_before", [False, True])
+def test_extra_info_socket_after_close(loop, asked_before):
+    # asyncio's _extra keeps the TransportSocket around the closed socket.
+    async def main():
+        server, sp, cp = await pair(loop, lambda: Recorder(loop), lambda: Recorder(loop))
+        t, st = cp.transport, sp.transport  # created with sock= / accepted by the server
+        before = [t.get_extra_info("socket"), st.get_extra_info("socket")] if asked_before else [None, None]
+        t.close()
+        st.close()
+        await cp.done
+        await sp.done
+        await close_server(server)
+        after = [t.get_extra_info("socket"), st.get_extra_info("socket")]
+        assert [t.get_extra_info("socket"), st.get_extra_info("socket")] == after  # the same objects
+        assert t._sock is None and st._sock is None
+        return [
+            (
+                type(s).__name__,
+                s.fileno(),
+                s.family,
+                s.type,
+                b is None or b is s,
+                "fd=-1" in repr(s),
+            )
+            for s, b in zip(after, before, strict=True)
+        ]
+
+    kind = ("TransportSocket", -1, socket.AF_INET, socket.SOCK_STREAM, True, True)
+    assert loop.run_until_complete(main()) == [kind, kind]
+
+
 def test_unix_extra_info(loop):
     async def main():
         server, sp, cp = await pair(loop, lambda: Recorder(loop), lambda: Recorder(loop), socket.AF_UNIX)
@@ -287,6 +318,31 @@ def test_writelines_does_not_pause_the_protocol(loop):
         return events
 
     assert loop.run_until_complete(main()) == ["made"]
+
+
+@needs_312
+@pytest.mark.deviation("D-022")
+def test_writelines_with_an_empty_chunk_never_finishes_closing(loop):
+    async def main():
+        server, sp, cp = await pair(loop, lambda: Recorder(loop), lambda: Recorder(loop))
+        t = cp.transport
+        t.writelines([b"hello", b""])
+        t.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(cp.done), 0.2)
+            closed = True
+        except TimeoutError:
+            closed = False
+        t.abort()
+        await cp.done
+        while len(sp.data) < 5:
+            await asyncio.sleep(0.01)
+        sp.transport.close()
+        await sp.done
+        await close_server(server)
+        return closed, bytes(sp.data)
+
+    assert loop.run_until_complete(main()) == (False, b"hello")
 
 
 def test_slow_data_received_is_reported_in_debug_mode(loop, caplog):

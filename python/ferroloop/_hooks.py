@@ -124,6 +124,17 @@ def transport_socket(sock: Any) -> Any:
     return _trsock.TransportSocket(sock)
 
 
+def closed_socket(family: int, type: int, proto: int) -> Any:
+    """A closed socket object of a natively accepted connection's kind (what
+    asyncio's ``get_extra_info('socket')`` wraps after close), or None."""
+    try:
+        sock = _socket.socket(family, type, proto)
+    except OSError:
+        return None
+    sock.close()
+    return sock
+
+
 def socket_for_fd(fd: int, family: int, type: int, proto: int) -> Any:
     """The Python socket object of a natively accepted connection (made on demand)."""
     sock = _socket.socket(family, type, proto, fileno=fd)

@@ -77,14 +77,32 @@ pub(crate) fn socket_object(py: Python<'_>, t: &StreamTransport) -> PyResult<Py<
     Ok(sock.unbind())
 }
 
-/// `get_extra_info('socket')`: a `TransportSocket`, the same one each time.
+/// `get_extra_info('socket')`: a `TransportSocket`, the same one each time,
+/// also after close (asyncio's `_extra` keeps it, around the closed socket).
 fn transport_socket(py: Python<'_>, t: &StreamTransport) -> PyResult<Py<PyAny>> {
     if let Some(s) = t.st.get(py).trsock() {
         return Ok(s.to_py(py));
     }
-    let sock = socket_object(py, t)?;
+    let mut sock = socket_object(py, t)?;
     if sock.is_none(py) {
-        return Ok(py.None());
+        let (closed, kind) = {
+            let st = t.st.get(py);
+            let closed = st
+                .cold
+                .as_ref()
+                .and_then(|c| c.closed_sock.as_ref())
+                .map(|s| s.to_py(py));
+            (closed, st.kind())
+        };
+        sock = match closed {
+            Some(s) => s,
+            // A natively accepted connection closed before anybody asked:
+            // a closed socket of its kind, as asyncio's would be by now.
+            None => hooks::closed_socket(py, kind.family.into(), kind.type_.into(), kind.proto.into())?.unbind(),
+        };
+        if sock.is_none(py) {
+            return Ok(py.None());
+        }
     }
     let ts = hooks::transport_socket(py, sock.bind(py))?;
     t.st.get_mut(py).cold_mut().trsock = Some(Held::new(ts.clone().unbind()));

@@ -175,6 +175,11 @@ pub(crate) fn transport_socket<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>) -
     hook(py, "transport_socket")?.call1((sock,))
 }
 
+/// A closed `socket.socket` of the given kind (None if none can be made).
+pub(crate) fn closed_socket(py: Python<'_>, family: i32, type_: i32, proto: i32) -> PyResult<Bound<'_, PyAny>> {
+    hook(py, "closed_socket")?.call1((family, type_, proto))
+}
+
 pub(crate) fn socket_for_fd(
     py: Python<'_>,
     fd: i32,

@@ -93,6 +93,9 @@ pub(crate) struct Cold {
     pub extra: Option<Held<PyAny>>,
     /// The `TransportSocket` of `get_extra_info('socket')`, made on demand.
     pub trsock: Option<Held<PyAny>>,
+    /// The caller's `socket.socket` once the transport closed it (asyncio's
+    /// `_extra['socket']` still wraps it), unless `trsock` was made before.
+    pub closed_sock: Option<Held<PyAny>>,
     pub empty_waiter: Option<Held<PyAny>>,
     /// `None`: the defaults (64 KiB / 16 KiB).
     pub limits: Option<Limits>,
@@ -257,6 +260,7 @@ impl GcRefs for StreamState {
         if let Some(c) = &self.cold {
             v.visit(c.extra.as_deref())?;
             v.visit(c.trsock.as_deref())?;
+            v.visit(c.closed_sock.as_deref())?;
             v.visit(c.empty_waiter.as_deref())?;
             if let Some(l) = &c.limits {
                 v.visit(Some(&*l.high))?;

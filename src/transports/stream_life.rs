@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::hooks;
-use super::stream::{self, Addr, Sock, SockKind, StreamState, StreamTransport};
+use super::stream::{self, Addr, Flavor, Sock, SockKind, StreamState, StreamTransport};
 use crate::event_loop::{schedule, EventLoop};
 use crate::py::held::Held;
 use crate::py::native_type::RawClass;
@@ -275,6 +275,10 @@ fn release_socket(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -
     match sock {
         Sock::Py(s) => {
             s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
+            let mut st = t.st.get_mut(py);
+            if st.trsock().is_none() && !matches!(st.flavor, Flavor::ReadPipe | Flavor::WritePipe) {
+                st.cold_mut().closed_sock = Some(s);
+            }
         }
         Sock::Raw(fd) => drop(fd),
         Sock::Closed => {}
