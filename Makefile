@@ -135,7 +135,7 @@ soak: build-dev ## soak tests and the differential fuzzer on one interpreter (PY
 	@mkdir -p $(dir $(SOAK_REPORT)) && rm -f $(SOAK_REPORT)
 	@rc=0; FERROLOOP_SOAK_SCALE=$(SOAK_SCALE) FERROLOOP_SOAK_REPORT=$(abspath $(SOAK_REPORT)) \
 	  FERROLOOP_FUZZ_EXAMPLES=$(FERROLOOP_FUZZ_EXAMPLES) \
-	  $(VPY) -m pytest -q $(PYTEST_ARGS) tests/soak tests/test_fuzz_differential.py || rc=$$?; \
+	  $(VPY) -m pytest -q $(PYTEST_ARGS) tests/soak tests/test_fuzz_differential.py tests/test_fuzz_transports.py || rc=$$?; \
 	  $(VPY) scripts/soak_report.py $(SOAK_REPORT); exit $$rc
 
 # The benchmark interpreter (the peers' wheels exist for it).

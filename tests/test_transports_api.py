@@ -517,3 +517,41 @@ def test_accept_error_goes_to_the_exception_handler(loop, loop_errors):
         assert isinstance(ctx["exception"], OSError) and ctx["exception"].errno == errno.EINVAL
         assert "handle" in ctx
     loop_errors.clear()
+
+
+@pytest.mark.deviation("D-023")
+def test_close_from_resume_writing_reports_a_second_connection_lost(loop):
+    errors = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(type(ctx.get("exception")).__name__))
+    a, b = socket.socketpair()
+    b.setblocking(False)
+
+    class CloseOnResume(Recorder):
+        def resume_writing(self):
+            super().resume_writing()
+            self.transport.close()
+
+        def connection_lost(self, exc):
+            super().connection_lost(exc)
+            self.events.append("lost")
+
+    async def main():
+        transport, proto = await loop.connect_accepted_socket(lambda: CloseOnResume(loop), a)
+        transport.write(b"x" * 1_000_000)
+        got = 0
+        while got < 1_000_000:
+            await asyncio.sleep(0.001)
+            try:
+                got += len(b.recv(1 << 20))
+            except BlockingIOError:
+                pass
+        await proto.done
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return proto.events.count("lost"), errors
+
+    try:
+        assert loop.run_until_complete(main()) == (1, ["AttributeError"])
+    finally:
+        a.close()
+        b.close()

@@ -1,0 +1,333 @@
+"""The transport fuzzer's harness: one script of stream-transport calls and
+peer actions, run on one loop and recorded as plain data.
+
+A script (``TransportExample``) names the socket (a unix socketpair or a TCP
+connection over loopback), what the protocol does in each of its callbacks,
+and a list of steps: transport method calls with valid and invalid
+arguments, actions of the peer socket (send, read, shut down, close, reset)
+and loop iterations. The record holds each call's result or exception, the
+protocol's events in order (``data_received`` runs merged), what the peer
+received, the exception handler's calls, log records, warnings and
+unraisable exceptions. See test_fuzz_transports.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import logging
+import re
+import socket
+import struct
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from fuzz_model import FACTORIES
+
+# A run of the peer's data, distinct at every offset (so a lost, repeated or
+# reordered chunk shows in the digest).
+PATTERN = b"".join(struct.pack(">I", i) for i in range(200_000))
+FD_RE = re.compile(r"\bfd=\d+")
+ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]+")
+
+
+@dataclass(frozen=True)
+class TransportExample:
+    kind: str  # "unix" or "tcp"
+    # What the protocol does in each callback: {callback: action}; actions
+    # are "raise", "close", "abort", "pause_reading", "write", "write_eof".
+    actions: tuple[tuple[str, str], ...]
+    eof_result: Any  # eof_received's return value
+    steps: tuple[tuple[Any, ...], ...]
+    buffered: bool = False  # a BufferedProtocol (get_buffer/buffer_updated)
+    buffer_size: int = 65536
+
+    def __repr__(self) -> str:
+        return (
+            f"TransportExample(kind={self.kind!r}, actions={self.actions!r}, eof_result={self.eof_result!r}, "
+            f"buffered={self.buffered!r}, buffer_size={self.buffer_size!r},\n  steps={list(self.steps)!r})"
+        )
+
+
+def text(value: Any) -> str:
+    return ADDRESS_RE.sub("0x?", FD_RE.sub("fd=?", str(value)))
+
+
+def exc(e: BaseException) -> tuple[Any, ...]:
+    return ("raise", type(e).__name__, text(e), getattr(e, "errno", None))
+
+
+def value(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str, bytes)):
+        return v
+    if isinstance(v, tuple):
+        return tuple(value(x) for x in v)
+    return type(v).__name__
+
+
+class Protocol(asyncio.Protocol):
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def _act(self, callback: str) -> None:
+        self.run.act(callback)
+
+    def connection_made(self, transport: Any) -> None:
+        self.run.transport = transport
+        self.run.event("connection_made")
+        self._act("connection_made")
+
+    def data_received(self, data: bytes) -> None:
+        self.run.data(data)
+        self._act("data_received")
+
+    def eof_received(self) -> Any:
+        self.run.event("eof_received")
+        self._act("eof_received")
+        return self.run.example.eof_result
+
+    def pause_writing(self) -> None:
+        self.run.event("pause_writing", self.run.transport.get_write_buffer_size())
+        self._act("pause_writing")
+
+    def resume_writing(self) -> None:
+        self.run.event("resume_writing", self.run.transport.get_write_buffer_size())
+        self._act("resume_writing")
+
+    def connection_lost(self, e: BaseException | None) -> None:
+        self.run.event("connection_lost", None if e is None else exc(e))
+        self._act("connection_lost")
+
+
+class BufferedProtocol(Protocol, asyncio.BufferedProtocol):
+    def get_buffer(self, sizehint: int) -> Any:
+        self.buf = bytearray(self.run.example.buffer_size)
+        self._act("get_buffer")
+        return self.buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.run.data(bytes(self.buf[:nbytes]))
+        self._act("buffer_updated")
+
+
+@dataclass
+class Run:
+    impl: str
+    example: TransportExample
+    events: list[Any] = field(default_factory=list)
+    transport: Any = None
+    peer: Any = None
+    peer_got: bytearray = field(default_factory=bytearray)
+    peer_end: Any = None
+    sent: int = 0
+    errors: list[Any] = field(default_factory=list)
+    logs: list[Any] = field(default_factory=list)
+
+    def event(self, *e: Any) -> None:
+        self.events.append(e)
+
+    def data(self, data: bytes) -> None:
+        if self.events and self.events[-1][0] == "data":
+            self.events[-1] = ("data", self.events[-1][1] + data)
+        else:
+            self.events.append(("data", data))
+
+    def act(self, callback: str) -> None:
+        action = dict(self.example.actions).get(callback)
+        if action is None:
+            return
+        t = self.transport
+        if action == "raise":
+            raise RuntimeError(f"raised in {callback}")
+        if action == "write":
+            t.write(b"w" * 1000)
+        else:
+            getattr(t, action)()
+
+    # ----- the peer
+
+    def peer_send(self, n: int) -> Any:
+        chunk = PATTERN[self.sent % 1000 : self.sent % 1000 + n]
+        try:
+            k = self.peer.send(chunk)
+        except OSError as e:
+            return exc(e)
+        self.sent += k
+        return k
+
+    def peer_recv(self, n: int) -> Any:
+        if self.peer_end is not None:
+            return "ended"
+        try:
+            data = self.peer.recv(n)
+        except BlockingIOError:
+            return 0
+        except OSError as e:
+            self.peer_end = exc(e)
+            return self.peer_end
+        if not data:
+            self.peer_end = "eof"
+        self.peer_got += data
+        return len(data)
+
+    def peer_drain(self) -> None:
+        while self.peer_end is None and self.peer_recv(1 << 20) not in (0,):
+            pass
+
+    # ----- steps
+
+    async def step(self, s: tuple[Any, ...]) -> Any:
+        name, *args = s
+        if name == "!run":
+            for _ in range(args[0]):
+                await asyncio.sleep(0)
+            return None
+        if name == "!send":
+            return self.peer_send(args[0])
+        if name == "!recv":
+            return self.peer_recv(args[0])
+        if name == "!shut":
+            try:
+                self.peer.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                return exc(e)
+            return None
+        if name in ("!close", "!reset"):
+            if self.peer.fileno() == -1:
+                return "closed already"
+            if name == "!reset":
+                self.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.peer.close()
+            self.peer_end = "closed"
+            return None
+        if name == "repr":
+            return text(repr(self.transport))
+        if name == "writelines" and sys.version_info >= (3, 12) and self.transport.is_closing():
+            return "skipped: D-004"  # asyncio raises a TypeError of its own making
+        if name == "write" or name == "writelines":
+            args = [make_data(*a) if name == "write" else [make_data(*x) for x in a] for a in args]
+        try:
+            result = value(getattr(self.transport, name)(*args))
+            if name == "writelines" and self.impl == "asyncio" and sys.version_info >= (3, 12):
+                # D-005: what the fixed releases' writelines() ends with (gh-127655).
+                self.transport._maybe_pause_protocol()
+            if name == "get_extra_info" and isinstance(result, tuple):
+                result = (result[0], "port", *result[2:])  # an ephemeral port
+            return result
+        except Exception as e:
+            return exc(e)
+
+    async def main(self, sock: socket.socket) -> list[Any]:
+        factory = BufferedProtocol if self.example.buffered else Protocol
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: factory(self), sock)
+        except Exception as e:
+            return [exc(e)]
+        results = [await self.step(s) for s in self.example.steps]
+        for _ in range(4):
+            await asyncio.sleep(0)
+        if self.peer_end is None:
+            self.peer_drain()
+        results.append(("closing", self.transport.is_closing(), self.transport.get_write_buffer_size()))
+        self.transport.close()
+        for _ in range(4):
+            await asyncio.sleep(0)
+            if self.peer_end is None:
+                self.peer_drain()
+        return results
+
+    def pair(self) -> tuple[socket.socket, socket.socket]:
+        if self.example.kind == "unix":
+            return socket.socketpair()
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            client = socket.create_connection(lsock.getsockname())
+            server, _ = lsock.accept()
+        return server, client
+
+    def record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {}
+        root = logging.getLogger()
+        handler = _Logs(self)
+        old_level = root.level
+        unraisable: list[Any] = []
+        old_hook = sys.unraisablehook
+        sock, self.peer = self.pair()
+        self.peer.setblocking(False)
+        loop = FACTORIES[self.impl]()
+        # Debug mode's "Executing <Handle> took 0.1 seconds" depends on the machine's load.
+        loop.slow_callback_duration = 1000.0
+        loop.set_exception_handler(lambda _loop, ctx: self.errors.append(context(ctx)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sys.unraisablehook = lambda u: unraisable.append(exc(u.exc_value) if u.exc_value else None)
+            root.addHandler(handler)
+            root.setLevel(logging.WARNING)
+            try:
+                rec["steps"] = loop.run_until_complete(asyncio.wait_for(self.main(sock), 10))
+            finally:
+                root.removeHandler(handler)
+                root.setLevel(old_level)
+                loop.close()
+                self.peer.close()
+                sock.close()
+                self.transport = None
+                gc.collect()
+                sys.unraisablehook = old_hook
+        rec["events"] = [
+            ("data", len(e[1]), hashlib.sha1(e[1]).hexdigest()[:12]) if e[0] == "data" else e for e in self.events
+        ]
+        rec["peer"] = (len(self.peer_got), hashlib.sha1(bytes(self.peer_got)).hexdigest()[:12], self.peer_end)
+        # D-023: asyncio's second _call_connection_lost() after a close from
+        # resume_writing() (CPython gh-156512) fails on the torn-down transport.
+        rec["errors"] = [
+            e
+            for e in self.errors
+            if not (
+                e[0].startswith("Exception in callback _SelectorSocketTransport._call_connection_lost")
+                and e[1] is not None
+                and e[1][1] == "AttributeError"
+            )
+        ]
+        rec["logs"] = self.logs
+        rec["warnings"] = [(w.category.__name__, text(w.message)) for w in caught]
+        rec["unraisable"] = unraisable
+        return rec
+
+
+def make_data(kind: str, n: int) -> Any:
+    data = bytes(i % 251 for i in range(n))
+    if kind == "bytes":
+        return data
+    if kind == "bytearray":
+        return bytearray(data)
+    if kind == "memoryview":
+        return memoryview(bytearray(data))
+    if kind == "memoryview-slice":
+        return memoryview(data + b"??")[: len(data)]
+    if kind == "str":
+        return "x" * n
+    if kind == "int":
+        return n
+    return None
+
+
+def context(ctx: dict[str, Any]) -> tuple[Any, ...]:
+    e = ctx.get("exception")
+    return (text(ctx.get("message")), None if e is None else exc(e))
+
+
+class _Logs(logging.Handler):
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.run = run
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.run.logs.append((record.levelname, text(record.getMessage())))
+
+
+def run_on(impl: str, example: TransportExample) -> dict[str, Any]:
+    return Run(impl, example).record()
