@@ -32,6 +32,7 @@ from datagram_support import (
     PY313,
     SENDS_EMPTY,
     Echo,
+    Recorder,
     close_all,
     endpoint,
     free_udp_port,
@@ -512,6 +513,39 @@ def test_unix_datagram_echo_named_and_unnamed_senders(loop, sockdir):
     assert unnamed.events == ["made", ("lost", None)]
     # Closing a datagram endpoint leaves its socket file in place.
     assert os.path.exists(server_path) and os.path.exists(client_path)
+
+
+def test_reply_to_an_unnamed_unix_peer_fails_as_sendto_none(loop, loop_errors):
+    # A socketpair's peer is unnamed: datagram_received gets addr None, and
+    # the transport (peername '', so not "connected") sends with
+    # sock.sendto(data, None), a TypeError: a fatal write error, nothing sent.
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    b.setblocking(False)
+
+    class ReplyEvenToNone(Echo):
+        def datagram_received(self, data, addr):
+            Recorder.datagram_received(self, data, addr)
+            self.transport.sendto(b"echo:" + data, addr)
+
+    async def main():
+        _, echo = await loop.create_datagram_endpoint(lambda: ReplyEvenToNone(loop), sock=a)
+        b.send(b"ping")
+        await echo.until_count(3)  # made, the datagram, lost
+        try:
+            got = b.recv(100)
+        except BlockingIOError:
+            got = None
+        return echo, got
+
+    try:
+        echo, got = loop.run_until_complete(main())
+    finally:
+        a.close()
+        b.close()
+    assert echo.events == ["made", ("data", b"ping", None), ("lost", "TypeError")]
+    assert got is None
+    assert [(c["message"], type(c["exception"]).__name__) for c in loop_errors] == [(FATAL_WRITE, "TypeError")]
+    loop_errors.clear()
 
 
 def test_unix_abstract_namespace_addresses_are_bytes(loop):

@@ -135,8 +135,13 @@ impl Dgram {
     }
 
     /// The kernel address of a Python address object this transport made or
-    /// parsed (by identity).
+    /// parsed (by identity). Never for None, which `datagram_received` gets
+    /// for an unnamed unix sender: `sock.sendto(data, None)` raises
+    /// TypeError in asyncio, so a reply to it must too.
     fn cached(&self, obj: &Bound<'_, PyAny>) -> Option<SockAddr> {
+        if obj.is_none() {
+            return None;
+        }
         self.peers
             .iter()
             .find(|(_, o, _)| o.as_ptr() == obj.as_ptr())
