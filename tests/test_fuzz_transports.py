@@ -1,4 +1,5 @@
-"""Differential fuzzer of the stream transport (``connect_accepted_socket``).
+"""Differential fuzzer of the stream transport (``connect_accepted_socket``)
+and of the datagram transport (``create_datagram_endpoint(sock=...)``).
 
 Hypothesis generates scripts of calls to a transport's public methods (with
 valid and invalid arguments: every data type ``write`` meets, buffer limits
@@ -27,6 +28,7 @@ import os
 import sys
 
 import pytest
+from fuzz_datagram import run_datagram
 from fuzz_transport import TransportExample, run_on
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -89,9 +91,39 @@ def examples(draw: st.DrawFn) -> TransportExample:
     )
 
 
-def check(example: TransportExample) -> None:
-    rec_a = run_on("asyncio", example)
-    rec_f = run_on("ferroloop", example)
+DGRAM_CALLBACKS = ("connection_made", "datagram_received", "error_received", "pause_writing", "resume_writing")
+DGRAM_SIZES = st.sampled_from([0, 1, 100, 1400, 65507, 70_000])
+
+
+def datagram_steps() -> st.SearchStrategy[tuple[object, ...]]:
+    where = st.sampled_from(["default", "none", "peer", "peer", "closed-port", "bad-type", "bad-host"])
+    return st.one_of(
+        st.tuples(st.just("sendto"), st.tuples(st.sampled_from(DATA_KINDS), DGRAM_SIZES), where),
+        st.tuples(st.sampled_from(["close", "abort", "is_closing", "repr"])),
+        st.tuples(st.sampled_from(["get_write_buffer_size", "get_write_buffer_limits"])),
+        st.tuples(st.just("set_write_buffer_limits"), LIMIT, LIMIT),
+        st.tuples(st.just("get_extra_info"), st.sampled_from(["peername", "sockname", "socket", "nonexistent"])),
+        st.tuples(st.just("!run"), st.integers(1, 3)),
+        st.tuples(st.just("!send"), DGRAM_SIZES.filter(lambda n: n <= 65507)),
+        st.tuples(st.just("!recv"), st.just(1 << 17)),
+        st.tuples(st.just("!close")),
+    )
+
+
+@st.composite
+def datagram_examples(draw: st.DrawFn) -> TransportExample:
+    chosen = draw(st.lists(st.sampled_from(DGRAM_CALLBACKS), max_size=2, unique=True))
+    return TransportExample(
+        kind=draw(st.sampled_from(["udp", "udp-connected", "unix-dgram"])),
+        actions=tuple((cb, draw(st.sampled_from(["raise", "close", "abort", "write"]))) for cb in chosen),
+        eof_result=None,
+        steps=tuple(draw(st.lists(datagram_steps(), min_size=1, max_size=10))),
+    )
+
+
+def check(example: TransportExample, run=run_on) -> None:
+    rec_a = run("asyncio", example)
+    rec_f = run("ferroloop", example)
     if rec_a == rec_f:
         return
     lines = [f"asyncio and ferroloop differ on {example!r}"]
@@ -107,3 +139,10 @@ def check(example: TransportExample) -> None:
 @given(examples())
 def test_stream_transport_scripts(example: TransportExample) -> None:
     check(example)
+
+
+@fuzz_timeout
+@FUZZ_SETTINGS
+@given(datagram_examples())
+def test_datagram_transport_scripts(example: TransportExample) -> None:
+    check(example, run_datagram)
