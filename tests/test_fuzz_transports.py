@@ -1,5 +1,6 @@
-"""Differential fuzzer of the stream transport (``connect_accepted_socket``)
-and of the datagram transport (``create_datagram_endpoint(sock=...)``).
+"""Differential fuzzer of the stream transport (``connect_accepted_socket``),
+the datagram transport (``create_datagram_endpoint(sock=...)``) and the pipe
+transports (``connect_read_pipe``/``connect_write_pipe``).
 
 Hypothesis generates scripts of calls to a transport's public methods (with
 valid and invalid arguments: every data type ``write`` meets, buffer limits
@@ -29,6 +30,7 @@ import sys
 
 import pytest
 from fuzz_datagram import run_datagram
+from fuzz_pipe import run_pipe
 from fuzz_transport import TransportExample, run_on
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -121,6 +123,45 @@ def datagram_examples(draw: st.DrawFn) -> TransportExample:
     )
 
 
+def pipe_steps(kind: str) -> st.SearchStrategy[tuple[object, ...]]:
+    common = [
+        st.tuples(st.sampled_from(["close", "is_closing", "repr"])),
+        st.tuples(st.just("get_extra_info"), st.sampled_from(["pipe", "nonexistent"])),
+        st.tuples(st.just("!run"), st.integers(1, 3)),
+        st.tuples(st.just("!close")),
+    ]
+    if kind == "read-pipe":
+        return st.one_of(
+            *common,
+            st.tuples(st.sampled_from(["pause_reading", "resume_reading", "is_reading"])),
+            st.tuples(st.just("!send"), st.sampled_from([1, 100, 5000, 70_000])),
+        )
+    data = st.tuples(st.sampled_from(DATA_KINDS), sizes("unix"))
+    chunk = data.filter(lambda d: d[1] > 0) if sys.version_info >= (3, 12) else data
+    return st.one_of(
+        *common,
+        st.tuples(st.just("write"), data),
+        st.tuples(st.just("writelines"), st.lists(chunk, max_size=3)),
+        st.tuples(st.sampled_from(["write_eof", "can_write_eof", "abort"])),
+        st.tuples(st.sampled_from(["get_write_buffer_size", "get_write_buffer_limits"])),
+        st.tuples(st.just("set_write_buffer_limits"), LIMIT, LIMIT),
+        st.tuples(st.just("!recv"), st.sampled_from([1, 1000, 100_000, 1 << 20])),
+    )
+
+
+@st.composite
+def pipe_examples(draw: st.DrawFn) -> TransportExample:
+    kind = draw(st.sampled_from(["read-pipe", "write-pipe"]))
+    chosen = draw(st.lists(st.sampled_from(CALLBACKS), max_size=2, unique=True))
+    actions = tuple((cb, draw(st.sampled_from(["raise", "close", "pause_reading"]))) for cb in chosen)
+    return TransportExample(
+        kind=kind,
+        actions=actions,
+        eof_result=draw(st.sampled_from([None, True, False])),
+        steps=tuple(draw(st.lists(pipe_steps(kind), min_size=1, max_size=10))),
+    )
+
+
 def check(example: TransportExample, run=run_on) -> None:
     rec_a = run("asyncio", example)
     rec_f = run("ferroloop", example)
@@ -146,3 +187,10 @@ def test_stream_transport_scripts(example: TransportExample) -> None:
 @given(datagram_examples())
 def test_datagram_transport_scripts(example: TransportExample) -> None:
     check(example, run_datagram)
+
+
+@fuzz_timeout
+@FUZZ_SETTINGS
+@given(pipe_examples())
+def test_pipe_transport_scripts(example: TransportExample) -> None:
+    check(example, run_pipe)
