@@ -157,3 +157,27 @@ def test_peer_closing_with_data_unread_fails_the_reader_first(loop):
     _, after, events = _queued_write(loop, lambda peer: peer.close())
     assert after == 0
     assert events == ["pause", "lost ConnectionResetError(104, 'Connection reset by peer')"]
+
+
+def test_abort_with_data_queued_removes_the_writer_at_once(loop):
+    # asyncio's write() adds the writer at once and abort() removes it;
+    # ferroloop registers it only before the next poll, and an abort in
+    # between must leave it idle just the same. (Found by the transport fuzzer.)
+    a, b = socket.socketpair()
+
+    async def main():
+        transport, proto = await loop.connect_accepted_socket(lambda: TrailerOnResume(loop, False), a)
+        transport.write(b"x" * 1_000_000)
+        queued = repr(transport)
+        transport.abort()
+        aborted = repr(transport)
+        await proto.lost
+        return queued, aborted
+
+    try:
+        queued, aborted = loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        a.close()
+        b.close()
+    assert "write=<polling, bufsize=" in queued
+    assert aborted.endswith("read=idle write=<idle, bufsize=0>>")

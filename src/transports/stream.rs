@@ -584,6 +584,17 @@ pub(crate) fn remove_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTr
 pub(crate) fn remove_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let want = {
         let mut st = t.st.get_mut(py);
+        if st.flush_pending {
+            // Registered in asyncio's eyes already (its `write()` adds the
+            // writer at once), here only at the next pre-poll step: cancel it.
+            st.flush_pending = false;
+            if st.interest & WRITING == 0 {
+                let old = st.write_ctx.take();
+                drop(st);
+                drop(old);
+                return Ok(());
+            }
+        }
         if st.interest & WRITING == 0 {
             return Ok(());
         }
