@@ -128,8 +128,7 @@ class DatagramRun(Run):
         for _ in range(4):
             await asyncio.sleep(0)
         self.peer_drain()
-        results.append(("closing", self.transport.is_closing(), self.transport.get_write_buffer_size()))
-        self.transport.close()
+        results.append(self.closing_state())
         for _ in range(4):
             await asyncio.sleep(0)
         self.peer_drain()

@@ -63,9 +63,7 @@ class PipeRun(Run):
         if self.peer_end is None and self.example.kind == "write-pipe":
             self.peer_drain()
         writer = self.example.kind == "write-pipe"
-        size = self.transport.get_write_buffer_size() if writer else None
-        results.append(("closing", self.transport.is_closing(), size))
-        self.transport.close()
+        results.append(self.closing_state(size=writer))
         for _ in range(4):
             await asyncio.sleep(0)
             if self.peer_end is None and writer:

@@ -22,6 +22,7 @@ import socket
 import struct
 import sys
 import warnings
+from asyncio import selector_events
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,19 @@ class Run:
     errors: list[Any] = field(default_factory=list)
     logs: list[Any] = field(default_factory=list)
 
+    def closing_state(self, size: bool = True) -> Any:
+        """``is_closing()`` and ``get_write_buffer_size()`` at the end of the
+        script (either may raise on a transport that is gone), then ``close()``."""
+        try:
+            state = ("closing", self.transport.is_closing(), self.transport.get_write_buffer_size() if size else None)
+        except Exception as e:
+            state = ("closing", exc(e))
+        try:
+            self.transport.close()
+        except Exception as e:
+            state = (*state, exc(e))
+        return state
+
     def event(self, *e: Any) -> None:
         self.events.append(e)
 
@@ -211,7 +225,12 @@ class Run:
             args = [make_data(*a) if name == "write" else [make_data(*x) for x in a] for a in args]
         try:
             result = value(getattr(self.transport, name)(*args))
-            if name == "writelines" and self.impl == "asyncio" and sys.version_info >= (3, 12):
+            if (
+                name == "writelines"
+                and self.impl == "asyncio"
+                and sys.version_info >= (3, 12)
+                and isinstance(self.transport, selector_events._SelectorSocketTransport)
+            ):
                 # D-005: what the fixed releases' writelines() ends with (gh-127655).
                 self.transport._maybe_pause_protocol()
             if name == "get_extra_info" and isinstance(result, tuple):
@@ -232,8 +251,7 @@ class Run:
             await asyncio.sleep(0)
         if self.peer_end is None:
             self.peer_drain()
-        results.append(("closing", self.transport.is_closing(), self.transport.get_write_buffer_size()))
-        self.transport.close()
+        results.append(self.closing_state())
         for _ in range(4):
             await asyncio.sleep(0)
             if self.peer_end is None:

@@ -32,6 +32,7 @@ import logging
 import socket
 import ssl
 import struct
+import sys
 
 import pytest
 from ssl_support import (
@@ -645,3 +646,22 @@ def test_write_after_close(loop, caplog, certs):
         counts, strace = run(loop, main())
     assert counts == [3, 3, 4]
     assert strace == ["made", ("data", b"before"), "eof", ("lost", None)]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11's close() keeps the transport's writer")
+@pytest.mark.deviation("D-024")
+def test_close_notify_written_after_close_is_lost(impl, certs):
+    # The transport fuzzer's case: 1.3 MB written, then the peer's
+    # close_notify. SSLProtocol answers it and closes the socket transport
+    # with data still queued; asyncio's close() has set the transport's
+    # writer to None, so the close_notify written after it registers None:
+    # "Exception in callback None()" at every iteration, the rest unsent.
+    import fuzz_tls
+    from fuzz_transport import TransportExample
+
+    fuzz_tls.CONTEXTS[:] = [server_context(certs), client_context(certs)]
+    steps = (("write", ("bytes", 1_000_000)), ("write", ("bytes", 300_000)), ("!unwrap",))
+    rec = fuzz_tls.run_tls(impl, TransportExample(kind="tls", actions=(), eof_result=None, steps=steps))
+    writer_gone = ("Exception in callback None()", ("raise", "TypeError", "'NoneType' object is not callable", None))
+    assert rec["peer"][0] < 1_300_000
+    assert writer_gone in rec["errors"]
