@@ -555,3 +555,52 @@ def test_close_from_resume_writing_reports_a_second_connection_lost(loop):
     finally:
         a.close()
         b.close()
+
+
+def test_close_from_resume_writing_while_sendfile_waits_for_the_buffer(loop, tmp_path):
+    # sendfile() waits for the write buffer to drain; resume_writing() closes
+    # the transport in the writer step that drains it. asyncio sets the
+    # waiter's result, tears the transport down at once (setting the done
+    # waiter's exception then raises InvalidStateError in that step) and
+    # sendfile fails on the socket that is gone. The teardown the close
+    # scheduled must not set the waiter's exception a second time (its other
+    # report on asyncio is D-023's AttributeError).
+    errors = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(type(ctx.get("exception")).__name__))
+    path = tmp_path / "f"
+    path.write_bytes(b"f" * 1000)
+    a, b = socket.socketpair()
+    b.setblocking(False)
+
+    class CloseOnResume(Recorder):
+        def resume_writing(self):
+            super().resume_writing()
+            self.transport.close()
+
+        def connection_lost(self, exc):
+            super().connection_lost(exc)
+            self.events.append("lost")
+
+    async def main():
+        transport, proto = await loop.connect_accepted_socket(lambda: CloseOnResume(loop), a)
+        transport.write(b"x" * 300_000)
+        with open(path, "rb") as f:
+            task = loop.create_task(loop.sendfile(transport, f, fallback=False))
+            got = 0
+            while not task.done():
+                await asyncio.sleep(0.001)
+                try:
+                    got += len(b.recv(1 << 20))
+                except BlockingIOError:
+                    pass
+            with pytest.raises(AttributeError):
+                task.result()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return got, proto.events.count("lost"), [e for e in errors if e != "AttributeError"]
+
+    try:
+        assert loop.run_until_complete(main()) == (300_000, 1, ["InvalidStateError"])
+    finally:
+        a.close()
+        b.close()

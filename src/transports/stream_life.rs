@@ -295,6 +295,15 @@ pub(crate) fn call_connection_lost(
 ) -> PyResult<()> {
     let (connected, protocol) = {
         let st = t.st.get(py);
+        if st.loop_.is_none() {
+            // Torn down by an earlier call: asyncio 3.11-3.13 can schedule a
+            // second one (a close from resume_writing in the writer step),
+            // which fails there on the missing socket (D-023). The fixed
+            // releases' transport does nothing more, and neither does this
+            // one: no second report, no exception set on a sendfile waiter
+            // that already has its result.
+            return Ok(());
+        }
         (st.protocol_connected, st.protocol.as_ref().map(|p| p.clone_ref(py)))
     };
     let res = match (connected, protocol) {
