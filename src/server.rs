@@ -337,7 +337,13 @@ fn set_up(py: Python<'_>, listener: &Held<Listener>) -> PyResult<()> {
             None => None,
         };
         let made = in_context(py, task_ctx.as_ref(), || {
-            let protocol = factory.bind(py).call0()?;
+            let protocol = match factory.bind(py).call0() {
+                Ok(protocol) => protocol,
+                Err(err) => {
+                    drop_unclosed(py, fd, kind);
+                    return Err(err);
+                }
+            };
             stream_life::create(
                 lp.bind(py),
                 Origin::Accepted { fd, peer, kind },
@@ -356,11 +362,24 @@ fn set_up(py: Python<'_>, listener: &Held<Listener>) -> PyResult<()> {
                 return Err(err);
             }
             // Swallowed, as `_accept_connection2` does outside debug mode.
-            // The descriptor went with the closure (closed), or with the
-            // half-made transport (closed by its `__del__`).
+            // The descriptor went with its unclosed socket (above), or with
+            // the half-made transport (closed by its `__del__`).
         }
     }
     Ok(())
+}
+
+/// The end of a connection whose protocol factory raised: asyncio's
+/// `_accept_connection2` swallows the error and drops the accepted
+/// `socket.socket` unclosed, whose finalizer closes it with a
+/// `ResourceWarning` ("unclosed <socket.socket ...>"). The same socket
+/// object, made and dropped here, does the same.
+fn drop_unclosed(py: Python<'_>, fd: Fd, kind: SockKind) {
+    let raw = fd.into_raw();
+    match crate::transports::socket_class(py).and_then(|c| c.call1((kind.family, kind.type_, kind.proto, raw))) {
+        Ok(sock) => drop(sock),
+        Err(_) => drop(Fd::from_raw(raw)),
+    }
 }
 
 /// A Python handle describing this listener's accept handle (for an error

@@ -499,6 +499,41 @@ def test_server_close_with_an_accept_queued(loop):
     assert made == []
 
 
+def test_protocol_factory_error_drops_the_accepted_socket_unclosed(loop, tmp_path):
+    # asyncio's _accept_connection2 swallows the factory's error (outside
+    # debug mode) and drops the accepted socket.socket without closing it:
+    # its finalizer closes it with a ResourceWarning naming the socket.
+    loop.set_debug(False)
+    path = str(tmp_path / "s")
+
+    def factory():
+        raise RuntimeError("no protocol")
+
+    async def main():
+        server = await loop.create_unix_server(factory, path)
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        client.setblocking(False)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                for _ in range(4):
+                    await asyncio.sleep(0)
+            try:
+                got = client.recv(1)
+            except BlockingIOError:
+                got = "open"
+            server.close()
+            await server.wait_closed()
+            return got, [(w.category, str(w.message).split(",")[0].split("=")[0]) for w in caught]
+        finally:
+            client.close()
+
+    got, warned = loop.run_until_complete(main())
+    assert got == b""
+    assert warned == [(ResourceWarning, "unclosed <socket.socket fd")]
+
+
 def test_accept_error_goes_to_the_exception_handler(loop, loop_errors):
     # accept() on a listening socket shut down for reading fails with EINVAL:
     # asyncio's _accept_connection re-raises it into its handle, which reports it.
