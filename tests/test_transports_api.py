@@ -534,6 +534,63 @@ def test_protocol_factory_error_drops_the_accepted_socket_unclosed(loop, tmp_pat
     assert warned == [(ResourceWarning, "unclosed <socket.socket fd")]
 
 
+@pytest.mark.deviation("D-025")
+def test_server_closed_between_accept_and_set_up_leaks_the_socket(loop, tmp_path):
+    """A connection accepted in the iteration before ``Server.close()``.
+
+    Its set-up (asyncio's ``_accept_connection2`` task) runs after the close:
+    the protocol is made, the transport's ``Server._attach()`` fails its
+    assertion, and the error is swallowed. asyncio's accepted socket then
+    stays open until the cycle collector finds it (the client sees no EOF
+    before, and the collection warns "unclosed <socket.socket ...>");
+    ferroloop closes it at once.
+    """
+    loop.set_debug(False)  # in debug mode both loops run asyncio's accept path
+    made = []
+    path = str(tmp_path / "s")
+
+    class Proto(asyncio.Protocol):
+        def __init__(self):
+            made.append(self)
+
+        def connection_made(self, transport):
+            made.append(transport)
+
+    async def main():
+        server = await loop.create_unix_server(Proto, path)
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(path)
+        client.setblocking(False)
+        caught = warnings.catch_warnings(record=True)
+        warned = caught.__enter__()
+        warnings.simplefilter("always")
+        try:
+            # The poll finds the listener readable; the accept runs after this
+            # task's step, the set-up one iteration later, after this task's.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            server.close()
+            for _ in range(4):
+                await asyncio.sleep(0)  # the set-up, failing
+            try:
+                before = client.recv(1)
+            except BlockingIOError:
+                before = "open"
+            settled = len(warned)
+            gc.collect()
+            try:
+                after = client.recv(1)
+            except BlockingIOError:
+                after = "open"
+            unclosed = [str(w.message).split(" ")[1] for w in warned[settled:] if w.category is ResourceWarning]
+            return len(made), before, after, "<socket.socket" in unclosed
+        finally:
+            client.close()
+            caught.__exit__(None, None, None)
+
+    assert loop.run_until_complete(main()) == (1, "open", b"", True)
+
+
 def test_accept_error_goes_to_the_exception_handler(loop, loop_errors):
     # accept() on a listening socket shut down for reading fails with EINVAL:
     # asyncio's _accept_connection re-raises it into its handle, which reports it.
