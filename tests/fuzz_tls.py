@@ -1,10 +1,19 @@
-"""The transport fuzzer's TLS harness: a ``fuzz_transport.Run`` for the
-server side of ``connect_accepted_socket(..., ssl=context)`` over a unix
-socketpair. The peer is a TLS client made of an ``ssl.SSLObject`` over
-memory BIOs, pumped by hand in the test's thread (so both runs see the same
-sequence): it completes the handshake while the transport is made, then
-sends, reads, sends close_notify or vanishes as the script says. See
-test_fuzz_transports.py.
+"""The transport fuzzer's TLS harness: a ``fuzz_transport.Run`` for a TLS
+connection over a unix socketpair, made one of four ways (the example's
+``kind``):
+
+- ``tls``: the server side of ``connect_accepted_socket(..., ssl=context)``;
+- ``tls-client``: the client side of ``create_connection(sock=..., ssl=context,
+  server_hostname=...)``;
+- ``starttls``, ``starttls-client``: a plain connection made the same way,
+  then upgraded with ``loop.start_tls()`` (server or client side);
+- ``tls-client-badname``, ``starttls-client-badname``: the client side
+  asking for a hostname the certificate does not name (the handshake fails).
+
+The peer is the other side, an ``ssl.SSLObject`` over memory BIOs, pumped by
+hand in the test's thread (so both runs see the same sequence): it completes
+the handshake while the transport is made, then sends, reads, sends
+close_notify or vanishes as the script says. See test_fuzz_transports.py.
 """
 
 from __future__ import annotations
@@ -22,14 +31,15 @@ CONTEXTS: list[ssl.SSLContext] = []
 
 
 class TlsPeer:
-    """A TLS client over a non-blocking socket, driven by ``pump()``."""
+    """A TLS client (or server) over a non-blocking socket, driven by ``pump()``."""
 
-    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext) -> None:
+    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext, server_side: bool = False) -> None:
         self.sock = sock
         sock.setblocking(False)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        hostname = None if server_side else "localhost"
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side, server_hostname=hostname)
         self.handshaken = False
         self.end: Any = None  # why the peer stopped reading
         self.got = bytearray()
@@ -126,14 +136,31 @@ class TlsPeer:
 
 
 class TlsRun(Run):
+    @property
+    def client(self) -> bool:
+        """Whether the loop's side is the TLS client."""
+        return "-client" in self.example.kind
+
+    @property
+    def hostname(self) -> str | None:
+        """The client's server_hostname: the certificate's, or one it does not name."""
+        if not self.client:
+            return None
+        return "wrong.example" if self.example.kind.endswith("-badname") else "localhost"
+
     def pair(self) -> tuple[socket.socket, Any]:
         a, b = socket.socketpair()
+        if self.client:
+            return a, TlsPeer(b, CONTEXTS[0], server_side=True)
         return a, TlsPeer(b, CONTEXTS[1])
 
     async def iterate(self, n: int) -> None:
         for _ in range(n):
             self.peer.pump()
             await asyncio.sleep(0)
+        self.peer.pump()
+
+    def drain_once(self) -> None:
         self.peer.pump()
 
     async def step(self, s: tuple[Any, ...]) -> Any:
@@ -162,16 +189,38 @@ class TlsRun(Run):
     async def main(self, sock: socket.socket) -> list[Any]:
         loop = asyncio.get_running_loop()
         factory = BufferedProtocol if self.example.buffered else Protocol
-        made = loop.create_task(loop.connect_accepted_socket(lambda: factory(self), sock, ssl=CONTEXTS[0]))
+        ctx = CONTEXTS[1] if self.client else CONTEXTS[0]
+        upgrade = self.example.kind.startswith("starttls")
+        if self.client:
+            made = loop.create_connection(
+                lambda: factory(self),
+                sock=sock,
+                ssl=None if upgrade else ctx,
+                server_hostname=None if upgrade else self.hostname,
+            )
+        else:
+            made = loop.connect_accepted_socket(lambda: factory(self), sock, ssl=None if upgrade else ctx)
+        if upgrade:
+            # The plain connection first; the peer starts its handshake
+            # only once start_tls() runs (nothing is in flight before it).
+            try:
+                transport, protocol = await made
+            except Exception as e:
+                return [exc(e)]
+            made = loop.start_tls(transport, protocol, ctx, server_side=not self.client, server_hostname=self.hostname)
+        task = loop.create_task(made)
         for _ in range(1000):
-            if made.done():
+            if task.done():
                 break
             self.peer.pump()
             await asyncio.sleep(0)
         try:
-            made.result()
+            result = task.result()
         except Exception as e:
+            await self.iterate(4)  # what reaches the peer after a failed handshake
             return [exc(e)]
+        if upgrade:
+            self.transport = result  # start_tls() returns the TLS transport
         self.peer.pump()
         results = [await self.step(s) for s in self.example.steps]
         await self.iterate(4)

@@ -14,13 +14,18 @@ unraisable exceptions. See test_fuzz_transports.py.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import hashlib
 import logging
+import pathlib
 import re
+import shutil
 import socket
 import struct
 import sys
+import tempfile
+import time
 import warnings
 from asyncio import selector_events
 from dataclasses import dataclass, field
@@ -31,7 +36,10 @@ from fuzz_model import FACTORIES
 # A run of the peer's data, distinct at every offset (so a lost, repeated or
 # reordered chunk shows in the digest).
 PATTERN = b"".join(struct.pack(">I", i) for i in range(200_000))
-FD_RE = re.compile(r"\bfd=\d+")
+# The files sendfile() steps send, one per size (made on first use).
+SENDFILE_DIR = pathlib.Path(tempfile.mkdtemp(prefix="ferroloop-fuzz-"))
+atexit.register(shutil.rmtree, SENDFILE_DIR, True)
+FD_RE = re.compile(r"\b(fd|pid)=\d+")
 ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]+")
 
 
@@ -54,7 +62,7 @@ class TransportExample:
 
 
 def text(value: Any) -> str:
-    return ADDRESS_RE.sub("0x?", FD_RE.sub("fd=?", str(value)))
+    return ADDRESS_RE.sub("0x?", FD_RE.sub(r"\1=?", str(value)))
 
 
 def exc(e: BaseException) -> tuple[Any, ...]:
@@ -193,8 +201,42 @@ class Run:
 
     # ----- steps
 
+    def drain_once(self) -> None:
+        """Take what reached the peer (while a sendfile() runs)."""
+        if self.peer_end is None:
+            self.peer_recv(1 << 20)
+
+    async def sendfile(self, mode: str, size: int, offset: Any, count: Any, fallback: bool) -> Any:
+        """``loop.sendfile()`` of a file of ``size`` bytes of PATTERN with the
+        peer draining meanwhile: its result or exception, then the file's
+        position (asyncio leaves it after the bytes sent)."""
+        path = SENDFILE_DIR / f"fuzz-{size}"
+        if not path.exists():
+            path.write_bytes(PATTERN[:size])
+        loop = asyncio.get_running_loop()
+        with open(path, mode) as f:
+            task = loop.create_task(loop.sendfile(self.transport, f, offset, count, fallback=fallback))
+            # The fallback reads the file in the loop's executor: wait by the
+            # clock, not by iterations.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if task.done():
+                    break
+                self.drain_once()
+                await asyncio.sleep(0)
+            else:
+                task.cancel()
+                return "sendfile did not finish"
+            try:
+                result = value(task.result())
+            except Exception as e:
+                result = exc(e)
+            return (result, f.tell())
+
     async def step(self, s: tuple[Any, ...]) -> Any:
         name, *args = s
+        if name == "!sendfile":
+            return await self.sendfile(*args)
         if name == "!run":
             for _ in range(args[0]):
                 await asyncio.sleep(0)
@@ -267,34 +309,17 @@ class Run:
         return server, client
 
     def record(self) -> dict[str, Any]:
-        rec: dict[str, Any] = {}
-        root = logging.getLogger()
-        handler = _Logs(self)
-        old_level = root.level
-        unraisable: list[Any] = []
-        old_hook = sys.unraisablehook
         sock, self.peer = self.pair()
         self.peer.setblocking(False)
-        loop = FACTORIES[self.impl]()
-        # Debug mode's "Executing <Handle> took 0.1 seconds" depends on the machine's load.
-        loop.slow_callback_duration = 1000.0
-        loop.set_exception_handler(lambda _loop, ctx: self.errors.append(context(ctx)))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            sys.unraisablehook = lambda u: unraisable.append(exc(u.exc_value) if u.exc_value else None)
-            root.addHandler(handler)
-            root.setLevel(logging.WARNING)
-            try:
-                rec["steps"] = loop.run_until_complete(asyncio.wait_for(self.main(sock), 10))
-            finally:
-                root.removeHandler(handler)
-                root.setLevel(old_level)
-                loop.close()
-                self.peer.close()
-                sock.close()
-                self.transport = None
-                gc.collect()
-                sys.unraisablehook = old_hook
+
+        def cleanup() -> None:
+            self.peer.close()
+            sock.close()
+            self.transport = None
+
+        with Recording(self.impl, self, cleanup) as r:
+            r.rec["steps"] = r.loop.run_until_complete(asyncio.wait_for(self.main(sock), 10))
+        rec = r.rec
         rec["events"] = [
             ("data", len(e[1]), hashlib.sha1(e[1]).hexdigest()[:12]) if e[0] == "data" else e for e in self.events
         ]
@@ -311,9 +336,54 @@ class Run:
             )
         ]
         rec["logs"] = self.logs
-        rec["warnings"] = [(w.category.__name__, text(w.message)) for w in caught]
-        rec["unraisable"] = unraisable
         return rec
+
+
+class Recording:
+    """One run's loop and what it reports: ``with Recording(impl, owner,
+    cleanup) as r`` makes the loop (its exception handler appending to
+    ``owner.errors``, log records at WARNING and above to ``owner.logs``)
+    and records warnings and unraisable exceptions; on the way out it closes
+    the loop, calls ``cleanup()``, collects cycles and fills ``r.rec``'s
+    ``warnings`` and ``unraisable``."""
+
+    def __init__(self, impl: str, owner: Any, cleanup: Any = None) -> None:
+        self.owner = owner
+        self.cleanup = cleanup
+        self.rec: dict[str, Any] = {}
+        self.loop = FACTORIES[impl]()
+        # Debug mode's "Executing <Handle> took 0.1 seconds" depends on the machine's load.
+        self.loop.slow_callback_duration = 1000.0
+        self.loop.set_exception_handler(lambda _loop, ctx: owner.errors.append(context(ctx)))
+
+    def __enter__(self) -> Recording:
+        self.root = logging.getLogger()
+        self.handler = _Logs(self.owner)
+        self.old_level = self.root.level
+        self.old_hook = sys.unraisablehook
+        self.unraisable: list[Any] = []
+        self.catcher = warnings.catch_warnings(record=True)
+        self.caught = self.catcher.__enter__()
+        warnings.simplefilter("always")
+        sys.unraisablehook = lambda u: self.unraisable.append(exc(u.exc_value) if u.exc_value else None)
+        self.root.addHandler(self.handler)
+        self.root.setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self.root.removeHandler(self.handler)
+            self.root.setLevel(self.old_level)
+            settled = len(self.caught)  # what the teardown's collections warn about comes after
+            self.loop.close()
+            if self.cleanup is not None:
+                self.cleanup()
+            gc.collect()
+        finally:
+            sys.unraisablehook = self.old_hook
+            self.catcher.__exit__(*exc_info)
+        self.rec["warnings"] = warning_record(self.caught, settled)
+        self.rec["unraisable"] = self.unraisable
 
 
 def make_data(kind: str, n: int) -> Any:
@@ -331,6 +401,14 @@ def make_data(kind: str, n: int) -> Any:
     if kind == "int":
         return n
     return None
+
+
+def warning_record(caught: list[warnings.WarningMessage], settled: int) -> list[Any]:
+    """The warnings in order, except that those of the teardown (loop close
+    and cycle collection: unclosed transports and sockets, which the
+    collector finalizes in an order of its own) are sorted."""
+    out = [(w.category.__name__, text(w.message)) for w in caught]
+    return out[:settled] + sorted(out[settled:])
 
 
 def context(ctx: dict[str, Any]) -> tuple[Any, ...]:
