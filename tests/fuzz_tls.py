@@ -214,6 +214,14 @@ class TlsRun(Run):
                 break
             self.peer.pump()
             await asyncio.sleep(0)
+        else:
+            # A handshake that cannot finish (the peer gave up, e.g. on
+            # plaintext written before start_tls()): cancelled here, so that
+            # its clean-up runs on the loop, not in the collector's order.
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.iterate(4)
+            return ["handshake did not finish"]
         try:
             result = task.result()
         except Exception as e:
