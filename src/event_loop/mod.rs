@@ -185,9 +185,9 @@ impl EventLoop {
         self.st.get_mut(py).retune.push(stream);
     }
 
-    /// Flush `stream`'s queued writes right before the next poll.
-    pub(crate) fn want_flush(&self, py: Python<'_>, stream: crate::transports::stream::StreamRef) {
-        self.st.get_mut(py).flush.push(stream);
+    /// Register `stream`'s writer right before the next poll.
+    pub(crate) fn want_writer(&self, py: Python<'_>, stream: crate::transports::stream::StreamRef) {
+        self.st.get_mut(py).new_writers.push(stream);
     }
 
     /// One `recv` into the shared read buffer, returned as exact-size
@@ -632,7 +632,7 @@ impl EventLoop {
                 st.fds.drain(),
                 (std::mem::take(&mut st.pool), std::mem::take(&mut st.timer_pool)),
                 (
-                    std::mem::take(&mut st.flush),
+                    std::mem::take(&mut st.new_writers),
                     std::mem::take(&mut st.retune),
                     std::mem::take(&mut st.streams),
                     std::mem::take(&mut st.scratch),

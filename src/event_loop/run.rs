@@ -202,19 +202,19 @@ fn stream_events(py: Python<'_>, stream: &StreamRef, ready: u32) -> [Option<Read
 /// during the iteration, then bring the kernel registrations in line with
 /// what the transports want.
 fn before_poll(py: Python<'_>, this: &EventLoop) {
-    let (flush, retune) = {
+    let (writers, retune) = {
         let st = this.st.get(py);
-        (!st.flush.is_empty(), !st.retune.is_empty())
+        (!st.new_writers.is_empty(), !st.retune.is_empty())
     };
-    if flush {
-        let pending = std::mem::take(&mut this.st.get_mut(py).flush);
+    if writers {
+        let pending = std::mem::take(&mut this.st.get_mut(py).new_writers);
         for stream in pending {
-            if let Some(kind) = stream_io::flush(py, &stream) {
+            if let Some(kind) = stream_io::register_pending_writer(py, &stream) {
                 this.st.get_mut(py).ready.push(Ready::io(stream, kind));
             }
         }
     }
-    if flush || retune {
+    if writers || retune {
         let pending = std::mem::take(&mut this.st.get_mut(py).retune);
         for stream in pending {
             let applied = stream::apply_interest(py, stream.bind(py), stream.get());

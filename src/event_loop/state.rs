@@ -27,7 +27,7 @@ pub(crate) enum Ready {
     /// per kind so that every entry is a tag and one pointer (see `io`).
     IoRead(StreamRef),
     IoWrite(StreamRef),
-    IoFlushFailed(StreamRef),
+    IoWriterFailed(StreamRef),
     IoRegisterFailed(StreamRef),
     /// A listening socket's accept step.
     Accept(Held<crate::server::Listener>),
@@ -46,7 +46,7 @@ impl Ready {
         match kind {
             IoKind::Read => Ready::IoRead(stream),
             IoKind::Write => Ready::IoWrite(stream),
-            IoKind::FlushFailed => Ready::IoFlushFailed(stream),
+            IoKind::WriterFailed => Ready::IoWriterFailed(stream),
             IoKind::RegisterFailed => Ready::IoRegisterFailed(stream),
         }
     }
@@ -56,7 +56,7 @@ impl Ready {
         match self {
             Ready::IoRead(s) => Some((s, IoKind::Read)),
             Ready::IoWrite(s) => Some((s, IoKind::Write)),
-            Ready::IoFlushFailed(s) => Some((s, IoKind::FlushFailed)),
+            Ready::IoWriterFailed(s) => Some((s, IoKind::WriterFailed)),
             Ready::IoRegisterFailed(s) => Some((s, IoKind::RegisterFailed)),
             _ => None,
         }
@@ -78,7 +78,7 @@ impl Ready {
             Ready::Foreign(o) => Ready::Foreign(o.clone_ref(py)),
             Ready::IoRead(s) => Ready::IoRead(s.clone_ref(py)),
             Ready::IoWrite(s) => Ready::IoWrite(s.clone_ref(py)),
-            Ready::IoFlushFailed(s) => Ready::IoFlushFailed(s.clone_ref(py)),
+            Ready::IoWriterFailed(s) => Ready::IoWriterFailed(s.clone_ref(py)),
             Ready::IoRegisterFailed(s) => Ready::IoRegisterFailed(s.clone_ref(py)),
             Ready::Accept(l) => Ready::Accept(l.clone_ref(py)),
             Ready::SetUp(l) => Ready::SetUp(l.clone_ref(py)),
@@ -192,8 +192,9 @@ pub(crate) struct LoopState {
     /// asyncio's `_transports` is a weak map). Entries are removed when the
     /// transport closes its socket or dies.
     pub streams: std::collections::HashMap<std::os::fd::RawFd, usize>,
-    /// Transports with writes queued during this iteration (pre-poll flush).
-    pub flush: Vec<StreamRef>,
+    /// Transports whose writes left data queued during this iteration:
+    /// their writers are registered right before the poll.
+    pub new_writers: Vec<StreamRef>,
     /// Transports whose wanted interest changed (applied before the poll).
     pub retune: Vec<StreamRef>,
     /// The read buffer shared by all transports (only one reads at a time).
@@ -247,7 +248,7 @@ impl LoopState {
             pool: Vec::with_capacity(HANDLE_POOL_SIZE),
             timer_pool: Vec::with_capacity(HANDLE_POOL_SIZE),
             streams: std::collections::HashMap::new(),
-            flush: Vec::new(),
+            new_writers: Vec::new(),
             retune: Vec::new(),
             scratch: Vec::new(),
             spare: crate::py::spare_bytes::SpareBytes::default(),
@@ -277,7 +278,7 @@ impl Default for LoopState {
             pool: Vec::new(),
             timer_pool: Vec::new(),
             streams: std::collections::HashMap::new(),
-            flush: Vec::new(),
+            new_writers: Vec::new(),
             retune: Vec::new(),
             scratch: Vec::new(),
             spare: crate::py::spare_bytes::SpareBytes::default(),
@@ -325,7 +326,7 @@ impl crate::py::gc::GcRefs for LoopState {
                 super::registrations::Reg::Listener(l) => v.visit(Some(&**l))?,
             }
         }
-        for t in self.flush.iter().chain(&self.retune) {
+        for t in self.new_writers.iter().chain(&self.retune) {
             v.visit(Some(t.as_py()))?;
         }
         v.visit(self.debug_value.as_deref())?;

@@ -162,7 +162,7 @@ pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) 
         if !lp.get().is_closed_flag(py) {
             let reading = st.interest & super::stream::READING != 0;
             info.push(format!("read={}", if reading { "polling" } else { "idle" }));
-            let writing = st.interest & super::stream::WRITING != 0 || st.flush_pending;
+            let writing = st.interest & super::stream::WRITING != 0 || st.writer_pending;
             info.push(format!(
                 "write=<{}, bufsize={}>",
                 if writing { "polling" } else { "idle" },

@@ -133,7 +133,7 @@ pub(crate) struct StreamState {
     /// The reader/writer epoch when the pending read/write event was queued.
     pub queued_read_epoch: u32,
     pub queued_write_epoch: u32,
-    /// The errno of a failed pre-poll flush or registration.
+    /// The errno of a failed registration (the pre-poll writer's or another).
     pub io_errno: i32,
     pub conn_lost: u32,
     pub closing: bool,
@@ -142,8 +142,8 @@ pub(crate) struct StreamState {
     pub protocol_connected: bool,
     pub buffered: bool,
     pub protocol_paused: bool,
-    /// Waiting in the loop's pre-poll flush list.
-    pub flush_pending: bool,
+    /// Waiting in the loop's list of writers to register before the poll.
+    pub writer_pending: bool,
     /// The last read was large: read straight into the result next time.
     pub big_reads: bool,
     /// Which of asyncio's transport classes this is.
@@ -549,8 +549,8 @@ pub(crate) fn add_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTrans
 
 /// `loop._add_writer(fd, ...)`: start watching for writability, with the
 /// writing context copied from the caller's, as a new handle would (the
-/// datagram and pipe transports; the stream transport's writes go through
-/// the pre-poll flush first).
+/// datagram and pipe transports; the stream transport's writer is
+/// registered at the pre-poll step instead).
 pub(crate) fn add_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let ctx = crate::py::call::copy_context(py)?;
     let want = t.st.get(py).interest | WRITING;
@@ -584,10 +584,10 @@ pub(crate) fn remove_reader(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTr
 pub(crate) fn remove_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let want = {
         let mut st = t.st.get_mut(py);
-        if st.flush_pending {
+        if st.writer_pending {
             // Registered in asyncio's eyes already (its `write()` adds the
             // writer at once), here only at the next pre-poll step: cancel it.
-            st.flush_pending = false;
+            st.writer_pending = false;
             if st.interest & WRITING == 0 {
                 let old = st.write_ctx.take();
                 drop(st);

@@ -11,13 +11,14 @@
 //! the buffer a `BufferedProtocol` hands out.
 //!
 //! Writing: `write()` tries the socket at once, as asyncio does. What does
-//! not fit is queued (see `keep`) and the transport joins the loop's flush
-//! list: right before the next poll the queue goes out in one vectored
-//! `sendmsg`; only if the socket is still full is writable interest
-//! registered (asyncio registers it at once). Protocol-visible consequences
-//! of a flush (`resume_writing`, `connection_lost` after `close()`, the
-//! sendfile waiter) run as a ready item of the next batch, where asyncio's
-//! writer handle would run them.
+//! not fit is queued (see `keep`) and the transport joins the loop's list of
+//! new writers: right before the next poll its writable interest is
+//! registered (asyncio registers it at once, inside `write()`; the kernel
+//! call is only deferred, so that a burst of writes registers once). The
+//! queue goes out, in one vectored `sendmsg`, only in the writer step once
+//! epoll reports the socket writable, where asyncio's writer handle sends
+//! it; `resume_writing`, `connection_lost` after `close()` and the sendfile
+//! waiter follow from that step as from asyncio's.
 //!
 //! # Invariants
 //! - No borrow of the transport's state is held across a call into Python.
@@ -50,7 +51,7 @@ pub(crate) enum IoKind {
     Write,
     /// Registering the writer at the pre-poll step failed (errno in the
     /// state): `_write_ready`'s error branch.
-    FlushFailed,
+    WriterFailed,
     /// Registering the fd failed (errno in the state; asyncio's `_add_reader`
     /// raises): a fatal error of the transport.
     RegisterFailed,
@@ -82,7 +83,7 @@ pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyRe
                 }
                 st.write_ctx.as_ref().map(|c| c.clone_ref(py))
             }
-            IoKind::FlushFailed | IoKind::RegisterFailed => st.write_ctx.as_ref().map(|c| c.clone_ref(py)),
+            IoKind::WriterFailed | IoKind::RegisterFailed => st.write_ctx.as_ref().map(|c| c.clone_ref(py)),
         };
         (ctx, st.flavor)
     };
@@ -98,7 +99,7 @@ pub(crate) fn on_event(py: Python<'_>, stream: &StreamRef, kind: IoKind) -> PyRe
             Flavor::Datagram => super::datagram::sendto_ready(py, obj, t),
             Flavor::ReadPipe | Flavor::WritePipe => super::pipes::write_ready(py, obj, t),
         },
-        IoKind::FlushFailed => {
+        IoKind::WriterFailed => {
             let (lost, errno) = {
                 let st = t.st.get(py);
                 (st.conn_lost > 0, st.io_errno)
@@ -309,8 +310,8 @@ pub(crate) fn write(
                 offset = n;
             }
         }
-        // Not all was written: the writer (here: the pre-poll flush).
-        want_flush(py, obj, t)?;
+        // Not all was written: the writer, registered before the next poll.
+        want_writer(py, obj, t)?;
     }
     {
         let mut st = t.st.get_mut(py);
@@ -338,11 +339,11 @@ fn write_error(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, err:
 }
 
 /// Data is queued: remember the writer's context (asyncio's `_add_writer`
-/// copies the caller's) and join the loop's pre-poll flush.
-fn want_flush(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
+/// copies the caller's) and join the loop's writers to register before the poll.
+fn want_writer(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     let lp = {
         let st = t.st.get(py);
-        if st.flush_pending || st.interest & WRITING != 0 {
+        if st.writer_pending || st.interest & WRITING != 0 {
             return Ok(());
         }
         let Some(lp) = &st.loop_ else { return Ok(()) };
@@ -352,11 +353,11 @@ fn want_flush(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> Py
     let Some(me) = StreamRef::of(obj) else { return Ok(()) };
     let old = {
         let mut st = t.st.get_mut(py);
-        st.flush_pending = true;
+        st.writer_pending = true;
         st.write_ctx.replace(Held::new(ctx))
     };
     drop(old);
-    lp.get().want_flush(py, me);
+    lp.get().want_writer(py, me);
     Ok(())
 }
 
@@ -402,11 +403,11 @@ fn consume(py: Python<'_>, t: &StreamTransport, n: usize) {
 /// epoll's measure, so other buffer sizes and `resume_writing` points; and a
 /// peer's reset reported by the wrong step, EPIPE where asyncio's reader gets
 /// ECONNRESET). Returns the item to queue if the registration failed.
-pub(crate) fn flush(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
+pub(crate) fn register_pending_writer(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
     let t = stream_ref.get();
     {
         let mut st = t.st.get_mut(py);
-        st.flush_pending = false;
+        st.writer_pending = false;
         if st.conn_lost > 0 || st.queue.is_empty() || st.interest & WRITING != 0 {
             return None;
         }
@@ -431,7 +432,7 @@ fn register_writer(py: Python<'_>, stream_ref: &StreamRef) -> Option<IoKind> {
                 .getattr("errno")
                 .and_then(|v| v.extract::<i32>())
                 .unwrap_or(0);
-            Some(IoKind::FlushFailed)
+            Some(IoKind::WriterFailed)
         }
     }
 }
@@ -469,7 +470,7 @@ fn write_failed(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport, err
 fn after_send(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<()> {
     maybe_resume_protocol(py, obj, t)?; // May append to the buffer.
     if !t.st.get(py).queue.is_empty() {
-        // A flush that left data behind: from now on wait for writability.
+        // Data left behind (a partial send): keep waiting for writability.
         if t.st.get(py).interest & WRITING == 0 {
             let want = t.st.get(py).interest | WRITING;
             stream::set_interest(py, obj, t, want)?;
@@ -557,7 +558,7 @@ pub(crate) fn writelines(
     // `self._write_ready()`: try at once.
     write_ready(py, obj, t)?;
     if !t.st.get(py).queue.is_empty() && t.st.get(py).conn_lost == 0 {
-        want_flush(py, obj, t)?;
+        want_writer(py, obj, t)?;
     }
     maybe_pause_protocol(py, obj, t)
 }
