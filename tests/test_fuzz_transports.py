@@ -6,8 +6,9 @@ a TLS connection (``connect_accepted_socket(..., ssl=context)``,
 ``loop.sendfile()`` over stream and TLS transports, servers
 (``create_server``/``create_unix_server``, plain or TLS, and
 ``asyncio.Server``'s methods, with clients connecting, sending and leaving;
-``fuzz_server``) and subprocesses (``subprocess_exec`` and its pipe
-transports; ``fuzz_subprocess``).
+``fuzz_server``), subprocesses (``subprocess_exec`` and its pipe
+transports; ``fuzz_subprocess``) and the socket operations ``sock_sendfile``,
+``sock_sendall`` and ``sock_recv`` (``fuzz_sock``).
 
 Hypothesis generates scripts of calls to a transport's public methods (with
 valid and invalid arguments: every data type ``write`` meets, buffer limits
@@ -43,6 +44,7 @@ import pytest
 from fuzz_datagram import run_datagram
 from fuzz_pipe import run_pipe
 from fuzz_server import ServerExample, run_server
+from fuzz_sock import run_sock
 from fuzz_subprocess import SubprocessExample, run_subprocess
 from fuzz_tls import CONTEXTS, run_tls
 from fuzz_transport import TransportExample, run_on
@@ -290,6 +292,28 @@ def subprocess_examples(draw: st.DrawFn) -> SubprocessExample:
     )
 
 
+def sock_steps(kind: str) -> st.SearchStrategy[tuple[object, ...]]:
+    big = 300_000 if kind != "tcp" else 20_000
+    return st.one_of(
+        sendfile_step(kind).map(lambda s: ("sock_sendfile", *s[1:])),
+        sendfile_step(kind).map(lambda s: ("sock_sendfile", *s[1:])),
+        st.tuples(st.just("sock_sendall"), st.sampled_from([0, 1, 5000, big])),
+        st.tuples(st.just("sock_recv"), st.sampled_from([0, 1, 1000, 1 << 17])),
+        st.tuples(st.just("!run"), st.integers(1, 3)),
+        st.tuples(st.just("!send"), st.sampled_from([1, 100, 5000])),
+        st.tuples(st.just("!recv"), st.sampled_from([1, 1000, 1 << 20])),
+        st.tuples(st.sampled_from(["!shut", "!close"] + (["!reset"] if kind == "tcp" else []))),
+    )
+
+
+@st.composite
+def sock_examples(draw: st.DrawFn) -> TransportExample:
+    kind = draw(st.sampled_from(["unix", "tcp"]))
+    return TransportExample(
+        kind=kind, actions=(), eof_result=None, steps=tuple(draw(st.lists(sock_steps(kind), min_size=1, max_size=8)))
+    )
+
+
 # D-024: on 3.12+ asyncio's socket transport registers None as its writer
 # when data is written after close() (SSL's close_notify): the loop reports
 # "Exception in callback None()" at every iteration and the rest is lost.
@@ -372,3 +396,10 @@ def run_server_unless_d025(impl: str, example: ServerExample) -> dict[str, Any]:
 @given(subprocess_examples())
 def test_subprocess_scripts(example: SubprocessExample) -> None:
     check(example, run_subprocess)
+
+
+@fuzz_timeout
+@FUZZ_SETTINGS
+@given(sock_examples())
+def test_sock_operation_scripts(example: TransportExample) -> None:
+    check(example, run_sock)
