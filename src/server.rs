@@ -7,7 +7,9 @@
 //! `_accept_connection2` task takes its first step), in a copy of the
 //! listener's context: `protocol_factory()`, then the native transport
 //! (whose constructor schedules `connection_made` and reading as asyncio's
-//! does). Errors of the protocol factory are swallowed, as the task does.
+//! does). Errors of the protocol factory are swallowed, as the task does,
+//! and the accepted socket is dropped unclosed (its finalizer's
+//! `ResourceWarning`), as the task's frame drops it.
 //! `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM` are reported, the listener stops,
 //! and `_start_serving` is called again after `ACCEPT_RETRY_DELAY`.
 //!
