@@ -226,6 +226,7 @@ class Run:
                 await asyncio.sleep(0)
             else:
                 task.cancel()
+                await asyncio.gather(task, return_exceptions=True)  # before the file closes
                 return "sendfile did not finish"
             try:
                 result = value(task.result())
