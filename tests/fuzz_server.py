@@ -12,9 +12,10 @@ a list of steps: the server's methods (``close``, ``close_clients``,
 cancellation, ``wait_closed``, ``is_serving``, ``sockets``), client actions
 (connect, send, read, shut down, close, reset) and loop iterations. The
 record holds each step's result or exception, each accepted connection's
-protocol events in order (numbered in the order the server made them), what
-every client received and how its stream ended, exception-handler calls,
-logs, warnings and unraisable exceptions. See test_fuzz_transports.py.
+protocol events in order (numbered in the order the server made them; how
+connections' events interleave is not compared), what every client
+received and how its stream ended, exception-handler calls, logs, warnings
+and unraisable exceptions. See test_fuzz_transports.py.
 """
 
 from __future__ import annotations
@@ -334,9 +335,16 @@ class ServerRun:
                 os.unlink(address)
             os.rmdir(tmp)
         rec = r.rec
-        rec["events"] = [
-            (e[0], "data", len(e[2]), hashlib.sha1(e[2]).hexdigest()[:12]) if e[1] == "data" else e for e in self.events
-        ]
+        # Each connection's events in order (numbered by the order the
+        # server made them). How connections interleave is not compared:
+        # close_clients()/abort_clients() walk a WeakSet, whose order is the
+        # transports' addresses, on asyncio as on ferroloop.
+        per_connection: dict[int, list[Any]] = {}
+        for e in self.events:
+            per_connection.setdefault(e[0], []).append(
+                ("data", len(e[2]), hashlib.sha1(e[2]).hexdigest()[:12]) if e[1] == "data" else e[1:]
+            )
+        rec["events"] = sorted(per_connection.items())
         rec["clients"] = [
             (len(c.got), hashlib.sha1(bytes(c.got)).hexdigest()[:12], c.end)
             if c.tls is None
