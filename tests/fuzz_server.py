@@ -211,12 +211,13 @@ class ServerRun:
             c = self.client(args[0] if args else 0)
             if c is None:
                 return "no client"
-            if name == "!recv":
+            if loop.get_debug():
                 # A socket that only a reference cycle holds open (an accept
-                # error's traceback, in debug mode) closes when the collector
-                # runs, which depends on each loop's allocations: collect
-                # before looking.
+                # error's traceback, which debug mode hands to the exception
+                # handler) closes when the collector runs, which depends on
+                # each loop's allocations: collect before the client acts.
                 gc.collect()
+            if name == "!recv":
                 return self.recv(c)
             if c.sock.fileno() == -1:
                 return "closed already"
