@@ -11,46 +11,18 @@ cancelled (``sock_recv`` with nothing to read). See test_fuzz_transports.py.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
-from fuzz_transport import PATTERN, SENDFILE_DIR, Run, TransportExample, exc, value
+from fuzz_transport import PATTERN, Run, TransportExample, exc, sendfile_path
 
 
 class SockRun(Run):
-    async def wait(self, coro: Any, drain: bool) -> Any:
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(coro)
-        deadline = time.monotonic() + 5
-        iterations = 0
-        while not task.done():
-            if drain:
-                self.drain_once()
-            elif iterations >= 4:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                return "waited, cancelled"
-            if time.monotonic() > deadline:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                return "did not finish"
-            iterations += 1
-            await asyncio.sleep(0)
-        try:
-            result = task.result()
-        except Exception as e:
-            return exc(e)
-        return value(result) if not isinstance(result, bytes) else ("bytes", len(result))
-
     async def step(self, s: tuple[Any, ...]) -> Any:
         name, *args = s
         loop = asyncio.get_running_loop()
         if name == "sock_sendfile":
             mode, size, offset, count, fallback = args
-            path = SENDFILE_DIR / f"fuzz-{size}"
-            if not path.exists():
-                path.write_bytes(PATTERN[:size])
-            with open(path, mode) as f:
+            with open(sendfile_path(size), mode) as f:
                 try:
                     coro = loop.sock_sendfile(self.sock, f, offset, count, fallback=fallback)
                 except Exception as e:  # a native method may check its arguments at the call

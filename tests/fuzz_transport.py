@@ -39,6 +39,16 @@ PATTERN = b"".join(struct.pack(">I", i) for i in range(200_000))
 # The files sendfile() steps send, one per size (made on first use).
 SENDFILE_DIR = pathlib.Path(tempfile.mkdtemp(prefix="ferroloop-fuzz-"))
 atexit.register(shutil.rmtree, SENDFILE_DIR, True)
+
+
+def sendfile_path(size: int) -> pathlib.Path:
+    """The file of ``size`` bytes of PATTERN that sendfile steps send."""
+    path = SENDFILE_DIR / f"fuzz-{size}"
+    if not path.exists():
+        path.write_bytes(PATTERN[:size])
+    return path
+
+
 FD_RE = re.compile(r"\b(fd|pid)=\d+")
 ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]+")
 
@@ -206,33 +216,40 @@ class Run:
         if self.peer_end is None:
             self.peer_recv(1 << 20)
 
+    async def wait(self, coro: Any, drain: bool) -> Any:
+        """Run ``coro`` as a task and return its result or exception. With
+        ``drain`` the peer drains meanwhile and the wait is by the clock (a
+        sendfile fallback reads in the loop's executor); without, the task is
+        cancelled after a few iterations (it waits for the peer)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        deadline = time.monotonic() + 5
+        iterations = 0
+        while not task.done():
+            if drain:
+                self.drain_once()
+            elif iterations >= 4:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return "waited, cancelled"
+            if time.monotonic() > deadline:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return "did not finish"
+            iterations += 1
+            await asyncio.sleep(0)
+        try:
+            result = task.result()
+        except Exception as e:
+            return exc(e)
+        return ("bytes", len(result)) if isinstance(result, bytes) else value(result)
+
     async def sendfile(self, mode: str, size: int, offset: Any, count: Any, fallback: bool) -> Any:
         """``loop.sendfile()`` of a file of ``size`` bytes of PATTERN with the
         peer draining meanwhile: its result or exception, then the file's
         position (asyncio leaves it after the bytes sent)."""
-        path = SENDFILE_DIR / f"fuzz-{size}"
-        if not path.exists():
-            path.write_bytes(PATTERN[:size])
         loop = asyncio.get_running_loop()
-        with open(path, mode) as f:
-            task = loop.create_task(loop.sendfile(self.transport, f, offset, count, fallback=fallback))
-            # The fallback reads the file in the loop's executor: wait by the
-            # clock, not by iterations.
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                if task.done():
-                    break
-                self.drain_once()
-                await asyncio.sleep(0)
-            else:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)  # before the file closes
-                return "sendfile did not finish"
-            try:
-                result = value(task.result())
-            except Exception as e:
-                result = exc(e)
-            return (result, f.tell())
+        with open(sendfile_path(size), mode) as f:
+            return (await self.wait(loop.sendfile(self.transport, f, offset, count, fallback=fallback), True), f.tell())
 
     async def step(self, s: tuple[Any, ...]) -> Any:
         name, *args = s

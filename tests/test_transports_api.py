@@ -619,21 +619,24 @@ def test_accept_error_goes_to_the_exception_handler(loop, loop_errors):
     loop_errors.clear()
 
 
+class CloseOnResume(Recorder):
+    """Closes its transport from resume_writing(); counts connection_lost()."""
+
+    def resume_writing(self):
+        super().resume_writing()
+        self.transport.close()
+
+    def connection_lost(self, exc):
+        super().connection_lost(exc)
+        self.events.append("lost")
+
+
 @pytest.mark.deviation("D-023")
 def test_close_from_resume_writing_reports_a_second_connection_lost(loop):
     errors = []
     loop.set_exception_handler(lambda _loop, ctx: errors.append(type(ctx.get("exception")).__name__))
     a, b = socket.socketpair()
     b.setblocking(False)
-
-    class CloseOnResume(Recorder):
-        def resume_writing(self):
-            super().resume_writing()
-            self.transport.close()
-
-        def connection_lost(self, exc):
-            super().connection_lost(exc)
-            self.events.append("lost")
 
     async def main():
         transport, proto = await loop.connect_accepted_socket(lambda: CloseOnResume(loop), a)
@@ -671,15 +674,6 @@ def test_close_from_resume_writing_while_sendfile_waits_for_the_buffer(loop, tmp
     path.write_bytes(b"f" * 1000)
     a, b = socket.socketpair()
     b.setblocking(False)
-
-    class CloseOnResume(Recorder):
-        def resume_writing(self):
-            super().resume_writing()
-            self.transport.close()
-
-        def connection_lost(self, exc):
-            super().connection_lost(exc)
-            self.events.append("lost")
 
     async def main():
         transport, proto = await loop.connect_accepted_socket(lambda: CloseOnResume(loop), a)
