@@ -19,7 +19,6 @@ as asyncio's.
 from __future__ import annotations
 
 from asyncio import sslproto
-from typing import Any
 
 from . import _ferroloop
 
@@ -31,18 +30,14 @@ class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
 _ferroloop._install_ssl_write(_SSLProtocolTransport)
 
 
+_ferroloop._install_ssl_protocol(_SSLProtocolTransport)
+
+
 class SSLProtocol(_ferroloop._SSLRecordPath, sslproto.SSLProtocol):
-    def _get_app_transport(self) -> Any:
-        if self._app_transport is None:
-            if self._app_transport_created:
-                raise RuntimeError("Creating _SSLProtocolTransport twice")
-            self._app_transport = _SSLProtocolTransport(self._loop, self)
-            self._app_transport_created = True
-        return self._app_transport
+    __init__ = _ferroloop._SSLRecordPath._native_init
 
 
 for _cls, _base in ((_SSLProtocolTransport, sslproto._SSLProtocolTransport), (SSLProtocol, sslproto.SSLProtocol)):
     _cls.__module__ = _base.__module__
     _cls.__qualname__ = _base.__qualname__
     _cls.__doc__ = _base.__doc__
-SSLProtocol._get_app_transport.__qualname__ = vars(sslproto.SSLProtocol)["_get_app_transport"].__qualname__

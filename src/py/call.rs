@@ -132,3 +132,28 @@ pub(crate) fn call_method<'py>(
         Ok(unsafe { Bound::from_owned_ptr(py, res) })
     }
 }
+
+/// The function a `lambda` with one free variable evaluates to: made from
+/// its `code` object and the defining module's `globals`, with `value` in
+/// its cell (name, qualname and module come from the code and globals, as
+/// for the function the interpreter makes).
+pub(crate) fn closure_of<'py>(
+    py: Python<'py>,
+    code: &Bound<'py, PyAny>,
+    globals: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: live objects; each call returns a new reference or NULL with
+    // an exception set (PyFunction_New checks that `code` is a code object
+    // and `globals` a dict; PyFunction_SetClosure that the closure is a
+    // tuple), and a NULL is turned into the pending error.
+    unsafe {
+        let func = Bound::from_owned_ptr_or_err(py, ffi::PyFunction_New(code.as_ptr(), globals.as_ptr()))?;
+        let cell = Bound::from_owned_ptr_or_err(py, ffi::PyCell_New(value.as_ptr()))?;
+        let closure = PyTuple::new(py, [cell])?;
+        if ffi::PyFunction_SetClosure(func.as_ptr(), closure.as_ptr()) != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(func)
+    }
+}

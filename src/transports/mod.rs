@@ -27,6 +27,7 @@ pub(crate) mod pipes;
 mod pipes_api;
 mod sslproto;
 mod sslproto_io;
+mod sslproto_life;
 pub(crate) mod stream;
 mod stream_api;
 pub(crate) mod stream_io;

@@ -37,7 +37,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::sslproto_io;
+use super::{sslproto_io, sslproto_life};
 use crate::py::cell::GilCell;
 use crate::py::gc::{self, GcRefs, GcStop, Visitor};
 use ferroloop_core::tls_records::TlsRecords;
@@ -53,6 +53,43 @@ pub(crate) struct Names {
     pub sslobject: Py<PyAny>,
     /// `SSLProtocol.max_size`.
     pub max_size: Py<PyAny>,
+    /// `AppProtocolState`'s members, in `AppState` order.
+    pub app_states: [Py<PyAny>; 4],
+    /// asyncio's `SSLProtocol`: its methods serve every case the native ones leave.
+    pub asyncio_cls: Py<PyAny>,
+    /// The `asyncio.sslproto` module (its `logger`, `_create_transport_context`, globals).
+    pub module: Py<PyModule>,
+    /// `asyncio.constants`.
+    pub constants: Py<PyAny>,
+    /// `ssl.MemoryBIO`, `ssl.CertificateError`, `protocols.BufferedProtocol`.
+    pub memory_bio: Py<PyAny>,
+    pub certificate_error: Py<PyAny>,
+    pub buffered_protocol: Py<PyAny>,
+    /// `collections.deque`.
+    pub deque: Py<PyAny>,
+    /// The code of the `lambda: self._check_handshake_timeout()` (and of
+    /// the shutdown one) that `_start_handshake` (`_start_shutdown`) passes
+    /// to `call_later` on 3.11 and 3.12; `None` where asyncio passes the
+    /// bound method (3.13).
+    pub handshake_lambda: Option<Py<PyAny>>,
+    pub shutdown_lambda: Option<Py<PyAny>>,
+}
+
+/// The `lambda` made inside asyncio's `SSLProtocol.<method>`, if it makes one.
+fn lambda_code(cls: &Bound<'_, PyAny>, method: &str) -> PyResult<Option<Py<PyAny>>> {
+    let py = cls.py();
+    let consts = cls.getattr(method)?.getattr("__code__")?.getattr("co_consts")?;
+    for c in consts.try_iter()? {
+        let c = c?;
+        if c.hasattr("co_name")? && c.getattr("co_name")?.extract::<String>()? == "<lambda>" {
+            let free: Vec<String> = c.getattr("co_freevars")?.extract()?;
+            if free == ["self"] {
+                return Ok(Some(c.unbind()));
+            }
+        }
+    }
+    let _ = py;
+    Ok(None)
 }
 
 static NAMES: PyOnceLock<Names> = PyOnceLock::new();
@@ -74,6 +111,25 @@ pub(crate) fn names(py: Python<'_>) -> PyResult<&Names> {
             ssl_error: py.import("ssl")?.getattr("SSLError")?.unbind(),
             sslobject: py.import("ssl")?.getattr("SSLObject")?.unbind(),
             max_size: sslproto.getattr("SSLProtocol")?.getattr("max_size")?.unbind(),
+            app_states: {
+                let app = sslproto.getattr("AppProtocolState")?;
+                let get = |n: &str| app.getattr(n).map(Bound::unbind);
+                [
+                    get("STATE_INIT")?,
+                    get("STATE_CON_MADE")?,
+                    get("STATE_EOF")?,
+                    get("STATE_CON_LOST")?,
+                ]
+            },
+            asyncio_cls: sslproto.getattr("SSLProtocol")?.unbind(),
+            module: sslproto.clone().unbind(),
+            constants: py.import("asyncio.constants")?.into_any().unbind(),
+            memory_bio: py.import("ssl")?.getattr("MemoryBIO")?.unbind(),
+            certificate_error: py.import("ssl")?.getattr("CertificateError")?.unbind(),
+            buffered_protocol: py.import("asyncio.protocols")?.getattr("BufferedProtocol")?.unbind(),
+            deque: py.import("collections")?.getattr("deque")?.unbind(),
+            handshake_lambda: lambda_code(&sslproto.getattr("SSLProtocol")?, "_start_handshake")?,
+            shutdown_lambda: lambda_code(&sslproto.getattr("SSLProtocol")?, "_start_shutdown")?,
         })
     })
 }
@@ -88,6 +144,17 @@ pub(crate) enum State {
     Wrapped,
     Flushing,
     Shutdown,
+}
+
+/// `AppProtocolState`, as a code (`Other` for anything else assigned).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) enum AppState {
+    #[default]
+    Other,
+    Init,
+    ConMade,
+    Eof,
+    ConLost,
 }
 
 /// An attribute holding a flag: the object assigned and its truth value.
@@ -127,6 +194,24 @@ pub(crate) struct TlsState {
     pub ssl_reading_paused: Flag,
     /// `max_size` if assigned on the instance (else asyncio's class attribute).
     pub max_size: Option<Py<PyAny>>,
+    pub app_state: Option<Py<PyAny>>,
+    pub app_code: AppState,
+    pub eof_received: Flag,
+    pub server_side: Option<Py<PyAny>>,
+    pub server_hostname: Option<Py<PyAny>>,
+    pub sslcontext: Option<Py<PyAny>>,
+    pub extra: Option<Py<PyAny>>,
+    pub waiter: Option<Py<PyAny>>,
+    pub loop_: Option<Py<PyAny>>,
+    pub app_transport: Option<Py<PyAny>>,
+    pub app_transport_created: Option<Py<PyAny>>,
+    pub ssl_handshake_timeout: Option<Py<PyAny>>,
+    pub ssl_shutdown_timeout: Option<Py<PyAny>>,
+    pub conn_lost: Option<Py<PyAny>>,
+    /// Class attributes on asyncio's `SSLProtocol` (`None` until assigned).
+    pub handshake_start_time: Option<Py<PyAny>>,
+    pub handshake_timeout_handle: Option<Py<PyAny>>,
+    pub shutdown_timeout_handle: Option<Py<PyAny>>,
 }
 
 impl GcRefs for TlsState {
@@ -152,6 +237,22 @@ impl GcRefs for TlsState {
             &self.app_writing_paused.obj,
             &self.ssl_reading_paused.obj,
             &self.max_size,
+            &self.app_state,
+            &self.eof_received.obj,
+            &self.server_side,
+            &self.server_hostname,
+            &self.sslcontext,
+            &self.extra,
+            &self.waiter,
+            &self.loop_,
+            &self.app_transport,
+            &self.app_transport_created,
+            &self.ssl_handshake_timeout,
+            &self.ssl_shutdown_timeout,
+            &self.conn_lost,
+            &self.handshake_start_time,
+            &self.handshake_timeout_handle,
+            &self.shutdown_timeout_handle,
         ] {
             v.visit(r.as_ref())?;
         }
@@ -196,6 +297,7 @@ macro_rules! mirrored {
     (
         obj: [$(($oget:ident, $oset:ident, $oname:literal, $ofield:ident)),* $(,)?],
         flag: [$(($fget:ident, $fset:ident, $fname:literal, $ffield:ident)),* $(,)?],
+        defaulted: [$(($dget:ident, $dset:ident, $dname:literal, $dfield:ident)),* $(,)?],
         extra: { $($extra:tt)* }
     ) => {
         #[pymethods]
@@ -228,6 +330,19 @@ macro_rules! mirrored {
                     Ok(())
                 }
             )*
+            $(
+                /// A class attribute of asyncio's (`None`) until assigned.
+                #[getter($dname)]
+                fn $dget(slf: &Bound<'_, Self>) -> Py<PyAny> {
+                    let py = slf.py();
+                    slf.get().st.get(py).$dfield.as_ref().map_or_else(|| py.None(), |o| o.clone_ref(py))
+                }
+                #[setter($dname)]
+                fn $dset(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) {
+                    let old = slf.get().st.get_mut(slf.py()).$dfield.replace(value.unbind());
+                    drop(old);
+                }
+            )*
             $($extra)*
         }
     };
@@ -247,6 +362,17 @@ mirrored! {
         (get_outgoing_low_water, set_outgoing_low_water, "_outgoing_low_water", outgoing_low_water),
         (get_incoming_high_water, set_incoming_high_water, "_incoming_high_water", incoming_high_water),
         (get_incoming_low_water, set_incoming_low_water, "_incoming_low_water", incoming_low_water),
+        (get_server_side, set_server_side, "_server_side", server_side),
+        (get_server_hostname, set_server_hostname, "_server_hostname", server_hostname),
+        (get_sslcontext, set_sslcontext, "_sslcontext", sslcontext),
+        (get_extra, set_extra, "_extra", extra),
+        (get_waiter, set_waiter, "_waiter", waiter),
+        (get_loop, set_loop, "_loop", loop_),
+        (get_app_transport, set_app_transport, "_app_transport", app_transport),
+        (get_app_transport_created, set_app_transport_created, "_app_transport_created", app_transport_created),
+        (get_ssl_handshake_timeout, set_ssl_handshake_timeout, "_ssl_handshake_timeout", ssl_handshake_timeout),
+        (get_ssl_shutdown_timeout, set_ssl_shutdown_timeout, "_ssl_shutdown_timeout", ssl_shutdown_timeout),
+        (get_conn_lost, set_conn_lost, "_conn_lost", conn_lost),
     ],
     flag: [
         (get_app_reading_paused, set_app_reading_paused, "_app_reading_paused", app_reading_paused),
@@ -254,6 +380,12 @@ mirrored! {
         (get_ssl_writing_paused, set_ssl_writing_paused, "_ssl_writing_paused", ssl_writing_paused),
         (get_app_writing_paused, set_app_writing_paused, "_app_writing_paused", app_writing_paused),
         (get_ssl_reading_paused, set_ssl_reading_paused, "_ssl_reading_paused", ssl_reading_paused),
+        (get_eof_received, set_eof_received, "_eof_received", eof_received),
+    ],
+    defaulted: [
+        (get_handshake_start_time, set_handshake_start_time, "_handshake_start_time", handshake_start_time),
+        (get_handshake_timeout_handle, set_handshake_timeout_handle, "_handshake_timeout_handle", handshake_timeout_handle),
+        (get_shutdown_timeout_handle, set_shutdown_timeout_handle, "_shutdown_timeout_handle", shutdown_timeout_handle),
     ],
     extra: {
         #[new]
@@ -269,21 +401,17 @@ mirrored! {
 
         #[setter(_state)]
         fn set_state(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
-            let py = slf.py();
-            let states = &names(py)?.states;
-            let codes = [State::Unwrapped, State::DoHandshake, State::Wrapped, State::Flushing, State::Shutdown];
-            let code = states
-                .iter()
-                .zip(codes)
-                .find(|(s, _)| value.is(s.bind(py)))
-                .map_or(State::Other, |(_, c)| c);
-            let old = {
-                let mut st = slf.get().st.get_mut(py);
-                st.code = code;
-                st.state.replace(value.unbind())
-            };
-            drop(old);
-            Ok(())
+            store_state(slf, value)
+        }
+
+        #[getter(_app_state)]
+        fn get_app_state(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+            get_obj(slf, "_app_state", |s| &s.app_state)
+        }
+
+        #[setter(_app_state)]
+        fn set_app_state(slf: &Bound<'_, Self>, value: Bound<'_, PyAny>) -> PyResult<()> {
+            store_app_state(slf, value)
         }
 
         #[getter(_sslobj)]
@@ -351,6 +479,92 @@ mirrored! {
             sslproto_io::process_outgoing(slf)
         }
 
+        /// asyncio's `SSLProtocol.__init__` (the class's `__init__`, see `_sslproto.py`).
+        #[pyo3(signature = (
+            loop_, app_protocol, sslcontext, waiter, server_side=None, server_hostname=None,
+            call_connection_made=None, ssl_handshake_timeout=None, ssl_shutdown_timeout=None
+        ))]
+        #[allow(clippy::too_many_arguments, reason = "asyncio's signature")]
+        fn _native_init(
+            slf: &Bound<'_, Self>,
+            loop_: Bound<'_, PyAny>,
+            app_protocol: Bound<'_, PyAny>,
+            sslcontext: Bound<'_, PyAny>,
+            waiter: Bound<'_, PyAny>,
+            server_side: Option<Bound<'_, PyAny>>,
+            server_hostname: Option<Bound<'_, PyAny>>,
+            call_connection_made: Option<Bound<'_, PyAny>>,
+            ssl_handshake_timeout: Option<Bound<'_, PyAny>>,
+            ssl_shutdown_timeout: Option<Bound<'_, PyAny>>,
+        ) -> PyResult<()> {
+            sslproto_life::init(slf, sslproto_life::InitArgs {
+                loop_, app_protocol, sslcontext, waiter, server_side, server_hostname,
+                call_connection_made, ssl_handshake_timeout, ssl_shutdown_timeout,
+            })
+        }
+
+        /// `SSLProtocol._get_app_transport()`.
+        fn _get_app_transport<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+            sslproto_life::get_app_transport(slf)
+        }
+
+        /// `SSLProtocol._set_state(new_state)`.
+        fn _set_state(slf: &Bound<'_, Self>, new_state: Bound<'_, PyAny>) -> PyResult<()> {
+            sslproto_life::set_state(slf, new_state)
+        }
+
+        /// `SSLProtocol._wakeup_waiter(exc=None)`.
+        #[pyo3(signature = (exc=None))]
+        fn _wakeup_waiter(slf: &Bound<'_, Self>, exc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+            sslproto_life::wakeup_waiter(slf, exc)
+        }
+
+        /// `SSLProtocol._call_eof_received()`.
+        fn _call_eof_received(slf: &Bound<'_, Self>) -> PyResult<()> {
+            sslproto_life::call_eof_received(slf)
+        }
+
+        /// `SSLProtocol.connection_made(transport)`.
+        fn connection_made(slf: &Bound<'_, Self>, transport: Bound<'_, PyAny>) -> PyResult<()> {
+            slf.get().st.get_mut(slf.py()).transport.replace(transport.unbind());
+            sslproto_life::start_handshake(slf)
+        }
+
+        /// `SSLProtocol._start_handshake()`.
+        fn _start_handshake(slf: &Bound<'_, Self>) -> PyResult<()> {
+            sslproto_life::start_handshake(slf)
+        }
+
+        /// `SSLProtocol._on_handshake_complete(handshake_exc)`.
+        fn _on_handshake_complete(slf: &Bound<'_, Self>, handshake_exc: Bound<'_, PyAny>) -> PyResult<()> {
+            sslproto_life::on_handshake_complete(slf, handshake_exc)
+        }
+
+        /// `SSLProtocol.connection_lost(exc)`.
+        fn connection_lost(slf: &Bound<'_, Self>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+            sslproto_life::connection_lost(slf, exc)
+        }
+
+        /// `SSLProtocol._start_shutdown()`.
+        fn _start_shutdown(slf: &Bound<'_, Self>) -> PyResult<()> {
+            sslproto_life::start_shutdown(slf)
+        }
+
+        /// `SSLProtocol._do_flush()`.
+        fn _do_flush(slf: &Bound<'_, Self>) -> PyResult<()> {
+            sslproto_life::do_flush(slf)
+        }
+
+        /// `SSLProtocol._do_shutdown()`.
+        fn _do_shutdown(slf: &Bound<'_, Self>) -> PyResult<()> {
+            sslproto_life::do_shutdown(slf)
+        }
+
+        /// `SSLProtocol._on_shutdown_complete(shutdown_exc)`.
+        fn _on_shutdown_complete(slf: &Bound<'_, Self>, shutdown_exc: Bound<'_, PyAny>) -> PyResult<()> {
+            sslproto_life::on_shutdown_complete(slf, shutdown_exc)
+        }
+
         fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
             gc::traverse(&self.st, &visit)
         }
@@ -359,6 +573,50 @@ mirrored! {
             gc::clear(&self.st);
         }
     }
+}
+
+/// `self._state = value`.
+pub(crate) fn store_state(slf: &Bound<'_, SslRecordPath>, value: Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    let states = &names(py)?.states;
+    let codes = [
+        State::Unwrapped,
+        State::DoHandshake,
+        State::Wrapped,
+        State::Flushing,
+        State::Shutdown,
+    ];
+    let code = states
+        .iter()
+        .zip(codes)
+        .find(|(s, _)| value.is(s.bind(py)))
+        .map_or(State::Other, |(_, c)| c);
+    let old = {
+        let mut st = slf.get().st.get_mut(py);
+        st.code = code;
+        st.state.replace(value.unbind())
+    };
+    drop(old);
+    Ok(())
+}
+
+/// `self._app_state = value`.
+pub(crate) fn store_app_state(slf: &Bound<'_, SslRecordPath>, value: Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    let states = &names(py)?.app_states;
+    let codes = [AppState::Init, AppState::ConMade, AppState::Eof, AppState::ConLost];
+    let code = states
+        .iter()
+        .zip(codes)
+        .find(|(s, _)| value.is(s.bind(py)))
+        .map_or(AppState::Other, |(_, c)| c);
+    let old = {
+        let mut st = slf.get().st.get_mut(py);
+        st.app_code = code;
+        st.app_state.replace(value.unbind())
+    };
+    drop(old);
+    Ok(())
 }
 
 /// A mirrored attribute, or the `AttributeError` Python would raise.
@@ -372,5 +630,6 @@ pub(crate) fn field<'py>(
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SslRecordPath>()?;
-    sslproto_io::register(m)
+    sslproto_io::register(m)?;
+    sslproto_life::register(m)
 }

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyModule, PyString, PyTuple, PyType};
 
 use super::sslproto::{field, names, SslRecordPath, State};
-use super::stream;
+use super::{sslproto_life, stream};
 use crate::py::call::call_method;
 use crate::py::fastcall::{fastcall_method, install};
 use crate::py::spare_bytes::Filling;
@@ -41,7 +41,7 @@ fn fatal_on_exception(p: &Bound<'_, SslRecordPath>, result: PyResult<()>) -> PyR
 /// object is exactly an `ssl.SSLObject` (whose methods only forward), else
 /// the object itself; and whether it is exactly one. Found once per
 /// `_sslobj` assigned.
-fn ssl_target<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<(Bound<'py, PyAny>, bool)> {
+pub(crate) fn ssl_target<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<(Bound<'py, PyAny>, bool)> {
     let py = p.py();
     if let Some((t, exact)) = &p.get().st.get(py).target {
         return Ok((t.bind(py).clone(), *exact));
@@ -167,10 +167,10 @@ pub(crate) fn buffer_updated(p: &Bound<'_, SslRecordPath>, nbytes: isize) -> PyR
         call_method(&incoming, intern!(py, "write"), &[&slice])?;
     }
     match state(p) {
-        State::DoHandshake => call_method(p.as_any(), intern!(py, "_do_handshake"), &[]).map(drop),
+        State::DoHandshake => do_handshake(p),
         State::Wrapped => do_read(p),
-        State::Flushing => call_method(p.as_any(), intern!(py, "_do_flush"), &[]).map(drop),
-        State::Shutdown => call_method(p.as_any(), intern!(py, "_do_shutdown"), &[]).map(drop),
+        State::Flushing => sslproto_life::do_flush(p),
+        State::Shutdown => sslproto_life::do_shutdown(p),
         State::Unwrapped | State::Other => Ok(()),
     }
 }
@@ -180,14 +180,11 @@ pub(crate) fn do_handshake(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
     let py = p.py();
     let (target, _) = ssl_target(p)?;
     match call_method(&target, intern!(py, "do_handshake"), &[]) {
-        Ok(_) => {
-            let none = py.None().into_bound(py);
-            call_method(p.as_any(), intern!(py, "_on_handshake_complete"), &[&none]).map(drop)
-        }
+        Ok(_) => sslproto_life::on_handshake_complete(p, py.None().into_bound(py)),
         Err(err) if err.get_type(py).is_subclass(names(py)?.again.bind(py))? => process_outgoing(p),
         Err(err) if err.get_type(py).is_subclass(names(py)?.ssl_error.bind(py))? => {
             let exc = err.into_value(py).into_bound(py).into_any();
-            call_method(p.as_any(), intern!(py, "_on_handshake_complete"), &[&exc]).map(drop)
+            sslproto_life::on_handshake_complete(p, exc)
         }
         Err(err) => Err(err),
     }
@@ -307,8 +304,8 @@ fn read_copied(p: &Bound<'_, SslRecordPath>, every_read: bool) -> PyResult<()> {
     }
     if closed {
         // close_notify
-        call_method(p.as_any(), intern!(py, "_call_eof_received"), &[])?;
-        call_method(p.as_any(), intern!(py, "_start_shutdown"), &[])?;
+        sslproto_life::call_eof_received(p)?;
+        sslproto_life::start_shutdown(p)?;
     }
     Ok(())
 }
