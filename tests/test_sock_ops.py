@@ -638,3 +638,39 @@ def test_socket_subclass_accept_is_called(loop):
             return list(lsock.log)
 
     assert loop.run_until_complete(main()) == [("accept",)]
+
+
+def test_result_of_a_coroutine_stepped_by_hand_is_released_with_its_last_reference(loop):
+    """``sock_accept()`` stepped with ``send()`` outside ``run_forever``.
+
+    The accepted socket is released when the caller drops the result: its
+    finalizer (the "unclosed socket" warning) runs at that moment, not at
+    some later call into the loop. (The native path once left the release
+    queued while no loop method was on the stack.)
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    client = socket.create_connection(listener.getsockname())
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+
+            def accept():
+                coro = loop.sock_accept(listener)
+                try:
+                    coro.send(None)
+                except StopIteration as stop:
+                    conn, _ = stop.value
+                    return conn.fileno()
+                raise AssertionError("sock_accept() did not finish at once")
+
+            fd = accept()
+            unclosed = [str(w.message) for w in warned if w.category is ResourceWarning]
+        assert len(unclosed) == 1 and f"fd={fd}," in unclosed[0]
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    finally:
+        client.close()
+        listener.close()

@@ -56,29 +56,30 @@ pub(crate) unsafe extern "C" fn am_send<T: NativeCoroutine>(
     value: *mut ffi::PyObject,
     result: *mut *mut ffi::PyObject,
 ) -> ffi::PySendResult {
-    // SAFETY: called by the interpreter with the GIL held.
-    let py = unsafe { Python::assume_attached() };
-    guarded(py, ffi::PySendResult::PYGEN_ERROR, || {
-        // SAFETY: `obj` and `value` are live borrowed references.
-        let (obj, value) = unsafe { (Bound::from_borrowed_ptr(py, obj), Bound::from_borrowed_ptr(py, value)) };
-        match T::send(&obj, &value) {
-            Ok(Step::Yield(v)) => {
-                // SAFETY: `result` is the interpreter's out-pointer; we hand it a new reference.
-                unsafe { *result = v.into_ptr() };
-                ffi::PySendResult::PYGEN_NEXT
+    // Called by the interpreter with the GIL held.
+    crate::py::entered(|py| {
+        guarded(py, ffi::PySendResult::PYGEN_ERROR, || {
+            // SAFETY: `obj` and `value` are live borrowed references.
+            let (obj, value) = unsafe { (Bound::from_borrowed_ptr(py, obj), Bound::from_borrowed_ptr(py, value)) };
+            match T::send(&obj, &value) {
+                Ok(Step::Yield(v)) => {
+                    // SAFETY: `result` is the interpreter's out-pointer; we hand it a new reference.
+                    unsafe { *result = v.into_ptr() };
+                    ffi::PySendResult::PYGEN_NEXT
+                }
+                Ok(Step::Return(v)) => {
+                    // SAFETY: as above.
+                    unsafe { *result = v.into_ptr() };
+                    ffi::PySendResult::PYGEN_RETURN
+                }
+                Err(e) => {
+                    e.restore(py);
+                    // SAFETY: as above; NULL with an exception set.
+                    unsafe { *result = std::ptr::null_mut() };
+                    ffi::PySendResult::PYGEN_ERROR
+                }
             }
-            Ok(Step::Return(v)) => {
-                // SAFETY: as above.
-                unsafe { *result = v.into_ptr() };
-                ffi::PySendResult::PYGEN_RETURN
-            }
-            Err(e) => {
-                e.restore(py);
-                // SAFETY: as above; NULL with an exception set.
-                unsafe { *result = std::ptr::null_mut() };
-                ffi::PySendResult::PYGEN_ERROR
-            }
-        }
+        })
     })
 }
 
@@ -99,12 +100,13 @@ fn as_iter_result(py: Python<'_>, step: PyResult<Step<'_>>) -> *mut ffi::PyObjec
 
 /// `tp_iternext` (`__next__` = `send(None)`).
 pub(crate) unsafe extern "C" fn iternext<T: NativeCoroutine>(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    // SAFETY: called by the interpreter with the GIL held.
-    let py = unsafe { Python::assume_attached() };
-    guarded(py, std::ptr::null_mut(), || {
-        // SAFETY: a live borrowed reference.
-        let obj = unsafe { Bound::from_borrowed_ptr(py, obj) };
-        as_iter_result(py, T::send(&obj, &py.None().into_bound(py)))
+    // Called by the interpreter with the GIL held.
+    crate::py::entered(|py| {
+        guarded(py, std::ptr::null_mut(), || {
+            // SAFETY: a live borrowed reference.
+            let obj = unsafe { Bound::from_borrowed_ptr(py, obj) };
+            as_iter_result(py, T::send(&obj, &py.None().into_bound(py)))
+        })
     })
 }
 

@@ -445,9 +445,8 @@ macro_rules! fastcall_method {
                 optional: &[$($opt),*],
                 by_keyword: $kw,
             };
-            // SAFETY: the interpreter calls methods with the GIL held.
-            let py = unsafe { pyo3::Python::assume_attached() };
-            $crate::py::fastcall::finish(py, || {
+            // The interpreter calls methods with the GIL held.
+            $crate::py::entered(|py| $crate::py::fastcall::finish(py, || {
                 // SAFETY: the arguments are exactly what the interpreter passed.
                 let parsed = unsafe { $crate::py::fastcall::parse(py, &PARAMS, slf, args, nargsf, kwnames) }?;
                 #[allow(unused_mut)]
@@ -456,7 +455,7 @@ macro_rules! fastcall_method {
                     return unsafe { $crate::py::fastcall::rebind(py, &PARAMS, $fn_name, slf, args, nargsf, kwnames) };
                 };
                 $body
-            })
+            }))
         }
     };
 }

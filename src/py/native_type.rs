@@ -387,8 +387,11 @@ unsafe extern "C" fn dealloc<T: RawPayload>(obj: *mut ffi::PyObject) {
         if !(*weaklist).is_null() {
             ffi::PyObject_ClearWeakRefs(obj);
         }
-        class.payload(obj).dealloc(Python::assume_attached());
-        std::ptr::drop_in_place(obj.cast::<u8>().offset(class.payload_offset).cast::<T>());
+        // The payload's references are released at once (see `py::entered`).
+        crate::py::entered(|py| {
+            class.payload(obj).dealloc(py);
+            std::ptr::drop_in_place(obj.cast::<u8>().offset(class.payload_offset).cast::<T>());
+        });
         for slot in class.base_slot_ptrs(obj).chain(dict_slot(obj)) {
             let old = std::ptr::replace(slot, std::ptr::null_mut());
             if !old.is_null() {
@@ -434,7 +437,7 @@ unsafe extern "C" fn clear<T: RawPayload>(obj: *mut ffi::PyObject) -> c_int {
     // SAFETY: called by the collector (GIL held) on a live instance.
     unsafe {
         let class = class_of::<T>();
-        class.payload(obj).clear_refs(Python::assume_attached());
+        crate::py::entered(|py| class.payload(obj).clear_refs(py));
         for slot in class.base_slot_ptrs(obj).chain(dict_slot(obj)) {
             let old = std::ptr::replace(slot, std::ptr::null_mut());
             if !old.is_null() {
@@ -446,22 +449,23 @@ unsafe extern "C" fn clear<T: RawPayload>(obj: *mut ffi::PyObject) -> c_int {
 }
 
 unsafe extern "C" fn finalize<T: RawPayload>(obj: *mut ffi::PyObject) {
-    // SAFETY: called by the interpreter with the GIL held on a live instance.
-    let py = unsafe { Python::assume_attached() };
-    // tp_finalize must not lose a pending exception.
-    let saved = PyErr::take(py);
-    // SAFETY: `obj` is live for the duration of the call.
-    let bound = unsafe { Bound::from_borrowed_ptr(py, obj) };
-    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::finalize(&bound)));
-    if res.is_err() {
-        // A panic in __del__ is reported like an exception in __del__.
-        pyo3::panic::PanicException::new_err("ferroloop panicked in __del__ (this is a bug)").restore(py);
-        // SAFETY: an exception is set; PyErr_WriteUnraisable consumes it.
-        unsafe { ffi::PyErr_WriteUnraisable(obj) };
-    }
-    if let Some(e) = saved {
-        e.restore(py);
-    }
+    // Called by the interpreter with the GIL held on a live instance.
+    crate::py::entered(|py| {
+        // tp_finalize must not lose a pending exception.
+        let saved = PyErr::take(py);
+        // SAFETY: `obj` is live for the duration of the call.
+        let bound = unsafe { Bound::from_borrowed_ptr(py, obj) };
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::finalize(&bound)));
+        if res.is_err() {
+            // A panic in __del__ is reported like an exception in __del__.
+            pyo3::panic::PanicException::new_err("ferroloop panicked in __del__ (this is a bug)").restore(py);
+            // SAFETY: an exception is set; PyErr_WriteUnraisable consumes it.
+            unsafe { ffi::PyErr_WriteUnraisable(obj) };
+        }
+        if let Some(e) = saved {
+            e.restore(py);
+        }
+    });
 }
 
 /// Define a read-only attribute getter of a raw class:
@@ -472,13 +476,15 @@ macro_rules! raw_getter {
             obj: *mut pyo3::ffi::PyObject,
             _closure: *mut std::os::raw::c_void,
         ) -> *mut pyo3::ffi::PyObject {
-            // SAFETY: getters are called with the GIL held.
-            let $py = unsafe { pyo3::Python::assume_attached() };
-            $crate::py::fastcall::finish($py, || {
-                // SAFETY: the getset descriptor checked `obj`'s type.
-                let ($obj, $t) = unsafe { <$payload as $crate::py::native_type::RawPayload>::class().bind($py, obj) };
-                let _ = (&$obj, &$t);
-                $body
+            // Getters are called with the GIL held.
+            $crate::py::entered(|$py| {
+                $crate::py::fastcall::finish($py, || {
+                    let class = <$payload as $crate::py::native_type::RawPayload>::class();
+                    // SAFETY: the getset descriptor checked `obj`'s type.
+                    let ($obj, $t) = unsafe { class.bind($py, obj) };
+                    let _ = (&$obj, &$t);
+                    $body
+                })
             })
         }
     };
@@ -489,13 +495,15 @@ pub(crate) use raw_getter;
 macro_rules! raw_repr {
     ($name:ident, $payload:ty, |$py:ident, $obj:ident, $t:ident| $body:expr) => {
         pub(crate) unsafe extern "C" fn $name(obj: *mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject {
-            // SAFETY: called by the interpreter with the GIL held.
-            let $py = unsafe { pyo3::Python::assume_attached() };
-            $crate::py::fastcall::finish($py, || {
-                // SAFETY: the slot belongs to the payload's class.
-                let ($obj, $t) = unsafe { <$payload as $crate::py::native_type::RawPayload>::class().bind($py, obj) };
-                let s: String = $body?;
-                Ok(pyo3::types::PyString::new($py, &s).into_any().unbind())
+            // Called by the interpreter with the GIL held.
+            $crate::py::entered(|$py| {
+                $crate::py::fastcall::finish($py, || {
+                    let class = <$payload as $crate::py::native_type::RawPayload>::class();
+                    // SAFETY: the slot belongs to the payload's class.
+                    let ($obj, $t) = unsafe { class.bind($py, obj) };
+                    let s: String = $body?;
+                    Ok(pyo3::types::PyString::new($py, &s).into_any().unbind())
+                })
             })
         }
     };

@@ -251,29 +251,30 @@ unsafe extern "C" fn set_pipe(
     value: *mut pyo3::ffi::PyObject,
     _closure: *mut std::os::raw::c_void,
 ) -> std::os::raw::c_int {
-    // SAFETY: setters are called with the GIL held.
-    let py = unsafe { Python::assume_attached() };
-    // SAFETY: `obj` is an instance of a pipe class (the descriptor checked
-    // it), whose payload sits at the stream class's offset.
-    let t: &StreamTransport = unsafe { stream::class().payload(obj) };
-    if value.is_null() {
-        pyo3::exceptions::PyAttributeError::new_err("cannot delete attribute '_pipe'").restore(py);
-        return -1;
-    }
-    // SAFETY: a borrowed reference the caller keeps alive.
-    let value = unsafe { Bound::from_borrowed_ptr(py, value) };
-    let new = if value.is_none() {
-        stream::Sock::Closed
-    } else {
-        stream::Sock::Py(crate::py::held::Held::new(value.unbind()))
-    };
-    let old = std::mem::replace(&mut t.st.get_mut(py).sock, new);
-    if let stream::Sock::Raw(fd) = old {
-        let _ = fd.into_raw(); // never for a pipe: its Python object owns the fd
-    } else {
-        drop(old);
-    }
-    0
+    // Setters are called with the GIL held.
+    crate::py::entered(|py| {
+        // SAFETY: `obj` is an instance of a pipe class (the descriptor checked
+        // it), whose payload sits at the stream class's offset.
+        let t: &StreamTransport = unsafe { stream::class().payload(obj) };
+        if value.is_null() {
+            pyo3::exceptions::PyAttributeError::new_err("cannot delete attribute '_pipe'").restore(py);
+            return -1;
+        }
+        // SAFETY: a borrowed reference the caller keeps alive.
+        let value = unsafe { Bound::from_borrowed_ptr(py, value) };
+        let new = if value.is_none() {
+            stream::Sock::Closed
+        } else {
+            stream::Sock::Py(crate::py::held::Held::new(value.unbind()))
+        };
+        let old = std::mem::replace(&mut t.st.get_mut(py).sock, new);
+        if let stream::Sock::Raw(fd) = old {
+            let _ = fd.into_raw(); // never for a pipe: its Python object owns the fd
+        } else {
+            drop(old);
+        }
+        0
+    })
 }
 
 /// The setters of both pipe classes.
