@@ -311,12 +311,19 @@ class Env(Objects):
         if lp.is_closed():
             if not asyncio.iscoroutine(v):
                 return ("not-awaited", self.value(v))
+            raised = None
             try:
                 y = v.send(None)
             except StopIteration as e:
                 return ("await-return", self.value(e.value))
             except BaseException as e:
-                return ("await-raise", *self.exc(e))
+                raised = ("await-raise", *self.exc(e))
+            if raised is not None:
+                # D-026: a transport half made by the failed call is held by
+                # asyncio in a reference cycle, keeping the caller's socket
+                # open; ferroloop's closes it at once. Collect it here.
+                gc.collect()
+                return raised
             out = ("await-suspended", self.value(y))
             v.close()
             return out

@@ -698,3 +698,36 @@ def test_close_from_resume_writing_while_sendfile_waits_for_the_buffer(loop, tmp
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.deviation("D-026")
+def test_socket_transport_failing_on_a_closed_loop_leaves_the_socket_to_the_collector(loop):
+    """``create_connection(sock=...)`` on a closed loop.
+
+    The transport's constructor fails (scheduling ``connection_made`` raises
+    "Event loop is closed"); asyncio's half-made transport is then held by
+    a reference cycle of the error and keeps the caller's socket open, and
+    registered under its fd, until the cycle collector finds it (which warns
+    "unclosed transport" and closes the socket). ferroloop's closes the
+    socket at once, with the same warning.
+    """
+    sock = socket.socket()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            loop.close()
+            coro = loop.create_connection(asyncio.Protocol, sock=sock)
+            with pytest.raises(RuntimeError, match="Event loop is closed"):
+                coro.send(None)
+            del coro
+            before = sock.fileno() != -1
+            gc.collect()
+            after = sock.fileno() != -1
+        unclosed = [str(w.message).split(" <")[0] for w in warned if w.category is ResourceWarning]
+    finally:
+        sock.close()
+        if gc_was_enabled:
+            gc.enable()
+    assert (before, after, unclosed) == (True, False, ["unclosed transport"])
