@@ -187,8 +187,9 @@ def test_a_context_sslobject_class_is_called_as_asyncio_calls_it(loop, certs):
 
 
 # asyncio's methods the native path stands for, as read for this version of
-# ferroloop (the same on 3.11, 3.12 and 3.13). A new Python whose asyncio
-# changes one of them must be reviewed against src/transports/sslproto_io.rs.
+# ferroloop (the same on 3.11, 3.12 and 3.13 unless two are given). A new
+# Python whose asyncio changes one of them must be reviewed against
+# src/transports/sslproto_io.rs and sslproto_life.rs.
 EMULATED = {
     ("SSLProtocol", "get_buffer"): "b684ff",
     ("SSLProtocol", "buffer_updated"): "44acea",
@@ -202,15 +203,41 @@ EMULATED = {
     ("SSLProtocol", "_control_ssl_reading"): "cbf482",
     ("_SSLProtocolTransport", "write"): "96d383",
     ("_SSLProtocolTransport", "writelines"): "5e379c",
+    # src/transports/sslproto_life.rs (the once-per-connection steps). Where
+    # 3.13 differs (the timeout callback, `handshake_exc = None`), both
+    # versions' sources are accepted: the native code follows each.
+    ("SSLProtocol", "__init__"): "a81038",
+    ("SSLProtocol", "_set_app_protocol"): "8d8a80",
+    ("SSLProtocol", "_get_app_transport"): "7a3ee0",
+    ("SSLProtocol", "_set_read_buffer_limits"): "7e4ff2",
+    ("SSLProtocol", "_set_write_buffer_limits"): "07ff4a",
+    ("SSLProtocol", "_set_state"): "1ba2b5",
+    ("SSLProtocol", "_wakeup_waiter"): "6cdbe6",
+    ("SSLProtocol", "_call_eof_received"): "f86e3a",
+    ("SSLProtocol", "connection_made"): "e17bed",
+    ("SSLProtocol", "_start_handshake"): ("b557c6", "d93a9c"),
+    ("SSLProtocol", "_on_handshake_complete"): ("6f4395", "df208a"),
+    ("SSLProtocol", "connection_lost"): "8c1d57",
+    ("SSLProtocol", "_start_shutdown"): ("9ebbc8", "4b85c2"),
+    ("SSLProtocol", "_do_flush"): "5a8b5b",
+    ("SSLProtocol", "_do_shutdown"): "8b7e8d",
+    ("SSLProtocol", "_on_shutdown_complete"): "19cddb",
 }
 
 
 @pytest.mark.parametrize("cls,name", sorted(EMULATED), ids=lambda v: v if isinstance(v, str) else None)
 def test_asyncio_methods_the_native_path_emulates_are_unchanged(cls, name):
     source = inspect.getsource(getattr(getattr(sslproto, cls), name))
-    assert hashlib.md5(source.encode()).hexdigest()[:6] == EMULATED[(cls, name)], (
+    known = EMULATED[(cls, name)]
+    assert hashlib.md5(source.encode()).hexdigest()[:6] in ((known,) if isinstance(known, str) else known), (
         f"asyncio.sslproto.{cls}.{name} changed on this Python: review the native TLS path"
     )
+
+
+def test_asyncio_flow_control_defaults_the_native_init_computes_are_unchanged():
+    """``__init__``'s buffer limits: ``add_flowcontrol_defaults(None, None, kb)``."""
+    source = inspect.getsource(sslproto.add_flowcontrol_defaults)
+    assert hashlib.md5(source.encode()).hexdigest()[:6] == "7f373d"
 
 
 def test_asyncio_start_tls_the_loop_reimplements_is_unchanged():
@@ -343,3 +370,88 @@ def test_writelines_of_a_non_iterable_raises_asyncios_type_error(loop, certs):
         return got
 
     assert run(loop, main()) == b"after"
+
+
+def test_timeout_callbacks_and_state_through_a_connection_are_asyncios(loop, certs):
+    """The once-per-connection steps (native on ferroloop): the handshake and
+    shutdown timeout callbacks are asyncio's own (a lambda on 3.11/3.12, the
+    bound method on 3.13), and the protocol's state, app state and extra
+    info after the handshake and after the connection are asyncio's."""
+    from ssl_support import client_context
+
+    seen = {}
+
+    def callback_name(handle):
+        cb = handle._callback
+        return getattr(cb, "__qualname__", None), getattr(cb, "__module__", None), type(cb).__name__
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            proto = self.transport._ssl_protocol
+            seen["handshake_handle"] = proto._handshake_timeout_handle
+            seen["wrapped"] = (proto._state.name, proto._app_state.name, list(proto._extra))
+            self.transport.close()  # starts the shutdown: its timeout handle
+            shutdown = proto._shutdown_timeout_handle
+            seen["shutdown"] = shutdown is not None and callback_name(shutdown)
+            seen["proto"] = proto
+
+    # The handshake's timeout handle, as _start_handshake made it.
+    made = []
+    real_call_later = loop.call_later
+
+    def call_later(delay, callback, *args, **kwargs):
+        handle = real_call_later(delay, callback, *args, **kwargs)
+        name = getattr(callback, "__qualname__", "")
+        if "SSLProtocol" in name:
+            made.append((delay, callback_name(handle)))
+        return handle
+
+    loop.call_later = call_later
+
+    async def main():
+        server, port = await start_server(loop, Server, server_context(certs))
+        reader, writer = await asyncio.open_connection(
+            HOST, port, ssl=client_context(certs), server_hostname="localhost"
+        )
+        writer.write(b"x")
+        await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        await iterations(5)
+        await close_server(server)
+
+    try:
+        run(loop, main())
+    finally:
+        del loop.call_later
+    proto = seen["proto"]
+    lambdas = any(
+        c.co_name == "<lambda>" for c in sslproto.SSLProtocol._start_handshake.__code__.co_consts if inspect.iscode(c)
+    )
+    if lambdas:
+        handshake = ("SSLProtocol._start_handshake.<locals>.<lambda>", "asyncio.sslproto", "function")
+        shutdown = ("SSLProtocol._start_shutdown.<locals>.<lambda>", "asyncio.sslproto", "function")
+    else:
+        handshake = ("SSLProtocol._check_handshake_timeout", "asyncio.sslproto", "method")
+        shutdown = ("SSLProtocol._check_shutdown_timeout", "asyncio.sslproto", "method")
+    # The client and the server side each start a handshake.
+    assert [m[1] for m in made].count(handshake) == 2
+    assert seen["handshake_handle"] is None
+    assert seen["wrapped"] == (
+        "WRAPPED",
+        "STATE_CON_MADE",
+        ["sslcontext", "peercert", "cipher", "compression", "ssl_object"],
+    )
+    assert seen["shutdown"] == shutdown
+    assert (proto._state.name, proto._app_state.name, proto._transport, proto._app_protocol, proto._waiter) == (
+        "UNWRAPPED",
+        "STATE_CON_LOST",
+        None,
+        None,
+        None,
+    )
+    assert proto._shutdown_timeout_handle is None and proto._handshake_timeout_handle is None
+    assert proto._conn_lost == 1
