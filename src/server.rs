@@ -248,14 +248,18 @@ fn start_tls_task(
         (st.kind, python_args(py, &st)?)
     };
     let raw = conn.into_raw();
-    let sock = match crate::transports::socket_class(py)?.call1((kind.family, kind.type_, kind.proto, raw)) {
+    // `_accept_connection` makes the accepted socket non-blocking with
+    // `conn.setblocking(False)`; the descriptor already is (accept4), and
+    // `SOCK_NONBLOCK` in the type gives the object the same state (timeout
+    // 0, `type` without the flag) without the `ioctl`.
+    let type_ = i32::from(kind.type_) | net::SOCK_NONBLOCK;
+    let sock = match crate::transports::socket_class(py)?.call1((kind.family, type_, kind.proto, raw)) {
         Ok(sock) => sock,
         Err(err) => {
             drop(Fd::from_raw(raw));
             return Err(err);
         }
     };
-    sock.call_method1(pyo3::intern!(py, "setblocking"), (false,))?;
     let extra = pyo3::types::PyDict::new(py);
     extra.set_item(
         pyo3::intern!(py, "peername"),

@@ -304,6 +304,10 @@ pub const OUT_OF_RESOURCES: [i32; 4] = [libc::EMFILE, libc::ENFILE, libc::ENOBUF
 
 /// `SHUT_WR`.
 pub const SHUT_WR: i32 = libc::SHUT_WR;
+/// The flag `accept4` sets on every accepted socket (see `sys::accept`);
+/// given with the type to Python's `socket.socket(..., fileno=)`, it makes
+/// the object non-blocking without another syscall.
+pub const SOCK_NONBLOCK: i32 = libc::SOCK_NONBLOCK;
 
 /// True for `EAGAIN`/`EWOULDBLOCK` and `EINTR`: retry when ready
 /// (asyncio's `except (BlockingIOError, InterruptedError)`).
