@@ -77,7 +77,6 @@ pub(crate) struct Names {
 
 /// The `lambda` made inside asyncio's `SSLProtocol.<method>`, if it makes one.
 fn lambda_code(cls: &Bound<'_, PyAny>, method: &str) -> PyResult<Option<Py<PyAny>>> {
-    let py = cls.py();
     let consts = cls.getattr(method)?.getattr("__code__")?.getattr("co_consts")?;
     for c in consts.try_iter()? {
         let c = c?;
@@ -88,7 +87,6 @@ fn lambda_code(cls: &Bound<'_, PyAny>, method: &str) -> PyResult<Option<Py<PyAny
             }
         }
     }
-    let _ = py;
     Ok(None)
 }
 
@@ -526,7 +524,8 @@ mirrored! {
 
         /// `SSLProtocol.connection_made(transport)`.
         fn connection_made(slf: &Bound<'_, Self>, transport: Bound<'_, PyAny>) -> PyResult<()> {
-            slf.get().st.get_mut(slf.py()).transport.replace(transport.unbind());
+            let old = slf.get().st.get_mut(slf.py()).transport.replace(transport.unbind());
+            drop(old);
             sslproto_life::start_handshake(slf)
         }
 

@@ -105,11 +105,14 @@ pub(crate) fn init(p: &Bound<'_, SslRecordPath>, a: InitArgs<'_>) -> PyResult<()
     // (see the `max_size` getter): the first `get_buffer` makes the real one.
     let buffer = PyByteArray::new(py, &[]).into_any();
     let view = PyMemoryView::from(&buffer)?.into_any();
-    {
+    let old = {
         let mut st = p.get().st.get_mut(py);
-        drop(st.ssl_buffer.replace(buffer.unbind()));
-        drop(st.ssl_buffer_view.replace(view.unbind()));
-    }
+        [
+            st.ssl_buffer.replace(buffer.unbind()),
+            st.ssl_buffer_view.replace(view.unbind()),
+        ]
+    };
+    drop(old);
     let handshake_timeout = timeout(
         py,
         a.ssl_handshake_timeout,
@@ -145,34 +148,41 @@ pub(crate) fn init(p: &Bound<'_, SslRecordPath>, a: InitArgs<'_>) -> PyResult<()
     let backlog = n.deque.bind(py).call0()?;
     let zero = 0u8.into_pyobject(py)?.into_any();
     let false_ = pyo3::types::PyBool::new(py, false).to_owned().into_any();
-    {
+    let old = {
         let mut st = p.get().st.get_mut(py);
-        drop(st.server_side.replace(server_side.clone().unbind()));
-        drop(st.server_hostname.replace(server_hostname.clone().unbind()));
-        drop(st.sslcontext.replace(sslcontext.clone().unbind()));
-        drop(st.extra.replace(extra.into_any().unbind()));
-        drop(st.write_backlog.replace(backlog.unbind()));
-        drop(st.write_buffer_size.replace(zero.clone().unbind()));
-        drop(st.waiter.replace(a.waiter.unbind()));
-        drop(st.loop_.replace(a.loop_.unbind()));
-    }
+        [
+            st.server_side.replace(server_side.clone().unbind()),
+            st.server_hostname.replace(server_hostname.clone().unbind()),
+            st.sslcontext.replace(sslcontext.clone().unbind()),
+            st.extra.replace(extra.into_any().unbind()),
+            st.write_backlog.replace(backlog.unbind()),
+            st.write_buffer_size.replace(zero.clone().unbind()),
+            st.waiter.replace(a.waiter.unbind()),
+            st.loop_.replace(a.loop_.unbind()),
+        ]
+    };
+    drop(old);
     set_app_protocol(p, a.app_protocol)?;
     let memory_bio = n.memory_bio.bind(py);
     let incoming = memory_bio.call0()?;
     let outgoing = memory_bio.call0()?;
     let none = py.None();
-    {
+    let old = {
         let mut st = p.get().st.get_mut(py);
-        drop(st.app_transport.replace(none.clone_ref(py)));
-        drop(st.app_transport_created.replace(false_.clone().unbind()));
-        drop(st.transport.replace(none.clone_ref(py)));
-        drop(st.ssl_handshake_timeout.replace(handshake_timeout.unbind()));
-        drop(st.ssl_shutdown_timeout.replace(shutdown_timeout.unbind()));
-        drop(st.incoming.replace(incoming.clone().unbind()));
-        drop(st.outgoing.replace(outgoing.clone().unbind()));
-    }
+        [
+            st.app_transport.replace(none.clone_ref(py)),
+            st.app_transport_created.replace(false_.clone().unbind()),
+            st.transport.replace(none.clone_ref(py)),
+            st.ssl_handshake_timeout.replace(handshake_timeout.unbind()),
+            st.ssl_shutdown_timeout.replace(shutdown_timeout.unbind()),
+            st.incoming.replace(incoming.clone().unbind()),
+            st.outgoing.replace(outgoing.clone().unbind()),
+        ]
+    };
+    drop(old);
     store_state(p, n.states[0].bind(py).clone())?;
-    p.get().st.get_mut(py).conn_lost.replace(zero.clone().unbind());
+    let old = p.get().st.get_mut(py).conn_lost.replace(zero.clone().unbind());
+    drop(old);
     let made = match &a.call_connection_made {
         Some(c) => c.is_truthy()?,
         None => true,
@@ -217,11 +227,13 @@ fn init_flow_control(p: &Bound<'_, SslRecordPath>, false_: &Bound<'_, PyAny>) ->
 /// `_set_app_protocol(app_protocol)`.
 fn set_app_protocol(p: &Bound<'_, SslRecordPath>, app_protocol: Bound<'_, PyAny>) -> PyResult<()> {
     let py = p.py();
-    p.get()
+    let old = p
+        .get()
         .st
         .get_mut(py)
         .app_protocol
         .replace(app_protocol.clone().unbind());
+    drop(old);
     let buffered = app_protocol.hasattr(intern!(py, "get_buffer"))?
         && app_protocol.is_instance(names(py)?.buffered_protocol.bind(py))?;
     if buffered {
@@ -262,11 +274,14 @@ pub(crate) fn get_app_transport<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<
     let lp = field(p, "_loop", |s| &s.loop_)?;
     let transport = cls.bind(py).call1((lp, p))?;
     let true_ = pyo3::types::PyBool::new(py, true).to_owned().into_any().unbind();
-    {
+    let old = {
         let mut st = p.get().st.get_mut(py);
-        drop(st.app_transport.replace(transport.clone().unbind()));
-        drop(st.app_transport_created.replace(true_));
-    }
+        [
+            st.app_transport.replace(transport.clone().unbind()),
+            st.app_transport_created.replace(true_),
+        ]
+    };
+    drop(old);
     Ok(transport)
 }
 
@@ -406,7 +421,8 @@ pub(crate) fn start_handshake(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
     if debug(&lp)? {
         return asyncio_method(p, intern!(py, "_start_handshake"), &[]).map(drop);
     }
-    p.get().st.get_mut(py).handshake_start_time.replace(py.None());
+    let old = p.get().st.get_mut(py).handshake_start_time.replace(py.None());
+    drop(old);
     set_state_to(p, DO_HANDSHAKE)?;
     let delay = field(p, "_ssl_handshake_timeout", |s| &s.ssl_handshake_timeout)?;
     let cb = timeout_callback(
@@ -511,7 +527,8 @@ pub(crate) fn connection_lost(p: &Bound<'_, SslRecordPath>, exc: Bound<'_, PyAny
     )?;
     call_method(&field(p, "_outgoing", |s| &s.outgoing)?, intern!(py, "read"), &[])?;
     let lost = field(p, "_conn_lost", |s| &s.conn_lost)?.add(1)?;
-    p.get().st.get_mut(py).conn_lost.replace(lost.unbind());
+    let old = p.get().st.get_mut(py).conn_lost.replace(lost.unbind());
+    drop(old);
     let app_transport = field(p, "_app_transport", |s| &s.app_transport)?;
     if !app_transport.is_none() {
         app_transport.setattr(intern!(py, "_closed"), true)?;
