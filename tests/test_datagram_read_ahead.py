@@ -202,3 +202,38 @@ def test_burst_of_datagrams_arrives_whole_and_in_order(loop, size):
         peer.close()
     assert [d for d, _ in trace] == sent
     assert all(a == paddr for _, a in trace)
+
+
+def test_icmp_error_drawn_before_the_readers_turn_comes_before_a_queued_datagram(loop):
+    # A connected endpoint; the peer sends two datagrams and goes away. After
+    # the first is delivered, a task step (which runs before the reader's
+    # item in its iteration) sends to the vanished peer: the ICMP error is
+    # pending when the reader's turn comes, and asyncio's read then reports
+    # it before the second datagram (Linux returns a pending socket error
+    # first). A datagram read ahead of the task step would come first.
+    peer = plain_udp()
+
+    class Order(Tracer):
+        def datagram_received(self, data, addr):  # type: ignore[no-untyped-def]
+            self.trace.append(("dg", data))
+
+    async def main():  # type: ignore[no-untyped-def]
+        t, p = await loop.create_datagram_endpoint(
+            lambda: Order(loop), local_addr=("127.0.0.1", 0), remote_addr=peer.getsockname()
+        )
+        me = t.get_extra_info("sockname")
+        peer.sendto(b"1", me)
+        peer.sendto(b"2", me)
+        peer.close()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the first datagram is delivered
+        p.trace.append("send")
+        t.sendto(b"x")
+        for _ in range(4):
+            await asyncio.sleep(0)
+        t.close()
+        await p.lost
+        return p.trace
+
+    trace = loop.run_until_complete(asyncio.wait_for(main(), 10))
+    assert trace == [("dg", b"1"), "send", ("error", "ConnectionRefusedError"), ("dg", b"2")]

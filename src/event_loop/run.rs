@@ -84,12 +84,19 @@ fn poll_and_dispatch(slf: &Bound<'_, EventLoop>, timeout: Option<f64>) -> PyResu
     let py = slf.py();
     let this = slf.get();
     // The only registration a datagram transport under load: read ahead
-    // instead of polling (transports::datagram).
-    let only = match this.st.get(py).fds.only() {
-        Some(Entry {
-            reg: Reg::Stream(s), ..
-        }) if s.get().st.get(py).flavor == Flavor::Datagram => Some(s.clone_ref(py)),
-        _ => None,
+    // instead of polling (transports::datagram). Only when nothing is
+    // queued: the reader's item then runs first, so the read finds what
+    // asyncio's read at that turn would (a callback before it could, say,
+    // send on the socket and draw an ICMP error that asyncio's read reports
+    // before the next datagram).
+    let only = match this.st.get(py) {
+        st if !st.ready.is_empty() => None,
+        st => match st.fds.only() {
+            Some(Entry {
+                reg: Reg::Stream(s), ..
+            }) if s.get().st.get(py).flavor == Flavor::Datagram => Some(s.clone_ref(py)),
+            _ => None,
+        },
     };
     if let Some(s) = only {
         if crate::transports::datagram::read_ahead(py, this, s.get()) {

@@ -22,8 +22,10 @@
 //!   so hostnames, unix paths and bad addresses behave exactly as asyncio.
 //!
 //! - Read-ahead at the poll step: when this transport is the loop's only
-//!   registration, only reading, and its last read found a datagram, the
-//!   poll step tries `recvfrom` instead of `epoll_wait`. A datagram (or a
+//!   registration, only reading, its last read found a datagram and no
+//!   callback is queued (so its reader's item is the first to run: nothing
+//!   can change the socket between this read and asyncio's), the poll step
+//!   tries `recvfrom` instead of `epoll_wait`. A datagram (or a
 //!   socket error) found there is exactly what the poll would have reported
 //!   as readable at that moment; it is kept (`stash`) and the reader's ready
 //!   item is queued where the poll would have queued it, so the protocol
