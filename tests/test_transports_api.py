@@ -731,3 +731,41 @@ def test_socket_transport_failing_on_a_closed_loop_leaves_the_socket_to_the_coll
         if gc_was_enabled:
             gc.enable()
     assert (before, after, unclosed) == (True, False, ["unclosed transport"])
+
+
+def test_ensure_fd_no_transport_names_the_transport_using_the_fd(loop):
+    """``_ensure_fd_no_transport()`` (run by the ``_make_*_transport`` methods on
+    3.12+): asyncio's ``RuntimeError`` for an fd a live transport uses, given
+    as the socket or as the number; asyncio's ``ValueError`` (``from None``)
+    for an object whose ``fileno()`` is not a number; nothing once the
+    transport is closed."""
+    a, b = socket.socketpair()
+
+    class NotANumber:
+        def fileno(self):
+            return "x"
+
+    async def main():
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+        seen = []
+        for arg in (a, a.fileno()):
+            try:
+                loop._ensure_fd_no_transport(arg)
+            except RuntimeError as e:
+                seen.append(str(e) == f"File descriptor {arg!r} is used by transport {transport!r}")
+        bad = NotANumber()
+        try:
+            loop._ensure_fd_no_transport(bad)
+        except ValueError as e:
+            seen.append((str(e) == f"Invalid file object: {bad!r}", e.__cause__, e.__suppress_context__))
+        fd = a.fileno()
+        transport.close()
+        await asyncio.sleep(0)
+        loop._ensure_fd_no_transport(fd)  # closed: no error
+        loop._ensure_fd_no_transport(b)
+        return seen
+
+    try:
+        assert loop.run_until_complete(main()) == [True, True, (True, None, True)]
+    finally:
+        b.close()

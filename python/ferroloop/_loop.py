@@ -262,13 +262,6 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
             self, protocol_factory, sock, sslcontext, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout
         )
 
-    def _ensure_fd_no_transport(self, fd: Any) -> None:
-        super()._ensure_fd_no_transport(fd)  # type: ignore[misc]
-        fileno = fd if isinstance(fd, int) else int(fd.fileno())
-        transport = self._native_transport_at(fileno)
-        if transport is not None and not transport.is_closing():
-            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
-
     async def _sendfile_native(self, transp: Any, file: Any, offset: int, count: int | None) -> int:
         if not isinstance(transp, _ferroloop._SelectorSocketTransport):
             return await super()._sendfile_native(transp, file, offset, count)  # type: ignore[misc]

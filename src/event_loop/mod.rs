@@ -29,6 +29,7 @@ mod run;
 pub(crate) mod schedule;
 mod state;
 pub(crate) mod stats;
+pub(crate) mod transport_map;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -612,6 +613,12 @@ impl EventLoop {
             .filter(|(_, r)| matches!(r, registrations::Reg::Watch(w) if w.mask != 0))
             .map(|(fd, _)| fd)
             .collect()
+    }
+
+    /// `_ensure_fd_no_transport(fd)`: no transport, asyncio's or native,
+    /// uses `fd` (else asyncio's `RuntimeError`).
+    fn _ensure_fd_no_transport(slf: &Bound<'_, Self>, fd: Bound<'_, PyAny>) -> PyResult<()> {
+        transport_map::ensure_fd_no_transport(slf, &fd)
     }
 
     /// The native transport using `fd` (asyncio's `_transports.get(fd)`).

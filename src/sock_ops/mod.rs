@@ -37,7 +37,7 @@ use ferroloop_core::net;
 use ferroloop_core::reactor::{READ, WRITE};
 use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt};
+use pyo3::types::PyInt;
 
 use crate::event_loop::fd_watch;
 use crate::event_loop::{EventLoop, Watcher};
@@ -475,39 +475,6 @@ fn send_file<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>, op: &SockOp, first:
     }
 }
 
-/// `_ensure_fd_no_transport(fd)`: a native transport, or one of asyncio's
-/// Python transports in `loop._transports`, must not be using `fd`.
-fn ensure_fd_no_transport(py: Python<'_>, lp: &Bound<'_, EventLoop>, fd: RawFd) -> PyResult<()> {
-    let native = lp.get().native_transport_at(py, fd);
-    let transport = if let Some(t) = native {
-        Some(t.into_bound(py))
-    } else {
-        let map = lp.getattr(pyo3::intern!(py, "_transports"))?;
-        // `self._transports[fd]` of the `WeakValueDictionary`: its `data`
-        // dict holds weak references (a dead one counts as absent), looked
-        // up here without the two Python frames of `len()` and `get()`.
-        let data = map.getattr(pyo3::intern!(py, "data")).ok();
-        match data.as_ref().and_then(|d| d.cast_exact::<PyDict>().ok()) {
-            Some(data) => match data.get_item(fd)? {
-                Some(weak) => Some(weak.call0()?).filter(|t| !t.is_none()),
-                None => None,
-            },
-            None => map
-                .call_method1(pyo3::intern!(py, "get"), (fd,))?
-                .extract::<Option<Bound<'_, PyAny>>>()?,
-        }
-    };
-    if let Some(t) = transport {
-        if !t.call_method0(pyo3::intern!(py, "is_closing"))?.is_truthy()? {
-            return Err(PyRuntimeError::new_err(format!(
-                "File descriptor {fd} is used by transport {}",
-                t.repr()?
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The first step: checks, one attempt, and the registration if it must wait.
 /// `Ok(Ok(result))` finished, `Ok(Err(fut))` waits for `fut`.
 pub(crate) fn start<'py>(
@@ -532,7 +499,7 @@ pub(crate) fn start<'py>(
         Attempt::WouldBlock => {
             let fut = lp.call_method0(pyo3::intern!(py, "create_future"))?;
             let fd = fileno(sock)?;
-            ensure_fd_no_transport(py, lp, fd)?;
+            crate::event_loop::transport_map::ensure_fd_no_transport(lp, &fd.into_pyobject(py)?.into_any())?;
             // `_add_reader`/`_add_writer` start with `_check_closed()`.
             if lp.get().is_closed_flag(py) {
                 return Err(PyRuntimeError::new_err("Event loop is closed"));
