@@ -1,6 +1,8 @@
 """The transport fuzzer's datagram harness: a ``fuzz_transport.Run`` for a
 transport made by ``create_datagram_endpoint(sock=...)`` over UDP (bound,
-or connected to the peer) or a unix datagram socketpair. See
+or connected to the peer) or a unix datagram socketpair, or by
+``create_datagram_endpoint(local_addr=..., [remote_addr=...],
+reuse_port=True, allow_broadcast=True)`` ("udp-endpoint" kinds). See
 test_fuzz_transports.py.
 """
 
@@ -8,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import socket
 from typing import Any
 
 from fuzz_transport import PATTERN, Run, TransportExample, exc, make_data, value
+
+PORT_RE = re.compile(r"(\('127\.0\.0\.1', )\d+\)")
 
 
 def addr_value(addr: Any) -> Any:
@@ -64,7 +69,7 @@ class DatagramRun(Run):
 
     def to_peer(self) -> Any:
         # A connected or unix-pair transport sends without an address.
-        return self.peer_addr if self.example.kind == "udp" else None
+        return self.peer_addr if self.example.kind in ("udp", "udp-endpoint") else None
 
     def peer_send(self, n: int) -> Any:
         chunk = PATTERN[self.sent % 1000 : self.sent % 1000 + n]
@@ -110,7 +115,8 @@ class DatagramRun(Run):
             try:
                 return value(self.transport.sendto(make_data(kind, n), *addr))
             except Exception as e:
-                return exc(e)
+                # "Invalid address: must be None or ('127.0.0.1', <port>)".
+                return tuple(PORT_RE.sub(r"\1port)", x) if isinstance(x, str) else x for x in exc(e))
         if name == "get_extra_info" and args[0] == "peername":
             try:
                 return addr_value(self.transport.get_extra_info("peername"))
@@ -121,7 +127,15 @@ class DatagramRun(Run):
     async def main(self, sock: socket.socket) -> list[Any]:
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_datagram_endpoint(lambda: DatagramProtocol(self), sock=sock)
+            if self.example.kind.startswith("udp-endpoint"):
+                # The endpoint binds the address the socket had (closed here).
+                sock.close()
+                kwargs: dict[str, Any] = {"local_addr": self.own_addr, "reuse_port": True, "allow_broadcast": True}
+                if self.example.kind == "udp-endpoint-connected":
+                    kwargs["remote_addr"] = self.peer_addr
+                await loop.create_datagram_endpoint(lambda: DatagramProtocol(self), **kwargs)
+            else:
+                await loop.create_datagram_endpoint(lambda: DatagramProtocol(self), sock=sock)
         except Exception as e:
             return [exc(e)]
         results = [await self.step(s) for s in self.example.steps]

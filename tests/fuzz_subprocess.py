@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import shlex
 import signal
 import subprocess
 import time
@@ -44,6 +46,27 @@ PROGRAMS = {
 STREAMS = {"pipe": subprocess.PIPE, "devnull": subprocess.DEVNULL, "stdout": subprocess.STDOUT}
 
 
+# Keyword arguments the spawn may add (each a name and a token for its
+# value): Popen's own (passed through as asyncio passes them) and those
+# asyncio refuses with its ValueError.
+OPTIONS: dict[str, Any] = {
+    "pass_fds": "an extra pipe",
+    "preexec_fn": "a no-op",
+    "start_new_session": True,
+    "process_group": 0,
+    "cwd": "/",
+    "env": {"FUZZ": "1"},
+    "close_fds": False,
+    "restore_signals": False,
+    "bufsize": 1,
+    "text": True,
+    "universal_newlines": True,
+    "encoding": "utf-8",
+    "errors": "strict",
+    "shell": True,
+}
+
+
 @dataclass(frozen=True)
 class SubprocessExample:
     program: str
@@ -51,11 +74,16 @@ class SubprocessExample:
     stdout: str
     stderr: str
     steps: tuple[tuple[Any, ...], ...]
+    # "exec" (subprocess_exec), "shell" (subprocess_shell with the command
+    # line), or "shell-list" (subprocess_shell given the argument list).
+    spawn: str = "exec"
+    options: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (
             f"SubprocessExample(program={self.program!r}, stdin={self.stdin!r}, stdout={self.stdout!r}, "
-            f"stderr={self.stderr!r},\n  steps={list(self.steps)!r})"
+            f"stderr={self.stderr!r}, spawn={self.spawn!r}, options={self.options!r},\n"
+            f"  steps={list(self.steps)!r})"
         )
 
 
@@ -98,6 +126,7 @@ class SubprocessRun:
     signalled: bool = False
     errors: list[Any] = field(default_factory=list)
     logs: list[Any] = field(default_factory=list)
+    extra_read: int | None = None  # the read end of a pipe passed to the child (pass_fds)
 
     def event(self, *e: Any) -> None:
         self.events.append(e)
@@ -183,16 +212,36 @@ class SubprocessRun:
     async def main(self) -> list[Any]:
         loop = asyncio.get_running_loop()
         ex = self.example
+        kwargs: dict[str, Any] = {
+            "stdin": STREAMS[ex.stdin],
+            "stdout": STREAMS[ex.stdout],
+            "stderr": STREAMS[ex.stderr],
+        }
+        extra_pipe: tuple[int, int] | None = None
+        for name in ex.options:
+            if name == "pass_fds":
+                extra_pipe = os.pipe()
+                kwargs[name] = (extra_pipe[1],)
+            elif name == "preexec_fn":
+                kwargs[name] = lambda: None
+            else:
+                kwargs[name] = OPTIONS[name]
+        argv = PROGRAMS[ex.program]
         try:
-            await loop.subprocess_exec(
-                lambda: Recorder(self),
-                *PROGRAMS[ex.program],
-                stdin=STREAMS[ex.stdin],
-                stdout=STREAMS[ex.stdout],
-                stderr=STREAMS[ex.stderr],
-            )
+            if ex.spawn == "exec":
+                await loop.subprocess_exec(lambda: Recorder(self), *argv, **kwargs)
+            else:
+                # `exec`: the shell becomes the program, so that a signal to
+                # the child reaches the program (a shell that forked it would
+                # leave it holding the pipes) whenever it is sent.
+                cmd = "exec " + shlex.join(argv) if ex.spawn == "shell" else argv
+                await loop.subprocess_shell(lambda: Recorder(self), cmd, **kwargs)
         except Exception as e:
             return [exc(e)]
+        finally:
+            if extra_pipe is not None:
+                os.close(extra_pipe[1])
+                self.extra_read = extra_pipe[0]
         results = [await self.step(s) for s in ex.steps]
         # The end: reading resumed, stdin closed (cat then exits), a child
         # still running killed; then everything reported.
@@ -211,6 +260,11 @@ class SubprocessRun:
         lost = await self.until(lambda: self.events[-1][0] == "connection_lost")
         results.append(("end", exited, lost, t.get_returncode()))
         t.close()
+        if self.extra_read is not None:
+            # The child held the passed descriptor until it exited: EOF now.
+            results.append(("extra pipe", os.read(self.extra_read, 100)))
+            os.close(self.extra_read)
+            self.extra_read = None
         return results
 
     def record(self) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from fuzz_datagram import run_datagram
 from fuzz_pipe import run_pipe
 from fuzz_server import ServerExample, run_server
 from fuzz_sock import run_sock
+from fuzz_subprocess import OPTIONS as SUBPROCESS_OPTIONS
 from fuzz_subprocess import SubprocessExample, run_subprocess
 from fuzz_tls import CONTEXTS, run_tls
 from fuzz_transport import TransportExample, run_on
@@ -149,7 +150,7 @@ def datagram_steps() -> st.SearchStrategy[tuple[object, ...]]:
 def datagram_examples(draw: st.DrawFn) -> TransportExample:
     chosen = draw(st.lists(st.sampled_from(DGRAM_CALLBACKS), max_size=2, unique=True))
     return TransportExample(
-        kind=draw(st.sampled_from(["udp", "udp-connected", "unix-dgram"])),
+        kind=draw(st.sampled_from(["udp", "udp-connected", "unix-dgram", "udp-endpoint", "udp-endpoint-connected"])),
         actions=tuple((cb, draw(st.sampled_from(["raise", "close", "abort", "write"]))) for cb in chosen),
         eof_result=None,
         steps=tuple(draw(st.lists(datagram_steps(), min_size=1, max_size=10))),
@@ -163,7 +164,7 @@ def pipe_steps(kind: str) -> st.SearchStrategy[tuple[object, ...]]:
         st.tuples(st.just("!run"), st.integers(1, 3)),
         st.tuples(st.just("!close")),
     ]
-    if kind == "read-pipe":
+    if kind.startswith("read-"):
         return st.one_of(
             *common,
             st.tuples(st.sampled_from(["pause_reading", "resume_reading", "is_reading"])),
@@ -184,7 +185,9 @@ def pipe_steps(kind: str) -> st.SearchStrategy[tuple[object, ...]]:
 
 @st.composite
 def pipe_examples(draw: st.DrawFn) -> TransportExample:
-    kind = draw(st.sampled_from(["read-pipe", "write-pipe"]))
+    direction = draw(st.sampled_from(["read", "write"]))
+    what = draw(st.sampled_from(["pipe", "pipe", "pipe", "fifo", "socket", "chardev", "file"]))
+    kind = f"{direction}-{what}"
     chosen = draw(st.lists(st.sampled_from(CALLBACKS), max_size=2, unique=True))
     actions = tuple((cb, draw(st.sampled_from(["raise", "close", "pause_reading"]))) for cb in chosen)
     return TransportExample(
@@ -289,6 +292,10 @@ def subprocess_examples(draw: st.DrawFn) -> SubprocessExample:
         stdout=draw(st.sampled_from(["pipe", "pipe", "devnull"])),
         stderr=draw(st.sampled_from(["pipe", "devnull", "stdout"])),
         steps=tuple(draw(st.lists(subprocess_steps(), min_size=1, max_size=8))),
+        spawn=draw(st.sampled_from(["exec", "exec", "shell", "shell-list"])),
+        options=tuple(
+            draw(st.one_of(st.just([]), st.lists(st.sampled_from(sorted(SUBPROCESS_OPTIONS)), max_size=2, unique=True)))
+        ),
     )
 
 
