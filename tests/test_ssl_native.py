@@ -455,3 +455,54 @@ def test_timeout_callbacks_and_state_through_a_connection_are_asyncios(loop, cer
     )
     assert proto._shutdown_timeout_handle is None and proto._handshake_timeout_handle is None
     assert proto._conn_lost == 1
+
+
+def ssl_protocol_class(loop):
+    """The SSLProtocol class the loop builds (ferroloop's native-path one on ferroloop)."""
+    import ferroloop
+
+    if isinstance(loop, ferroloop.Loop):
+        from ferroloop import _sslproto
+
+        return _sslproto.SSLProtocol
+    return sslproto.SSLProtocol
+
+
+def test_ssl_protocol_arguments_as_asyncio_takes_them(loop, certs):
+    """``SSLProtocol.__init__`` (native on ferroloop): defaults, a ``None``
+    given where the default is not ``None``, and asyncio's errors for bad
+    timeouts; the loop's class gives what asyncio's own class gives."""
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    server = server_context(certs)
+
+    def outcome(cls, kw):
+        ctx = server if kw.get("server_side") else client
+        try:
+            p = cls(loop, asyncio.Protocol(), ctx, None, **kw)
+        except Exception as e:
+            return type(e).__name__, str(e)
+        p._app_transport._closed = True  # never connected: no unclosed warning
+        return p._server_side, p._server_hostname, p._app_state.name, p._ssl_handshake_timeout
+
+    cases = {
+        "defaults": {},
+        "connection made": {"call_connection_made": None},
+        "server": {"server_side": True, "server_hostname": "h", "ssl_handshake_timeout": 5},
+        "falsy server_side": {"server_side": 0, "server_hostname": "h"},
+        "None server_side": {"server_side": None},
+        "zero timeout": {"ssl_handshake_timeout": 0},
+        "negative timeout": {"ssl_shutdown_timeout": -1.5},
+        "str timeout": {"ssl_handshake_timeout": "x"},
+    }
+    cls = ssl_protocol_class(loop)
+    got = {name: outcome(cls, kw) for name, kw in cases.items()}
+    assert got == {name: outcome(sslproto.SSLProtocol, kw) for name, kw in cases.items()}
+    assert got["defaults"] == (False, None, "STATE_INIT", 60.0)
+    assert got["connection made"] == (False, None, "STATE_CON_MADE", 60.0)
+    assert got["server"] == (True, None, "STATE_INIT", 5)
+    assert got["falsy server_side"] == (0, "h", "STATE_INIT", 60.0)
+    assert got["zero timeout"] == ("ValueError", "ssl_handshake_timeout should be a positive number, got 0")
+    assert got["negative timeout"] == ("ValueError", "ssl_shutdown_timeout should be a positive number, got -1.5")
+    assert got["str timeout"][0] == "TypeError"

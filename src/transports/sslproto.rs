@@ -479,8 +479,8 @@ mirrored! {
 
         /// asyncio's `SSLProtocol.__init__` (the class's `__init__`, see `_sslproto.py`).
         #[pyo3(signature = (
-            loop_, app_protocol, sslcontext, waiter, server_side=None, server_hostname=None,
-            call_connection_made=None, ssl_handshake_timeout=None, ssl_shutdown_timeout=None
+            loop_, app_protocol, sslcontext, waiter, server_side=sslproto_life::Arg::Absent, server_hostname=None,
+            call_connection_made=sslproto_life::Arg::Absent, ssl_handshake_timeout=None, ssl_shutdown_timeout=None
         ))]
         #[allow(clippy::too_many_arguments, reason = "asyncio's signature")]
         fn _native_init(
@@ -489,9 +489,9 @@ mirrored! {
             app_protocol: Bound<'_, PyAny>,
             sslcontext: Bound<'_, PyAny>,
             waiter: Bound<'_, PyAny>,
-            server_side: Option<Bound<'_, PyAny>>,
+            server_side: sslproto_life::Arg<'_>,
             server_hostname: Option<Bound<'_, PyAny>>,
-            call_connection_made: Option<Bound<'_, PyAny>>,
+            call_connection_made: sslproto_life::Arg<'_>,
             ssl_handshake_timeout: Option<Bound<'_, PyAny>>,
             ssl_shutdown_timeout: Option<Bound<'_, PyAny>>,
         ) -> PyResult<()> {
@@ -574,10 +574,8 @@ mirrored! {
     }
 }
 
-/// `self._state = value`.
-pub(crate) fn store_state(slf: &Bound<'_, SslRecordPath>, value: Bound<'_, PyAny>) -> PyResult<()> {
-    let py = slf.py();
-    let states = &names(py)?.states;
+/// The code of an `SSLProtocolState` member (`Other` for anything else).
+pub(crate) fn state_code(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<State> {
     let codes = [
         State::Unwrapped,
         State::DoHandshake,
@@ -585,18 +583,29 @@ pub(crate) fn store_state(slf: &Bound<'_, SslRecordPath>, value: Bound<'_, PyAny
         State::Flushing,
         State::Shutdown,
     ];
-    let code = states
+    Ok(names(py)?
+        .states
         .iter()
         .zip(codes)
         .find(|(s, _)| value.is(s.bind(py)))
-        .map_or(State::Other, |(_, c)| c);
+        .map_or(State::Other, |(_, c)| c))
+}
+
+/// `self._state = value`.
+pub(crate) fn store_state(slf: &Bound<'_, SslRecordPath>, value: Bound<'_, PyAny>) -> PyResult<()> {
+    let code = state_code(slf.py(), &value)?;
+    store_state_coded(slf, value, code);
+    Ok(())
+}
+
+/// `self._state = value`, its code known.
+pub(crate) fn store_state_coded(slf: &Bound<'_, SslRecordPath>, value: Bound<'_, PyAny>, code: State) {
     let old = {
-        let mut st = slf.get().st.get_mut(py);
+        let mut st = slf.get().st.get_mut(slf.py());
         st.code = code;
         st.state.replace(value.unbind())
     };
     drop(old);
-    Ok(())
 }
 
 /// `self._app_state = value`.

@@ -24,7 +24,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyDict, PyMemoryView, PyModule, PyString, PyType};
 
-use super::sslproto::{field, names, store_app_state, store_state, AppState, SslRecordPath, State};
+use super::sslproto::{
+    field, names, state_code, store_app_state, store_state, store_state_coded, AppState, SslRecordPath, State,
+};
 use super::sslproto_io::{do_handshake, do_read, process_outgoing, ssl_target};
 use crate::py::call::{call_method, closure_of};
 
@@ -37,11 +39,26 @@ pub(crate) struct InitArgs<'py> {
     pub app_protocol: Bound<'py, PyAny>,
     pub sslcontext: Bound<'py, PyAny>,
     pub waiter: Bound<'py, PyAny>,
-    pub server_side: Option<Bound<'py, PyAny>>,
+    pub server_side: Arg<'py>,
     pub server_hostname: Option<Bound<'py, PyAny>>,
-    pub call_connection_made: Option<Bound<'py, PyAny>>,
+    pub call_connection_made: Arg<'py>,
     pub ssl_handshake_timeout: Option<Bound<'py, PyAny>>,
     pub ssl_shutdown_timeout: Option<Bound<'py, PyAny>>,
+}
+
+/// An argument with a default other than `None`: whether it was given (a
+/// `None` given is kept, as Python keeps it).
+pub(crate) enum Arg<'py> {
+    Absent,
+    Given(Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Arg<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Self::Given(obj.to_owned()))
+    }
 }
 
 /// asyncio's own `SSLProtocol.<name>(self, *args)`.
@@ -57,7 +74,7 @@ fn asyncio_method<'py>(
     func.call1(pyo3::types::PyTuple::new(py, all)?)
 }
 
-fn state_code(p: &Bound<'_, SslRecordPath>) -> State {
+fn current_state(p: &Bound<'_, SslRecordPath>) -> State {
     p.get().st.get(p.py()).code
 }
 
@@ -126,9 +143,10 @@ pub(crate) fn init(p: &Bound<'_, SslRecordPath>, a: InitArgs<'_>) -> PyResult<()
         "ssl_shutdown_timeout",
     )?;
     // Absent: asyncio's defaults (`server_side=False`, `call_connection_made=True`).
-    let server_side = a
-        .server_side
-        .unwrap_or_else(|| pyo3::types::PyBool::new(py, false).to_owned().into_any());
+    let server_side = match a.server_side {
+        Arg::Given(v) => v,
+        Arg::Absent => pyo3::types::PyBool::new(py, false).to_owned().into_any(),
+    };
     let hostname_given = a.server_hostname.unwrap_or_else(|| py.None().into_bound(py));
     let mut sslcontext = a.sslcontext;
     if !sslcontext.is_truthy()? {
@@ -184,8 +202,8 @@ pub(crate) fn init(p: &Bound<'_, SslRecordPath>, a: InitArgs<'_>) -> PyResult<()
     let old = p.get().st.get_mut(py).conn_lost.replace(zero.clone().unbind());
     drop(old);
     let made = match &a.call_connection_made {
-        Some(c) => c.is_truthy()?,
-        None => true,
+        Arg::Given(c) => c.is_truthy()?,
+        Arg::Absent => true,
     };
     let app_state = if made { APP_INIT } else { APP_CON_MADE };
     store_app_state(p, n.app_states[app_state].bind(py).clone())?;
@@ -287,20 +305,12 @@ pub(crate) fn get_app_transport<'py>(p: &Bound<'py, SslRecordPath>) -> PyResult<
 
 /// `_set_state(new_state)`: the allowed transitions, else asyncio's RuntimeError.
 pub(crate) fn set_state(p: &Bound<'_, SslRecordPath>, new_state: Bound<'_, PyAny>) -> PyResult<()> {
+    let new = state_code(p.py(), &new_state)?;
+    set_state_coded(p, new_state, new)
+}
+
+fn set_state_coded(p: &Bound<'_, SslRecordPath>, new_state: Bound<'_, PyAny>, new: State) -> PyResult<()> {
     let py = p.py();
-    let states = &names(py)?.states;
-    let codes = [
-        State::Unwrapped,
-        State::DoHandshake,
-        State::Wrapped,
-        State::Flushing,
-        State::Shutdown,
-    ];
-    let new = states
-        .iter()
-        .zip(codes)
-        .find(|(s, _)| new_state.is(s.bind(py)))
-        .map_or(State::Other, |(_, c)| c);
     let (current, assigned) = {
         let st = p.get().st.get(py);
         (st.code, st.state.is_some())
@@ -318,18 +328,26 @@ pub(crate) fn set_state(p: &Bound<'_, SslRecordPath>, new_state: Bound<'_, PyAny
             | (State::Flushing, State::Shutdown)
     );
     if allowed {
-        return store_state(p, new_state);
+        store_state_coded(p, new_state, new);
+        return Ok(());
     }
     let current = field(p, "_state", |s| &s.state)?;
     let msg = PyString::new(py, "cannot switch state from {} to {}").call_method1("format", (current, new_state))?;
     Err(PyRuntimeError::new_err(msg.unbind()))
 }
 
-/// `_set_state(SSLProtocolState.<code>)`.
+/// `_set_state(SSLProtocolState.<member>)`, the member given by its index.
 fn set_state_to(p: &Bound<'_, SslRecordPath>, index: usize) -> PyResult<()> {
+    const CODES: [State; 5] = [
+        State::Unwrapped,
+        State::DoHandshake,
+        State::Wrapped,
+        State::Flushing,
+        State::Shutdown,
+    ];
     let py = p.py();
     let state = names(py)?.states[index].bind(py).clone();
-    set_state(p, state)
+    set_state_coded(p, state, CODES[index])
 }
 
 const APP_INIT: usize = 0;
@@ -397,21 +415,24 @@ pub(crate) fn call_eof_received(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
     }
 }
 
-/// The callback asyncio passes `call_later` for a timeout check: its
-/// lambda (3.11, 3.12) or the bound method (3.13).
-fn timeout_callback<'py>(
+/// `loop.call_later(delay, callback)` with the callback asyncio passes for
+/// a timeout check: its lambda (3.11, 3.12) or the bound method (3.13).
+fn call_timeout_check<'py>(
     p: &Bound<'py, SslRecordPath>,
+    lp: &Bound<'py, PyAny>,
+    delay: &Bound<'py, PyAny>,
     lambda: Option<&Py<PyAny>>,
     method: &Bound<'py, PyString>,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<Py<PyAny>> {
     let py = p.py();
-    match lambda {
+    let cb = match lambda {
         Some(code) => {
             let globals = names(py)?.module.bind(py).dict();
-            closure_of(py, code.bind(py), globals.as_any(), p.as_any())
+            closure_of(py, code.bind(py), globals.as_any(), p.as_any())?
         }
-        None => p.getattr(method),
-    }
+        None => p.getattr(method)?,
+    };
+    Ok(call_method(lp, intern!(py, "call_later"), &[delay, &cb])?.unbind())
 }
 
 /// `_start_handshake()`.
@@ -425,13 +446,9 @@ pub(crate) fn start_handshake(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
     drop(old);
     set_state_to(p, DO_HANDSHAKE)?;
     let delay = field(p, "_ssl_handshake_timeout", |s| &s.ssl_handshake_timeout)?;
-    let cb = timeout_callback(
-        p,
-        names(py)?.handshake_lambda.as_ref(),
-        intern!(py, "_check_handshake_timeout"),
-    )?;
-    let handle = call_method(&lp, intern!(py, "call_later"), &[&delay, &cb])?;
-    let old = p.get().st.get_mut(py).handshake_timeout_handle.replace(handle.unbind());
+    let lambda = names(py)?.handshake_lambda.as_ref();
+    let handle = call_timeout_check(p, &lp, &delay, lambda, intern!(py, "_check_handshake_timeout"))?;
+    let old = p.get().st.get_mut(py).handshake_timeout_handle.replace(handle);
     drop(old);
     do_handshake(p)
 }
@@ -534,7 +551,7 @@ pub(crate) fn connection_lost(p: &Bound<'_, SslRecordPath>, exc: Bound<'_, PyAny
         app_transport.setattr(intern!(py, "_closed"), true)?;
     }
     field(p, "_state", |s| &s.state)?;
-    if state_code(p) != State::DoHandshake {
+    if current_state(p) != State::DoHandshake {
         field(p, "_app_state", |s| &s.app_state)?;
         let app = p.get().st.get(py).app_code;
         if matches!(app, AppState::ConMade | AppState::Eof) {
@@ -562,7 +579,7 @@ pub(crate) fn connection_lost(p: &Bound<'_, SslRecordPath>, exc: Bound<'_, PyAny
 /// `_start_shutdown()`.
 pub(crate) fn start_shutdown(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
     let py = p.py();
-    match state_code(p) {
+    match current_state(p) {
         State::Flushing | State::Shutdown | State::Unwrapped => return Ok(()),
         State::Wrapped => {}
         // The handshake's `_abort` differs between versions; an unknown
@@ -578,13 +595,9 @@ pub(crate) fn start_shutdown(p: &Bound<'_, SslRecordPath>) -> PyResult<()> {
     set_state_to(p, FLUSHING)?;
     let lp = field(p, "_loop", |s| &s.loop_)?;
     let delay = field(p, "_ssl_shutdown_timeout", |s| &s.ssl_shutdown_timeout)?;
-    let cb = timeout_callback(
-        p,
-        names(py)?.shutdown_lambda.as_ref(),
-        intern!(py, "_check_shutdown_timeout"),
-    )?;
-    let handle = call_method(&lp, intern!(py, "call_later"), &[&delay, &cb])?;
-    let old = p.get().st.get_mut(py).shutdown_timeout_handle.replace(handle.unbind());
+    let lambda = names(py)?.shutdown_lambda.as_ref();
+    let handle = call_timeout_check(p, &lp, &delay, lambda, intern!(py, "_check_shutdown_timeout"))?;
+    let old = p.get().st.get_mut(py).shutdown_timeout_handle.replace(handle);
     drop(old);
     do_flush(p)
 }
