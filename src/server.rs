@@ -253,13 +253,14 @@ fn start_tls_task(
     // `SOCK_NONBLOCK` in the type gives the object the same state (timeout
     // 0, `type` without the flag) without the `ioctl`.
     let type_ = i32::from(kind.type_) | net::SOCK_NONBLOCK;
-    let sock = match crate::transports::socket_class(py)?.call1((kind.family, type_, kind.proto, raw)) {
-        Ok(sock) => sock,
-        Err(err) => {
-            drop(Fd::from_raw(raw));
-            return Err(err);
-        }
-    };
+    let sock =
+        match crate::transports::pysocket::new_socket(py, i32::from(kind.family), type_, i32::from(kind.proto), raw) {
+            Ok(sock) => sock,
+            Err(err) => {
+                drop(Fd::from_raw(raw));
+                return Err(err);
+            }
+        };
     let extra = pyo3::types::PyDict::new(py);
     extra.set_item(
         pyo3::intern!(py, "peername"),
@@ -382,7 +383,13 @@ fn set_up(py: Python<'_>, listener: &Held<Listener>) -> PyResult<()> {
 /// object, made and dropped here, does the same.
 fn drop_unclosed(py: Python<'_>, fd: Fd, kind: SockKind) {
     let raw = fd.into_raw();
-    match crate::transports::socket_class(py).and_then(|c| c.call1((kind.family, kind.type_, kind.proto, raw))) {
+    match crate::transports::pysocket::new_socket(
+        py,
+        i32::from(kind.family),
+        i32::from(kind.type_),
+        i32::from(kind.proto),
+        raw,
+    ) {
         Ok(sock) => drop(sock),
         Err(_) => drop(Fd::from_raw(raw)),
     }

@@ -115,7 +115,7 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
             # close() on an abandoned loop: release the fds here as well.
             self._close_native()
 
-    # ----- native transports
+    # ----- native transports (`_make_ssl_transport` is the native base's: src/transports/mod.rs)
 
     def _make_socket_transport(
         self, sock: socket.socket, protocol: Any, waiter: Any = None, *, extra: Any = None, server: Any = None
@@ -169,35 +169,6 @@ class Loop(_ferroloop.EventLoop, asyncio.SelectorEventLoop):  # type: ignore[mis
             await transp._wait()
             raise
         return transp
-
-    def _make_ssl_transport(
-        self,
-        rawsock: socket.socket,
-        protocol: Any,
-        sslcontext: Any,
-        waiter: Any = None,
-        *,
-        server_side: bool = False,
-        server_hostname: Any = None,
-        extra: Any = None,
-        server: Any = None,
-        ssl_handshake_timeout: Any = constants.SSL_HANDSHAKE_TIMEOUT,
-        ssl_shutdown_timeout: Any = constants.SSL_SHUTDOWN_TIMEOUT,
-    ) -> Any:
-        if _compat.PY312:
-            self._ensure_fd_no_transport(rawsock)
-        ssl_protocol = _sslproto.SSLProtocol(
-            self,
-            protocol,
-            sslcontext,
-            waiter,
-            server_side,
-            server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout,
-        )
-        _ferroloop._stream_transport(self, rawsock, ssl_protocol, None, extra, server)
-        return ssl_protocol._app_transport
 
     async def start_tls(
         self,

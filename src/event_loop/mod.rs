@@ -621,6 +621,44 @@ impl EventLoop {
         transport_map::ensure_fd_no_transport(slf, &fd)
     }
 
+    /// `_make_ssl_transport(rawsock, protocol, sslcontext, waiter=None, *, ...)`
+    /// (see `transports::make_ssl_transport`).
+    #[pyo3(signature = (
+        rawsock, protocol, sslcontext, waiter=None, *, server_side=crate::transports::Arg::Absent,
+        server_hostname=None, extra=None, server=None, ssl_handshake_timeout=crate::transports::Arg::Absent,
+        ssl_shutdown_timeout=crate::transports::Arg::Absent
+    ))]
+    #[allow(clippy::too_many_arguments, reason = "asyncio's signature")]
+    fn _make_ssl_transport<'py>(
+        slf: &Bound<'py, Self>,
+        rawsock: Bound<'py, PyAny>,
+        protocol: Bound<'py, PyAny>,
+        sslcontext: Bound<'py, PyAny>,
+        waiter: Option<Bound<'py, PyAny>>,
+        server_side: crate::transports::Arg<'py>,
+        server_hostname: Option<Bound<'py, PyAny>>,
+        extra: Option<Bound<'py, PyAny>>,
+        server: Option<Bound<'py, PyAny>>,
+        ssl_handshake_timeout: crate::transports::Arg<'py>,
+        ssl_shutdown_timeout: crate::transports::Arg<'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        crate::transports::make_ssl_transport(
+            slf,
+            &rawsock,
+            &protocol,
+            crate::transports::SslTransportArgs {
+                sslcontext,
+                waiter,
+                server_side,
+                server_hostname,
+                extra,
+                server,
+                ssl_handshake_timeout,
+                ssl_shutdown_timeout,
+            },
+        )
+    }
+
     /// The native transport using `fd` (asyncio's `_transports.get(fd)`).
     fn _native_transport_at(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
         // An fd beyond C int holds no transport (registering it then fails

@@ -157,3 +157,127 @@ pub(crate) fn closure_of<'py>(
         Ok(func)
     }
 }
+
+/// `hasattr(obj, name)`, as the builtin answers it: the builtin looks the
+/// attribute up without making the `AttributeError` a failed lookup would
+/// raise (PyO3's `hasattr` makes and clears one below 3.13, some 4,000
+/// instructions).
+pub(crate) fn has_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<bool> {
+    static HASATTR: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    let py = obj.py();
+    let f = HASATTR.get_or_try_init(py, || py.import("builtins")?.getattr("hasattr").map(Bound::unbind))?;
+    let args = [obj.as_ptr(), name.as_ptr()];
+    // SAFETY: `f` is the builtin `hasattr`; `args` are borrowed references
+    // kept alive by the caller; the result is a new reference or NULL with
+    // an exception set.
+    let res = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyObject_Vectorcall(f.as_ptr(), args.as_ptr(), 2, std::ptr::null_mut()),
+        )?
+    };
+    Ok(res.is(pyo3::types::PyBool::new(py, true)))
+}
+
+/// `descr.__get__(obj, type(obj))` through the descriptor's `tp_descr_get`
+/// slot (a member or property of a C type read without a bound method).
+pub(crate) fn descr_get<'py>(descr: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    // SAFETY: live objects; the slot, when set, returns a new reference or
+    // NULL with an exception set.
+    unsafe {
+        let get = (*ffi::Py_TYPE(descr.as_ptr())).tp_descr_get;
+        match get {
+            Some(get) => {
+                Bound::from_owned_ptr_or_err(py, get(descr.as_ptr(), obj.as_ptr(), ffi::Py_TYPE(obj.as_ptr()).cast()))
+            }
+            None => descr.call_method1(pyo3::intern!(py, "__get__"), (obj,)),
+        }
+    }
+}
+
+/// `name` in the `__dict__` of the class `cls` itself (not its bases), or
+/// None: a heap type's dictionary read without the mapping proxy.
+pub(crate) fn class_attr<'py>(
+    cls: &Bound<'py, PyAny>,
+    name: &Bound<'py, pyo3::types::PyString>,
+) -> Option<Bound<'py, PyAny>> {
+    let py = cls.py();
+    // SAFETY: `cls` is checked to be a type; a heap type's `tp_dict` is its
+    // dictionary (or NULL); the item is a borrowed reference made owned here.
+    unsafe {
+        if ffi::PyType_Check(cls.as_ptr()) == 0 {
+            return None;
+        }
+        let dict = (*cls.as_ptr().cast::<ffi::PyTypeObject>()).tp_dict;
+        if dict.is_null() {
+            return None;
+        }
+        let item = ffi::PyDict_GetItemWithError(dict, name.as_ptr());
+        if item.is_null() {
+            ffi::PyErr_Clear();
+            return None;
+        }
+        Some(Bound::from_borrowed_ptr(py, item))
+    }
+}
+
+/// `cls.__new__(cls)` through the class's `tp_new` slot, without `__init__`
+/// (what `type.__call__` does before it calls `__init__`).
+pub(crate) fn new_instance<'py>(cls: &Bound<'py, pyo3::types::PyType>) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let empty = PyTuple::empty(py);
+    // SAFETY: `cls` is a live type; `tp_new`, when set, returns a new
+    // reference or NULL with an exception set.
+    unsafe {
+        let tp = cls.as_ptr().cast::<ffi::PyTypeObject>();
+        match (*tp).tp_new {
+            Some(new) => Bound::from_owned_ptr_or_err(py, new(tp, empty.as_ptr(), std::ptr::null_mut())),
+            None => Err(pyo3::exceptions::PyTypeError::new_err("cannot create instances")),
+        }
+    }
+}
+
+/// `base.__init__(obj, *args)` through `base`'s `tp_init` slot (a C base
+/// class's initializer, called as a subclass's Python `__init__` calls it).
+pub(crate) fn init_as(
+    base: &Bound<'_, pyo3::types::PyType>,
+    obj: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+) -> PyResult<()> {
+    let py = obj.py();
+    // SAFETY: live objects; `tp_init` returns 0, or -1 with an exception set.
+    unsafe {
+        let tp = base.as_ptr().cast::<ffi::PyTypeObject>();
+        let Some(init) = (*tp).tp_init else {
+            return Ok(());
+        };
+        if init(obj.as_ptr(), args.as_ptr(), std::ptr::null_mut()) < 0 {
+            return Err(PyErr::fetch(py));
+        }
+    }
+    Ok(())
+}
+
+/// `cls.__dict__[name]` if it is the function `module.qualname` (for a
+/// `classmethod`, its function): a method the native code may follow
+/// statement by statement, told apart from a replacement.
+pub(crate) fn own_function<'py>(
+    cls: &Bound<'py, PyAny>,
+    name: &str,
+    module: &str,
+    qualname: &str,
+) -> Option<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let f = class_attr(cls, &pyo3::types::PyString::new(py, name))?;
+    let func = match f.getattr(pyo3::intern!(py, "__func__")) {
+        Ok(inner) => inner,
+        Err(_) => f.clone(),
+    };
+    let text = |attr: &str| -> String {
+        func.getattr(attr)
+            .and_then(|v| v.extract::<String>())
+            .unwrap_or_default()
+    };
+    (text("__module__") == module && text("__qualname__") == qualname).then_some(f)
+}

@@ -19,14 +19,23 @@ fn module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .bind(py))
 }
 
-fn hook<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-    module(py)?.getattr(name)
+/// The hook `name` of `ferroloop._hooks` (looked up on each use, with an
+/// interned name: a test may replace it).
+macro_rules! hook {
+    ($py:expr, $name:literal) => {
+        module($py).and_then(|m| m.getattr(pyo3::intern!($py, $name)))
+    };
 }
 
 fn flags(py: Python<'_>) -> (bool, bool, u32) {
     *FLAGS.get_or_init(py, || {
-        let get = |n: &str| hook(py, n).and_then(|v| v.extract::<bool>()).unwrap_or(false);
-        let threshold = hook(py, "LOG_THRESHOLD_FOR_CONNLOST_WRITES")
+        let get = |n: &str| {
+            module(py)
+                .and_then(|m| m.getattr(n))
+                .and_then(|v| v.extract::<bool>())
+                .unwrap_or(false)
+        };
+        let threshold = hook!(py, "LOG_THRESHOLD_FOR_CONNLOST_WRITES")
             .and_then(|v| v.extract::<u32>())
             .unwrap_or(5);
         (get("SERVER_TRACKS_TRANSPORTS"), get("ZERO_COPY_WRITES"), threshold)
@@ -50,7 +59,7 @@ pub(crate) fn connlost_threshold(py: Python<'_>) -> u32 {
 
 fn dgram_flags(py: Python<'_>) -> (bool, usize, bool) {
     *DGRAM_FLAGS.get_or_init(py, || {
-        hook(py, "datagram_flags")
+        hook!(py, "datagram_flags")
             .and_then(|f| f.call0())
             .and_then(|v| v.extract::<(bool, usize, bool)>())
             .unwrap_or((true, 0, false))
@@ -82,13 +91,13 @@ pub(crate) fn datagram_header_leaves(py: Python<'_>) -> usize {
 /// `asyncio.BufferedProtocol`.
 pub(crate) fn buffered_protocol(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     Ok(BUFFERED
-        .get_or_try_init(py, || hook(py, "BufferedProtocol").map(Bound::unbind))?
+        .get_or_try_init(py, || hook!(py, "BufferedProtocol").map(Bound::unbind))?
         .bind(py)
         .clone())
 }
 
 pub(crate) fn set_result_unless_cancelled(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    hook(py, "set_result_unless_cancelled")
+    hook!(py, "set_result_unless_cancelled")
 }
 
 /// `socket.socket` and the C members behind its `family`, `type` and
@@ -120,27 +129,116 @@ fn socket_members(py: Python<'_>) -> PyResult<&[Py<PyAny>; 4]> {
 pub(crate) fn set_nodelay(py: Python<'_>, sock: &Bound<'_, PyAny>, fd: i32) -> PyResult<()> {
     let m = socket_members(py)?;
     if !sock.get_type().is(m[0].bind(py)) {
-        hook(py, "set_nodelay")?.call1((sock,))?;
+        hook!(py, "set_nodelay")?.call1((sock,))?;
         return Ok(());
     }
-    let get = |i: usize| -> PyResult<i32> {
-        m[i].bind(py)
-            .call_method1(pyo3::intern!(py, "__get__"), (sock,))?
-            .extract()
-    };
+    let get = |i: usize| -> PyResult<i32> { crate::py::call::descr_get(m[i].bind(py), sock)?.extract() };
     if ferroloop_core::net::is_tcp(get(1)?, get(2)?, get(3)?) {
         ferroloop_core::net::set_nodelay(fd).map_err(|e| crate::py::errors::os_error(&e))?;
     }
     Ok(())
 }
 
+/// asyncio's `Server` class with its `_attach`/`_detach` functions.
+struct ServerMethods {
+    class: Py<PyAny>,
+    attach: Py<PyAny>,
+    detach: Py<PyAny>,
+    /// `assert` statements run (not `python -O`).
+    asserts: bool,
+}
+
+static SERVER: PyOnceLock<Option<ServerMethods>> = PyOnceLock::new();
+
+/// asyncio's `Server` and its two methods, when they are asyncio's own
+/// functions (a replacement made before this first use is not taken for
+/// them).
+fn server_methods(py: Python<'_>) -> PyResult<Option<&'static ServerMethods>> {
+    let m = SERVER.get_or_try_init(py, || {
+        let class = py.import("asyncio.base_events")?.getattr("Server")?;
+        let own =
+            |name: &str| crate::py::call::own_function(&class, name, "asyncio.base_events", &format!("Server.{name}"));
+        let (Some(attach), Some(detach)) = (own("_attach"), own("_detach")) else {
+            return Ok::<_, PyErr>(None);
+        };
+        let optimize: i64 = py.import("sys")?.getattr("flags")?.getattr("optimize")?.extract()?;
+        Ok(Some(ServerMethods {
+            class: class.unbind(),
+            attach: attach.unbind(),
+            detach: detach.unbind(),
+            asserts: optimize == 0,
+        }))
+    })?;
+    Ok(m.as_ref())
+}
+
+/// `server` is an `asyncio.Server` whose class still has asyncio's
+/// `_attach` and `_detach`.
+fn plain_server(py: Python<'_>, server: &Bound<'_, PyAny>) -> PyResult<Option<&'static ServerMethods>> {
+    let Some(m) = server_methods(py)? else {
+        return Ok(None);
+    };
+    let class = m.class.bind(py);
+    let plain = server.get_type().is(class)
+        && crate::py::call::class_attr(class, pyo3::intern!(py, "_attach")).is_some_and(|f| f.is(m.attach.bind(py)))
+        && crate::py::call::class_attr(class, pyo3::intern!(py, "_detach")).is_some_and(|f| f.is(m.detach.bind(py)));
+    Ok(plain.then_some(m))
+}
+
+/// `server._attach()` (3.11/3.12) or `server._attach(transport)` (3.13), as
+/// the transport's constructor calls it. asyncio's own method runs here
+/// natively, statement by statement; a replaced one is called.
 pub(crate) fn server_attach(py: Python<'_>, server: &Bound<'_, PyAny>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
-    hook(py, "server_attach")?.call1((server, transport))?;
+    let Some(m) = plain_server(py, server)? else {
+        hook!(py, "server_attach")?.call1((server, transport))?;
+        return Ok(());
+    };
+    // assert self._sockets is not None
+    if m.asserts && server.getattr(pyo3::intern!(py, "_sockets"))?.is_none() {
+        return Err(pyo3::exceptions::PyAssertionError::new_err(()));
+    }
+    if detach_in_del(py) {
+        // self._clients.add(transport)
+        server
+            .getattr(pyo3::intern!(py, "_clients"))?
+            .call_method1(pyo3::intern!(py, "add"), (transport,))?;
+    } else {
+        // self._active_count += 1
+        let count = server.getattr(pyo3::intern!(py, "_active_count"))?;
+        server.setattr(pyo3::intern!(py, "_active_count"), count.add(1)?)?;
+    }
     Ok(())
 }
 
+/// `server._detach()` (3.11/3.12) or `server._detach(transport)` (3.13),
+/// natively for asyncio's own method, as `server_attach`.
 pub(crate) fn server_detach(py: Python<'_>, server: &Bound<'_, PyAny>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
-    hook(py, "server_detach")?.call1((server, transport))?;
+    let Some(m) = plain_server(py, server)? else {
+        hook!(py, "server_detach")?.call1((server, transport))?;
+        return Ok(());
+    };
+    let idle = if detach_in_del(py) {
+        // self._clients.discard(transport)
+        // if len(self._clients) == 0 and self._sockets is None:
+        let clients = server.getattr(pyo3::intern!(py, "_clients"))?;
+        clients.call_method1(pyo3::intern!(py, "discard"), (transport,))?;
+        clients.len()? == 0 && server.getattr(pyo3::intern!(py, "_sockets"))?.is_none()
+    } else {
+        // assert self._active_count > 0
+        if m.asserts && !server.getattr(pyo3::intern!(py, "_active_count"))?.gt(0)? {
+            return Err(pyo3::exceptions::PyAssertionError::new_err(()));
+        }
+        // self._active_count -= 1
+        // if self._active_count == 0 and self._sockets is None:
+        let count = server.getattr(pyo3::intern!(py, "_active_count"))?.sub(1)?;
+        server.setattr(pyo3::intern!(py, "_active_count"), count)?;
+        server.getattr(pyo3::intern!(py, "_active_count"))?.eq(0)?
+            && server.getattr(pyo3::intern!(py, "_sockets"))?.is_none()
+    };
+    if idle {
+        // self._wakeup()
+        server.call_method0(pyo3::intern!(py, "_wakeup"))?;
+    }
     Ok(())
 }
 
@@ -151,7 +249,7 @@ pub(crate) fn fatal_error(
     exc: &Bound<'_, PyAny>,
     message: &str,
 ) -> PyResult<()> {
-    hook(py, "transport_fatal_error")?.call1((transport, exc, message))?;
+    hook!(py, "transport_fatal_error")?.call1((transport, exc, message))?;
     Ok(())
 }
 
@@ -162,22 +260,22 @@ pub(crate) fn report(
     message: &str,
     exc: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    hook(py, "transport_report")?.call1((transport, message, exc))?;
+    hook!(py, "transport_report")?.call1((transport, message, exc))?;
     Ok(())
 }
 
 pub(crate) fn warn_unclosed(py: Python<'_>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
-    hook(py, "warn_unclosed")?.call1((transport,))?;
+    hook!(py, "warn_unclosed")?.call1((transport,))?;
     Ok(())
 }
 
 pub(crate) fn transport_socket<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    hook(py, "transport_socket")?.call1((sock,))
+    hook!(py, "transport_socket")?.call1((sock,))
 }
 
 /// A closed `socket.socket` of the given kind (None if none can be made).
 pub(crate) fn closed_socket(py: Python<'_>, family: i32, type_: i32, proto: i32) -> PyResult<Bound<'_, PyAny>> {
-    hook(py, "closed_socket")?.call1((family, type_, proto))
+    hook!(py, "closed_socket")?.call1((family, type_, proto))
 }
 
 pub(crate) fn socket_for_fd(
@@ -187,7 +285,7 @@ pub(crate) fn socket_for_fd(
     type_: i32,
     proto: i32,
 ) -> PyResult<Bound<'_, PyAny>> {
-    hook(py, "socket_for_fd")?.call1((fd, family, type_, proto))
+    hook!(py, "socket_for_fd")?.call1((fd, family, type_, proto))
 }
 
 /// `_set_write_buffer_limits(high, low)`'s computation and checks.
@@ -196,16 +294,16 @@ pub(crate) fn write_buffer_limits<'py>(
     high: &Bound<'py, PyAny>,
     low: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    hook(py, "write_buffer_limits")?.call1((high, low))?.extract()
+    hook!(py, "write_buffer_limits")?.call1((high, low))?.extract()
 }
 
 pub(crate) fn log_debug(py: Python<'_>, msg: &str, arg: &Bound<'_, PyAny>) -> PyResult<()> {
-    hook(py, "log_debug")?.call1((msg, arg))?;
+    hook!(py, "log_debug")?.call1((msg, arg))?;
     Ok(())
 }
 
 pub(crate) fn log_info(py: Python<'_>, msg: &str, arg: &Bound<'_, PyAny>) -> PyResult<()> {
-    hook(py, "log_info")?.call1((msg, arg))?;
+    hook!(py, "log_info")?.call1((msg, arg))?;
     Ok(())
 }
 
@@ -217,11 +315,11 @@ pub(crate) fn pipe_fatal_error(
     message: &str,
     read_pipe: bool,
 ) -> PyResult<()> {
-    hook(py, "pipe_fatal_error")?.call1((transport, exc, message, read_pipe))?;
+    hook!(py, "pipe_fatal_error")?.call1((transport, exc, message, read_pipe))?;
     Ok(())
 }
 
 pub(crate) fn log_warning(py: Python<'_>, msg: &str) -> PyResult<()> {
-    hook(py, "log_warning")?.call1((msg,))?;
+    hook!(py, "log_warning")?.call1((msg,))?;
     Ok(())
 }

@@ -14,6 +14,8 @@
 //!   `ferroloop._sslproto`.
 //! - `keep`: what keeps queued write data alive.
 //! - `hooks`: the cold paths written in Python.
+//! - `pysocket`: `socket.socket` objects made and closed natively;
+//!   `sslobject`: `SSLContext.wrap_bio` for the TLS path.
 //!
 //! The classes derive from asyncio's own `asyncio.Transport`, so
 //! `isinstance(transport, asyncio.Transport)` holds (`py::native_type`).
@@ -25,6 +27,8 @@ mod hooks;
 mod keep;
 pub(crate) mod pipes;
 mod pipes_api;
+pub(crate) mod pysocket;
+mod sslobject;
 mod sslproto;
 mod sslproto_io;
 mod sslproto_life;
@@ -34,6 +38,7 @@ pub(crate) mod stream_io;
 pub(crate) mod stream_life;
 
 pub(crate) use hooks::socket_class;
+pub(crate) use sslproto_life::Arg;
 
 use std::sync::OnceLock;
 
@@ -66,6 +71,86 @@ fn _stream_transport<'py>(
             server: server.filter(|s| !s.is_none()),
         },
     )
+}
+
+/// The arguments of `_make_ssl_transport` after the socket and protocol.
+pub(crate) struct SslTransportArgs<'py> {
+    pub sslcontext: Bound<'py, PyAny>,
+    pub waiter: Option<Bound<'py, PyAny>>,
+    pub server_side: Arg<'py>,
+    pub server_hostname: Option<Bound<'py, PyAny>>,
+    pub extra: Option<Bound<'py, PyAny>>,
+    pub server: Option<Bound<'py, PyAny>>,
+    pub ssl_handshake_timeout: Arg<'py>,
+    pub ssl_shutdown_timeout: Arg<'py>,
+}
+
+/// `loop._make_ssl_transport(rawsock, protocol, sslcontext, waiter=None, *,
+/// server_side=False, server_hostname=None, extra=None, server=None,
+/// ssl_handshake_timeout=SSL_HANDSHAKE_TIMEOUT,
+/// ssl_shutdown_timeout=SSL_SHUTDOWN_TIMEOUT)`: asyncio's method (3.12+
+/// first checks that no transport uses the socket) with ferroloop's
+/// `SSLProtocol` and the native socket transport under it.
+pub(crate) fn make_ssl_transport<'py>(
+    lp: &Bound<'py, crate::event_loop::EventLoop>,
+    rawsock: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    a: SslTransportArgs<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    use pyo3::intern;
+    static SSL_PROTOCOL: pyo3::sync::PyOnceLock<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> = pyo3::sync::PyOnceLock::new();
+    let py = lp.py();
+    let (class, handshake, shutdown) = SSL_PROTOCOL.get_or_try_init(py, || {
+        let constants = py.import("asyncio.constants")?;
+        Ok::<_, PyErr>((
+            py.import("ferroloop._sslproto")?.getattr("SSLProtocol")?.unbind(),
+            constants.getattr("SSL_HANDSHAKE_TIMEOUT")?.unbind(),
+            constants.getattr("SSL_SHUTDOWN_TIMEOUT")?.unbind(),
+        ))
+    })?;
+    if py.version_info() >= (3, 12) {
+        lp.call_method1(intern!(py, "_ensure_fd_no_transport"), (rawsock,))?;
+    }
+    let given = |v: Arg<'py>, default: &Py<PyAny>| match v {
+        Arg::Given(v) => v,
+        Arg::Absent => default.bind(py).clone(),
+    };
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item(
+        intern!(py, "ssl_handshake_timeout"),
+        given(a.ssl_handshake_timeout, handshake),
+    )?;
+    kwargs.set_item(
+        intern!(py, "ssl_shutdown_timeout"),
+        given(a.ssl_shutdown_timeout, shutdown),
+    )?;
+    let server_side = match a.server_side {
+        Arg::Given(v) => v,
+        Arg::Absent => pyo3::types::PyBool::new(py, false).to_owned().into_any(),
+    };
+    let none = || py.None().into_bound(py);
+    let ssl_protocol = class.bind(py).call(
+        (
+            lp,
+            protocol,
+            a.sslcontext,
+            a.waiter.unwrap_or_else(none),
+            server_side,
+            a.server_hostname.unwrap_or_else(none),
+        ),
+        Some(&kwargs),
+    )?;
+    stream_life::create(
+        lp,
+        Origin::Socket(rawsock.clone()),
+        NewStream {
+            protocol: ssl_protocol.clone(),
+            waiter: None,
+            extra: a.extra.filter(|e| !e.is_none()),
+            server: a.server.filter(|s| !s.is_none()),
+        },
+    )?;
+    ssl_protocol.getattr(intern!(py, "_app_transport"))
 }
 
 /// `_make_datagram_transport(loop, sock, protocol, address=None, waiter=None, extra=None)`.

@@ -207,10 +207,7 @@ pub(crate) fn init(p: &Bound<'_, SslRecordPath>, a: InitArgs<'_>) -> PyResult<()
     };
     let app_state = if made { APP_INIT } else { APP_CON_MADE };
     store_app_state(p, n.app_states[app_state].bind(py).clone())?;
-    let kwargs = PyDict::new(py);
-    kwargs.set_item(intern!(py, "server_side"), &server_side)?;
-    kwargs.set_item(intern!(py, "server_hostname"), &server_hostname)?;
-    let sslobj = sslcontext.call_method(intern!(py, "wrap_bio"), (incoming, outgoing), Some(&kwargs))?;
+    let sslobj = super::sslobject::wrap_bio(&sslcontext, &incoming, &outgoing, &server_side, &server_hostname)?;
     p.setattr(intern!(py, "_sslobj"), sslobj)?;
     init_flow_control(p, &false_)?;
     get_app_transport(p)?;
@@ -252,7 +249,7 @@ fn set_app_protocol(p: &Bound<'_, SslRecordPath>, app_protocol: Bound<'_, PyAny>
         .app_protocol
         .replace(app_protocol.clone().unbind());
     drop(old);
-    let buffered = app_protocol.hasattr(intern!(py, "get_buffer"))?
+    let buffered = crate::py::call::has_attr(&app_protocol, intern!(py, "get_buffer"))?
         && app_protocol.is_instance(names(py)?.buffered_protocol.bind(py))?;
     if buffered {
         p.setattr(

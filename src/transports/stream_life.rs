@@ -274,7 +274,7 @@ fn release_socket(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -
     }
     match sock {
         Sock::Py(s) => {
-            s.bind(py).call_method0(pyo3::intern!(py, "close"))?;
+            super::pysocket::close(s.bind(py))?;
             let mut st = t.st.get_mut(py);
             if st.trsock().is_none() && !matches!(st.flavor, Flavor::ReadPipe | Flavor::WritePipe) {
                 st.cold_mut().closed_sock = Some(s);
@@ -368,7 +368,7 @@ pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
         lp.get().forget_transport(py, fd, std::ptr::from_ref(t) as usize);
     }
     let closed = match sock {
-        Sock::Py(s) => s.bind(py).call_method0(pyo3::intern!(py, "close")).map(|_| ()),
+        Sock::Py(s) => super::pysocket::close(s.bind(py)),
         Sock::Raw(fd) => {
             drop(fd);
             Ok(())
