@@ -279,7 +279,7 @@ NI_FLAGS = pick(
     None,
 )
 PROTO_FACTORY = pick(T("proto"), T("proto"), T("proto_raise"), None, "x")
-CONN_HOST = pick("127.0.0.1", "127.0.0.1", None, 1, T("obj"))
+CONN_HOST = pick("127.0.0.1", "127.0.0.1", "localhost", "::1", None, 1, T("obj"))
 CONN_PORT = pick(T("port"), T("port"), T("port_refused"), None, -1, 2**100, "x")
 CONNECTION_KW = (
     ("sock", pick(*toks("udp", "fresh", "sock_closed", "obj"), None)),
