@@ -236,6 +236,42 @@ def test_unclosed_transport_warns_and_closes_its_socket(loop):
     assert sock.fileno() == -1
 
 
+def test_unclosed_transport_warning_raised_as_error_ends_del(loop):
+    """With ResourceWarning turned into an error, asyncio's ``__del__`` raises
+    at its warning: the error is reported against ``_SelectorTransport.__del__``
+    and the socket is left open, to warn from its own finalizer."""
+
+    async def main():
+        a, b = socket.socketpair()
+        t, _p = await loop.connect_accepted_socket(lambda: Recorder(loop), a)
+        t.pause_reading()  # nothing registered: only we hold the transport
+        b.close()
+        return weakref.ref(t), a
+
+    ref, sock = loop.run_until_complete(main())
+    events = []
+    old = sys.unraisablehook
+    sys.unraisablehook = lambda u: events.append(
+        (type(u.exc_value).__name__, str(u.exc_value).split(" ")[:2], getattr(u.object, "__qualname__", None))
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            for _ in range(3):
+                gc.collect()
+            assert ref() is None
+            open_after_del = sock.fileno() != -1
+            del sock
+            gc.collect()
+    finally:
+        sys.unraisablehook = old
+    assert open_after_del
+    assert events == [
+        ("ResourceWarning", ["unclosed", "transport"], "_SelectorTransport.__del__"),
+        ("ResourceWarning", ["unclosed", "<socket.socket"], None),
+    ]
+
+
 def test_connect_accepted_socket_and_sock_argument(loop):
     async def main():
         a, b = socket.socketpair()

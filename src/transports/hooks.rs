@@ -264,6 +264,33 @@ pub(crate) fn report(
     Ok(())
 }
 
+/// asyncio's `__del__` of the class a native transport stands for (what an
+/// error escaping it is reported against: "Exception ignored in: <function
+/// _SelectorTransport.__del__ ...>"); the transport if it cannot be found.
+pub(crate) fn asyncio_del<'py>(transport: &Bound<'py, PyAny>, flavor: super::stream::Flavor) -> Bound<'py, PyAny> {
+    static DELS: PyOnceLock<[Py<PyAny>; 3]> = PyOnceLock::new();
+    let py = transport.py();
+    let dels = DELS.get_or_try_init(py, || {
+        let selector = py.import("asyncio.selector_events")?;
+        let unix = py.import("asyncio.unix_events")?;
+        let del = |m: &Bound<'_, PyModule>, cls: &str| m.getattr(cls)?.getattr("__del__").map(Bound::unbind);
+        Ok::<_, PyErr>([
+            del(&selector, "_SelectorTransport")?,
+            del(&unix, "_UnixReadPipeTransport")?,
+            del(&unix, "_UnixWritePipeTransport")?,
+        ])
+    });
+    let i = match flavor {
+        super::stream::Flavor::Stream | super::stream::Flavor::Datagram => 0,
+        super::stream::Flavor::ReadPipe => 1,
+        super::stream::Flavor::WritePipe => 2,
+    };
+    match dels {
+        Ok(d) => d[i].bind(py).clone(),
+        Err(_) => transport.clone(),
+    }
+}
+
 pub(crate) fn warn_unclosed(py: Python<'_>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
     hook!(py, "warn_unclosed")?.call1((transport,))?;
     Ok(())

@@ -347,8 +347,24 @@ pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
     if !open {
         return;
     }
+    // An error escaping asyncio's `__del__` is reported against that
+    // function, and ends it.
+    let flavor = t.st.get(py).flavor;
+    let unraisable = |e: PyErr| e.write_unraisable(py, Some(&hooks::asyncio_del(obj, flavor)));
     if let Err(e) = hooks::warn_unclosed(py, obj) {
-        e.write_unraisable(py, Some(obj));
+        // The warning raised (warnings turned into errors): asyncio's
+        // `__del__` ends before it closes the socket or detaches from the
+        // server; the socket goes with the transport (a socket object's own
+        // finalizer warns then).
+        unraisable(e);
+        let (lp, fd) = {
+            let st = t.st.get(py);
+            (st.loop_.as_ref().map(|l| l.clone_ref(py)), st.fd)
+        };
+        if let Some(lp) = lp {
+            lp.get().forget_transport(py, fd, std::ptr::from_ref(t) as usize);
+        }
+        return;
     }
     let (sock, server, lp, fd) = {
         let mut st = t.st.get_mut(py);
@@ -376,11 +392,12 @@ pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
         Sock::Closed => Ok(()),
     };
     if let Err(e) = closed {
-        e.write_unraisable(py, Some(obj));
+        unraisable(e);
+        return;
     }
     if let Some(s) = server {
         if let Err(e) = hooks::server_detach(py, s.bind(py), obj) {
-            e.write_unraisable(py, Some(obj));
+            unraisable(e);
         }
     }
 }
