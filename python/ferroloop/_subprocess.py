@@ -23,6 +23,8 @@ from asyncio import events, unix_events
 from asyncio.log import logger
 from typing import Any
 
+from . import _compat
+
 _pidfd_works: bool | None = None
 
 
@@ -44,8 +46,13 @@ def applies() -> bool:
     """True when no child watcher was chosen or made and pidfds work here."""
     if not _can_use_pidfd():
         return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    if _compat.PY314:
+        # get_event_loop_policy() is deprecated from 3.14 on (it never warns
+        # before, where a catch_warnings() per spawn cost ~260 bytecodes).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            policy = events.get_event_loop_policy()
+    else:
         policy = events.get_event_loop_policy()
     # A policy without watchers (3.14+) or one whose watcher was never made.
     return getattr(policy, "_watcher", None) is None
