@@ -269,6 +269,48 @@ def test_coroutine_objects(loop, pair):
     gc.collect()
 
 
+def test_finished_coroutine_raises_stop_iteration_as_a_coroutine_does(loop, pair):
+    """``send(None)`` on an operation that completes at once: ``StopIteration()``
+    (no arguments) for None, ``StopIteration(value)`` otherwise, a tuple kept
+    whole; the same through ``__await__().__next__()`` and ``await``."""
+    a, b = pair
+
+    def finish(step):
+        try:
+            step()
+        except StopIteration as e:
+            return e.args, e.value
+        raise AssertionError("did not finish")
+
+    results = [finish(lambda: loop.sock_sendall(a, b"hi").send(None))]
+    results.append(finish(lambda: loop.sock_recv(b, 10).send(None)))
+    b.send(b"again")
+    results.append(finish(loop.sock_recv(a, 10).__await__().__next__))
+    results.append(finish(lambda: loop.sock_sendall(a, b"x").__await__().__next__()))
+    u1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u1.bind(("127.0.0.1", 0))
+    u1.setblocking(False)
+    u2.sendto(b"dg", u1.getsockname())
+    args, value = finish(lambda: loop.sock_recvfrom(u1, 10).send(None))
+    results.append((len(args), args[0][0], args[0][1][1] == u2.getsockname()[1], value == args[0]))
+    u1.close()
+    u2.close()
+
+    async def awaited():
+        b.recv(10)
+        return await loop.sock_sendall(a, b"y"), await loop.sock_recv(b, 10)
+
+    assert loop.run_until_complete(awaited()) == (None, b"y")
+    assert results == [
+        ((), None),
+        ((b"hi",), b"hi"),
+        ((b"again",), b"again"),
+        ((), None),
+        (1, b"dg", True, True),
+    ]
+
+
 def test_never_awaited_coroutine_warns(loop, pair):
     a, _ = pair
     with warnings.catch_warnings(record=True) as w:

@@ -15,7 +15,6 @@
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pyo3::exceptions::PyStopIteration;
 use pyo3::ffi;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
@@ -83,18 +82,50 @@ pub(crate) unsafe extern "C" fn am_send<T: NativeCoroutine>(
     })
 }
 
-/// A step as `send()` reports it: the yielded value, or `StopIteration(value)`.
-fn as_iter_result(py: Python<'_>, step: PyResult<Step<'_>>) -> *mut ffi::PyObject {
+/// A step as `send()` reports it: the yielded value, or `StopIteration`
+/// as a coroutine raises it (`StopIteration()` for None, else
+/// `StopIteration(value)`). `iternext`: as `tp_iternext` reports it, where
+/// a return of None is NULL without an exception (the interpreter's `await`
+/// takes it as None, `__next__` raises `StopIteration()`), as a generator's.
+fn as_iter_result(py: Python<'_>, step: PyResult<Step<'_>>, iternext: bool) -> *mut ffi::PyObject {
     match step {
         Ok(Step::Yield(v)) => v.into_ptr(),
         Ok(Step::Return(v)) => {
-            PyStopIteration::new_err((v.unbind(),)).restore(py);
+            if v.is_none() {
+                if !iternext {
+                    // SAFETY: the GIL is held; sets StopIteration().
+                    unsafe { ffi::PyErr_SetNone(ffi::PyExc_StopIteration) };
+                }
+            } else {
+                set_stop_iteration(&v);
+            }
             std::ptr::null_mut()
         }
         Err(e) => {
             e.restore(py);
             std::ptr::null_mut()
         }
+    }
+}
+
+/// `StopIteration(value)` raised (CPython's `_PyGen_SetStopIterationValue`):
+/// a tuple or an exception is wrapped in an instance made here, anything
+/// else is given to `PyErr_SetObject`, which makes the instance.
+fn set_stop_iteration(value: &Bound<'_, PyAny>) {
+    // SAFETY: the GIL is held; `value` is a live object; the exception
+    // instance, when made, is a new reference released after use.
+    unsafe {
+        let v = value.as_ptr();
+        if ffi::PyTuple_Check(v) == 0 && ffi::PyExceptionInstance_Check(v) == 0 {
+            ffi::PyErr_SetObject(ffi::PyExc_StopIteration, v);
+            return;
+        }
+        let exc = ffi::PyObject_CallOneArg(ffi::PyExc_StopIteration, v);
+        if exc.is_null() {
+            return;
+        }
+        ffi::PyErr_SetObject(ffi::PyExc_StopIteration, exc);
+        ffi::Py_DECREF(exc);
     }
 }
 
@@ -105,7 +136,7 @@ pub(crate) unsafe extern "C" fn iternext<T: NativeCoroutine>(obj: *mut ffi::PyOb
         guarded(py, std::ptr::null_mut(), || {
             // SAFETY: a live borrowed reference.
             let obj = unsafe { Bound::from_borrowed_ptr(py, obj) };
-            as_iter_result(py, T::send(&obj, &py.None().into_bound(py)))
+            as_iter_result(py, T::send(&obj, &py.None().into_bound(py)), true)
         })
     })
 }
@@ -119,7 +150,7 @@ pub(crate) unsafe extern "C" fn am_await(obj: *mut ffi::PyObject) -> *mut ffi::P
 
 /// `send(value)` as a method.
 pub(crate) fn method_send<T: NativeCoroutine>(obj: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> *mut ffi::PyObject {
-    as_iter_result(obj.py(), T::send(obj, value))
+    as_iter_result(obj.py(), T::send(obj, value), false)
 }
 
 /// `throw(typ[, val[, tb]])` as a method: the exception is normalised as
@@ -133,7 +164,7 @@ pub(crate) fn method_throw<T: NativeCoroutine>(
     let py = obj.py();
     let exc = normalize(py, typ, val, tb);
     match exc {
-        Ok(exc) => as_iter_result(py, T::throw(obj, exc)),
+        Ok(exc) => as_iter_result(py, T::throw(obj, exc), false),
         Err(e) => {
             e.restore(py);
             std::ptr::null_mut()
