@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -182,3 +183,41 @@ def test_cancelled_reader_handle_is_unregistered(loop, pair):
     run_briefly(loop, 2)
     assert got == []
     assert loop.remove_reader(a) is False
+
+
+def test_watchers_on_high_and_low_fds_at_once(loop):
+    """fds far apart (a high ``dup2`` target beside low ones) are watched
+    and removed independently; a negative fd is refused."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = min(soft - 1, 1 << 16)
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    try:
+        os.dup2(a.fileno(), high)
+    except OSError as e:
+        for s in (a, b, c, d):
+            s.close()
+        pytest.skip(f"cannot dup2 to fd {high}: {e}")
+    seen = []
+    try:
+        loop.add_reader(high, lambda: (seen.append("high"), os.read(high, 10)))
+        loop.add_reader(c.fileno(), lambda: (seen.append("low"), c.recv(10)))
+        b.send(b"x")
+        d.send(b"y")
+        loop.run_until_complete(_turns(loop, 5))
+        removed = [loop.remove_reader(high), loop.remove_reader(high), loop.remove_reader(c.fileno())]
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            loop.add_reader(-1, lambda: None)
+    finally:
+        os.close(high)
+        for s in (a, b, c, d):
+            s.close()
+    assert sorted(seen) == ["high", "low"]
+    assert removed == [True, False, True]
+
+
+async def _turns(loop, n):
+    for _ in range(n):
+        await asyncio.sleep(0)

@@ -191,7 +191,7 @@ pub(crate) struct LoopState {
     /// Native stream transports by fd (payload addresses, not references:
     /// asyncio's `_transports` is a weak map). Entries are removed when the
     /// transport closes its socket or dies.
-    pub streams: std::collections::HashMap<std::os::fd::RawFd, usize>,
+    pub streams: ferroloop_core::fdmap::FdMap<usize>,
     /// Transports whose writes left data queued during this iteration:
     /// their writers are registered right before the poll.
     pub new_writers: Vec<StreamRef>,
@@ -247,7 +247,7 @@ impl LoopState {
             running: false,
             pool: Vec::with_capacity(HANDLE_POOL_SIZE),
             timer_pool: Vec::with_capacity(HANDLE_POOL_SIZE),
-            streams: std::collections::HashMap::new(),
+            streams: ferroloop_core::fdmap::FdMap::default(),
             new_writers: Vec::new(),
             retune: Vec::new(),
             scratch: Vec::new(),
@@ -277,7 +277,7 @@ impl Default for LoopState {
             running: false,
             pool: Vec::new(),
             timer_pool: Vec::new(),
-            streams: std::collections::HashMap::new(),
+            streams: ferroloop_core::fdmap::FdMap::default(),
             new_writers: Vec::new(),
             retune: Vec::new(),
             scratch: Vec::new(),

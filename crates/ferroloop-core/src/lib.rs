@@ -25,6 +25,7 @@
 
 pub mod buffer;
 pub mod clock;
+pub mod fdmap;
 pub mod net;
 pub mod reactor;
 pub mod ready;
