@@ -12,6 +12,7 @@
 //! - [`held`]: owned references released without a thread-state lookup.
 //! - [`hooks`]: the cold-path helpers written in Python (`ferroloop._hooks`).
 //! - [`spare_bytes`]: the `bytes` object a loop refills for the next read.
+//! - [`sockobj`]: a `socket.socket`'s descriptor read from the object.
 
 pub(crate) mod buffer;
 pub(crate) mod call;
@@ -23,6 +24,7 @@ pub(crate) mod gc;
 pub(crate) mod held;
 pub(crate) mod hooks;
 pub(crate) mod native_type;
+pub(crate) mod sockobj;
 pub(crate) mod spare_bytes;
 
 use pyo3::Python;

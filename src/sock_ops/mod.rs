@@ -263,6 +263,9 @@ fn from_syscall<'py>(_py: Python<'py>, res: std::io::Result<Bound<'py, PyAny>>) 
     }
 }
 
+/// `sock.fileno()` (where asyncio calls it; the system calls asyncio makes
+/// through a plain socket's C methods read the descriptor from the object:
+/// `py::sockobj`).
 fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     sock.call_method0(pyo3::intern!(sock.py(), "fileno"))?.extract()
 }
@@ -290,7 +293,7 @@ fn recv<'py>(lp: &EventLoop, sock: &Bound<'py, PyAny>, n: &Bound<'py, PyAny>) ->
     if size < 0 {
         return Attempt::Failed(PyValueError::new_err("negative buffersize in recv"));
     }
-    let fd = match fileno(sock) {
+    let fd = match crate::py::sockobj::socket_fd(sock) {
         Ok(fd) => fd,
         Err(e) => return Attempt::Failed(e),
     };
@@ -311,7 +314,7 @@ fn recv_into<'py>(sock: &Bound<'py, PyAny>, buf: &Bound<'py, PyAny>) -> Attempt<
         drop(view);
         return from_call(py, sock.call_method1(pyo3::intern!(py, "recv_into"), (buf,)));
     }
-    let fd = match fileno(sock) {
+    let fd = match crate::py::sockobj::socket_fd(sock) {
         Ok(fd) => fd,
         Err(e) => return Attempt::Failed(e),
     };

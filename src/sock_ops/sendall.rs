@@ -6,7 +6,7 @@ use ferroloop_core::net;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use super::{fileno, plain_socket, would_block, Attempt, OpKind, SockOp};
+use super::{plain_socket, would_block, Attempt, OpKind, SockOp};
 use crate::py::buffer::HeldBuffer;
 use crate::py::errors::os_error;
 use crate::py::held::Held;
@@ -20,7 +20,7 @@ pub(super) fn send_all<'py>(py: Python<'py>, sock: &Bound<'py, PyAny>, op: &Sock
             Err(e) => Attempt::Failed(e),
         };
     }
-    let fd = match fileno(sock) {
+    let fd = match crate::py::sockobj::socket_fd(sock) {
         Ok(fd) => fd,
         Err(e) => return Attempt::Failed(e),
     };
