@@ -31,7 +31,11 @@ pub(crate) fn check_socket(py: Python<'_>, lp: &Bound<'_, EventLoop>, sock: &Bou
             .ok()
             .map(Bound::unbind)
     });
-    if let Some(t) = ssl_socket {
+    // A `socket.socket` exactly is no `SSLSocket` (its `__class__` is its
+    // type): `isinstance` would only confirm it, after a failed subclass
+    // check and a `__class__` lookup.
+    let plain = crate::transports::socket_class(py).is_ok_and(|class| sock.get_type().is(class));
+    if let Some(t) = ssl_socket.as_ref().filter(|_| !plain) {
         if sock.is_instance(t.bind(py))? {
             return Err(PyTypeError::new_err("Socket cannot be of type SSLSocket"));
         }
