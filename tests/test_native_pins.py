@@ -298,3 +298,50 @@ def test_replaced_wrap_bio_is_called(loop, certs, monkeypatch):
 
     assert run(loop, main()) == [b"x0"]
     assert sorted(calls, key=repr) == [(False, "localhost"), (True, None)]
+
+
+def test_native_path_resumes_once_a_replacement_is_undone():
+    """ferroloop only (what is run, not what is seen): a replacement in place
+    at the first connection is called; once asyncio's method is back, the
+    native code runs it again (no Python frame of ``Server._attach``). A
+    fresh interpreter: what was found is kept for the process."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import asyncio, sys, ferroloop
+        import asyncio.base_events as be
+        real = be.Server._attach
+        calls = []
+        def attach(self, *a):
+            calls.append(1)
+            return real(self, *a)
+        be.Server._attach = attach
+
+        async def conn(port):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            await w.wait_closed()
+
+        async def main():
+            srv = await asyncio.get_running_loop().create_server(asyncio.Protocol, "127.0.0.1", 0)
+            port = srv.sockets[0].getsockname()[1]
+            await conn(port)
+            await asyncio.sleep(0.05)
+            be.Server._attach = real
+            seen = []
+            sys.setprofile(lambda f, e, a: seen.append(f.f_code.co_qualname) if e == "call" else None)
+            await conn(port)
+            await asyncio.sleep(0.05)
+            sys.setprofile(None)
+            srv.close()
+            await srv.wait_closed()
+            print(len(calls), seen.count("Server._attach"), seen.count("Server._detach"))
+
+        ferroloop.run(main())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0", "0"]

@@ -148,48 +148,52 @@ struct ServerMethods {
     asserts: bool,
 }
 
-static SERVER: PyOnceLock<Option<ServerMethods>> = PyOnceLock::new();
+static SERVER: PyOnceLock<ServerMethods> = PyOnceLock::new();
 
-/// asyncio's `Server` and its two methods, when they are asyncio's own
-/// functions (a replacement made before this first use is not taken for
-/// them).
-fn server_methods(py: Python<'_>) -> PyResult<Option<&'static ServerMethods>> {
+/// asyncio's `Server` and its two methods, once they are found to be
+/// asyncio's own functions (while a replacement is in place nothing is
+/// kept: the next call looks again).
+fn server_methods(py: Python<'_>) -> Option<&'static ServerMethods> {
     let m = SERVER.get_or_try_init(py, || {
         let class = py.import("asyncio.base_events")?.getattr("Server")?;
         let own =
             |name: &str| crate::py::call::own_function(&class, name, "asyncio.base_events", &format!("Server.{name}"));
         let (Some(attach), Some(detach)) = (own("_attach"), own("_detach")) else {
-            return Ok::<_, PyErr>(None);
+            return Err(not_yet());
         };
         let optimize: i64 = py.import("sys")?.getattr("flags")?.getattr("optimize")?.extract()?;
-        Ok(Some(ServerMethods {
+        Ok::<_, PyErr>(ServerMethods {
             class: class.unbind(),
             attach: attach.unbind(),
             detach: detach.unbind(),
             asserts: optimize == 0,
-        }))
-    })?;
-    Ok(m.as_ref())
+        })
+    });
+    m.ok()
+}
+
+/// The "not now" of a lookup of standard-library methods that found a
+/// replacement (not kept: the next call looks again).
+pub(crate) fn not_yet() -> PyErr {
+    pyo3::exceptions::PyLookupError::new_err("a standard-library method is replaced")
 }
 
 /// `server` is an `asyncio.Server` whose class still has asyncio's
 /// `_attach` and `_detach`.
-fn plain_server(py: Python<'_>, server: &Bound<'_, PyAny>) -> PyResult<Option<&'static ServerMethods>> {
-    let Some(m) = server_methods(py)? else {
-        return Ok(None);
-    };
+fn plain_server(py: Python<'_>, server: &Bound<'_, PyAny>) -> Option<&'static ServerMethods> {
+    let m = server_methods(py)?;
     let class = m.class.bind(py);
     let plain = server.get_type().is(class)
         && crate::py::call::class_attr(class, pyo3::intern!(py, "_attach")).is_some_and(|f| f.is(m.attach.bind(py)))
         && crate::py::call::class_attr(class, pyo3::intern!(py, "_detach")).is_some_and(|f| f.is(m.detach.bind(py)));
-    Ok(plain.then_some(m))
+    plain.then_some(m)
 }
 
 /// `server._attach()` (3.11/3.12) or `server._attach(transport)` (3.13), as
 /// the transport's constructor calls it. asyncio's own method runs here
 /// natively, statement by statement; a replaced one is called.
 pub(crate) fn server_attach(py: Python<'_>, server: &Bound<'_, PyAny>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
-    let Some(m) = plain_server(py, server)? else {
+    let Some(m) = plain_server(py, server) else {
         hook!(py, "server_attach")?.call1((server, transport))?;
         return Ok(());
     };
@@ -213,7 +217,7 @@ pub(crate) fn server_attach(py: Python<'_>, server: &Bound<'_, PyAny>, transport
 /// `server._detach()` (3.11/3.12) or `server._detach(transport)` (3.13),
 /// natively for asyncio's own method, as `server_attach`.
 pub(crate) fn server_detach(py: Python<'_>, server: &Bound<'_, PyAny>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
-    let Some(m) = plain_server(py, server)? else {
+    let Some(m) = plain_server(py, server) else {
         hook!(py, "server_detach")?.call1((server, transport))?;
         return Ok(());
     };

@@ -23,27 +23,29 @@ struct SocketClass {
     base_close: Py<PyAny>,
 }
 
-static SOCKET: PyOnceLock<Option<SocketClass>> = PyOnceLock::new();
+static SOCKET: PyOnceLock<SocketClass> = PyOnceLock::new();
 
-fn socket_class(py: Python<'_>) -> PyResult<Option<&'static SocketClass>> {
+/// The classes and methods, once `socket.socket` is found with its own
+/// methods (not kept while they are replaced).
+fn socket_class(py: Python<'_>) -> Option<&'static SocketClass> {
     let k = SOCKET.get_or_try_init(py, || {
         let class = py.import("socket")?.getattr("socket")?.cast_into::<PyType>()?;
         let base = py.import("_socket")?.getattr("socket")?.cast_into::<PyType>()?;
         let own = |name: &str| own_function(class.as_any(), name, "socket", &format!("socket.{name}"));
         let (Some(init), Some(close), Some(real_close)) = (own("__init__"), own("close"), own("_real_close")) else {
-            return Ok::<_, PyErr>(None);
+            return Err(super::hooks::not_yet());
         };
         let base_close = base.getattr("close")?.unbind();
-        Ok(Some(SocketClass {
+        Ok::<_, PyErr>(SocketClass {
             class: class.unbind(),
             base: base.unbind(),
             init: init.unbind(),
             close: close.unbind(),
             real_close: real_close.unbind(),
             base_close,
-        }))
-    })?;
-    Ok(k.as_ref())
+        })
+    });
+    k.ok()
 }
 
 fn has_own(py: Python<'_>, k: &SocketClass, name: &Bound<'_, pyo3::types::PyString>, f: &Py<PyAny>) -> bool {
@@ -52,7 +54,7 @@ fn has_own(py: Python<'_>, k: &SocketClass, name: &Bound<'_, pyo3::types::PyStri
 
 /// `socket.socket(family, type, proto, fileno)`.
 pub(crate) fn new_socket(py: Python<'_>, family: i32, type_: i32, proto: i32, fd: i32) -> PyResult<Bound<'_, PyAny>> {
-    let k = socket_class(py)?;
+    let k = socket_class(py);
     let Some(k) = k.filter(|k| has_own(py, k, intern!(py, "__init__"), &k.init)) else {
         return super::socket_class(py)?.call1((family, type_, proto, fd));
     };
@@ -69,7 +71,7 @@ pub(crate) fn new_socket(py: Python<'_>, family: i32, type_: i32, proto: i32, fd
 /// `sock.close()`.
 pub(crate) fn close(sock: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = sock.py();
-    let k = socket_class(py)?.filter(|k| {
+    let k = socket_class(py).filter(|k| {
         sock.get_type().is(k.class.bind(py))
             && has_own(py, k, intern!(py, "close"), &k.close)
             && has_own(py, k, intern!(py, "_real_close"), &k.real_close)

@@ -24,9 +24,11 @@ struct SslClasses {
     create: Py<PyAny>,
 }
 
-static SSL: PyOnceLock<Option<SslClasses>> = PyOnceLock::new();
+static SSL: PyOnceLock<SslClasses> = PyOnceLock::new();
 
-fn classes(py: Python<'_>) -> PyResult<Option<&'static SslClasses>> {
+/// The classes and methods, once found to be `ssl`'s own (not kept while
+/// one is replaced).
+fn classes(py: Python<'_>) -> Option<&'static SslClasses> {
     let k = SSL.get_or_try_init(py, || {
         let ssl = py.import("ssl")?;
         let context = ssl.getattr("SSLContext")?.cast_into::<PyType>()?;
@@ -39,17 +41,17 @@ fn classes(py: Python<'_>) -> PyResult<Option<&'static SslClasses>> {
             own(&context, "_encode_hostname", "SSLContext._encode_hostname"),
             own(&object, "_create", "SSLObject._create"),
         ) else {
-            return Ok::<_, PyErr>(None);
+            return Err(super::hooks::not_yet());
         };
-        Ok(Some(SslClasses {
+        Ok::<_, PyErr>(SslClasses {
             context: context.unbind(),
             object: object.unbind(),
             wrap_bio,
             encode_hostname,
             create,
-        }))
-    })?;
-    Ok(k.as_ref())
+        })
+    });
+    k.ok()
 }
 
 /// `sslcontext.wrap_bio(incoming, outgoing, server_side=server_side,
@@ -62,7 +64,7 @@ pub(crate) fn wrap_bio<'py>(
     server_hostname: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = sslcontext.py();
-    let native = match classes(py)? {
+    let native = match classes(py) {
         Some(k) if server_hostname.is_none() && sslcontext.get_type().is(k.context.bind(py)) => {
             let context = k.context.bind(py).as_any();
             let object = k.object.bind(py);
