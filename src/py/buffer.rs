@@ -68,6 +68,30 @@ impl HeldBuffer {
     }
 }
 
+/// `f(ptr, len)` over `obj`'s writable memory, the export held in a
+/// `Py_buffer` on the stack for the call (no allocation, unlike
+/// [`HeldBuffer::writable`]); the error of `PyObject_GetBuffer` otherwise.
+pub(crate) fn with_writable<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(*mut u8, usize) -> R) -> PyResult<R> {
+    struct Export(ffi::Py_buffer);
+    impl Drop for Export {
+        fn drop(&mut self) {
+            // SAFETY: releases the export taken below, once, with the GIL held.
+            unsafe { ffi::PyBuffer_Release(&raw mut self.0) };
+        }
+    }
+    // SAFETY: a zeroed `Py_buffer` is the documented initial state.
+    let mut view: ffi::Py_buffer = unsafe { std::mem::zeroed() };
+    // SAFETY: `obj` is live; on success the export is released by `Export`'s
+    // drop, and `view` is not moved before that (it is moved into `Export`
+    // only after a successful export, and a `Py_buffer` taken with
+    // `PyBUF_WRITABLE` holds no pointer into itself).
+    if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &raw mut view, ffi::PyBUF_WRITABLE) } != 0 {
+        return Err(PyErr::fetch(obj.py()));
+    }
+    let export = Export(view);
+    Ok(f(export.0.buf.cast::<u8>(), export.0.len as usize))
+}
+
 impl Drop for HeldBuffer {
     fn drop(&mut self) {
         // SAFETY: releases the export taken in `new`, once, with the GIL held.

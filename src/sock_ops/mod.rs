@@ -306,21 +306,24 @@ fn recv_into<'py>(sock: &Bound<'py, PyAny>, buf: &Bound<'py, PyAny>) -> Attempt<
     if !plain_socket(sock) {
         return from_call(py, sock.call_method1(pyo3::intern!(py, "recv_into"), (buf,)));
     }
-    let Ok(view) = HeldBuffer::writable(buf) else {
-        return Attempt::Failed(crate::py::errors::not_writable_buffer("recv_into", buf));
-    };
-    if view.len() == 0 {
+    let received = crate::py::buffer::with_writable(buf, |ptr, len| {
+        if len == 0 {
+            return None;
+        }
+        let fd = match crate::py::sockobj::socket_fd(sock) {
+            Ok(fd) => fd,
+            Err(e) => return Some(Err(e)),
+        };
+        // SAFETY: the writable export pins `len` bytes at `ptr` during the call.
+        Some(Ok(unsafe { ferroloop_core::sys::recv_raw(fd, ptr, len) }))
+    });
+    let res = match received {
+        Err(_) => return Attempt::Failed(crate::py::errors::not_writable_buffer("recv_into", buf)),
         // As `recv(0)`: no system call, 0 at once (the socket's own method).
-        drop(view);
-        return from_call(py, sock.call_method1(pyo3::intern!(py, "recv_into"), (buf,)));
-    }
-    let fd = match crate::py::sockobj::socket_fd(sock) {
-        Ok(fd) => fd,
-        Err(e) => return Attempt::Failed(e),
+        Ok(None) => return from_call(py, sock.call_method1(pyo3::intern!(py, "recv_into"), (buf,))),
+        Ok(Some(Err(e))) => return Attempt::Failed(e),
+        Ok(Some(Ok(res))) => res,
     };
-    // SAFETY: the writable export pins `len` bytes at `ptr` while held.
-    let res = unsafe { ferroloop_core::sys::recv_raw(fd, view.as_ptr().cast_mut(), view.len()) };
-    drop(view);
     from_syscall(
         py,
         res.and_then(|n| {
