@@ -59,6 +59,7 @@ def test_shutdown_default_executor_timeout(loop):
     import time
     import warnings
 
+    before = set(threading.enumerate())
     loop.run_in_executor(None, time.sleep, 0.3)
     executor = loop._default_executor
     with warnings.catch_warnings(record=True) as caught:
@@ -69,8 +70,13 @@ def test_shutdown_default_executor_timeout(loop):
     for w in caught:
         assert issubclass(w.category, RuntimeWarning)
         assert "The executor did not finishing joining its threads within 0.05 seconds" in str(w.message)
-    # The worker still holds its future (and so the loop) until it finishes.
+    # The worker still holds its future (and so the loop) until it finishes,
+    # and so does the thread running the loop's `_do_shutdown` (its target
+    # is a bound method of the loop) until it has reported to the closed
+    # loop: wait for both before the fixture's check that the loop is gone.
     executor.shutdown(wait=True)
+    for t in set(threading.enumerate()) - before:
+        t.join(10)
 
 
 def test_to_thread(loop):
