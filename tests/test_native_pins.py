@@ -137,8 +137,9 @@ def test_server_attach_and_detach_keep_wait_closed_exact(loop, certs, tls):
     assert seen == ["made", "made", "lost", "lost"]
 
 
+@pytest.mark.parametrize("where", ["class", "instance"])
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
-def test_replaced_server_attach_and_detach_are_called(loop, certs, tls, monkeypatch):
+def test_replaced_server_attach_and_detach_are_called(loop, certs, tls, where, monkeypatch):
     calls: list = []
     real_attach = asyncio.base_events.Server._attach
     real_detach = asyncio.base_events.Server._detach
@@ -151,12 +152,16 @@ def test_replaced_server_attach_and_detach_are_called(loop, certs, tls, monkeypa
         calls.append("detach")
         return real_detach(self, *args)
 
-    monkeypatch.setattr(asyncio.base_events.Server, "_attach", attach)
-    monkeypatch.setattr(asyncio.base_events.Server, "_detach", detach)
+    if where == "class":
+        monkeypatch.setattr(asyncio.base_events.Server, "_attach", attach)
+        monkeypatch.setattr(asyncio.base_events.Server, "_detach", detach)
 
     async def main():
         seen: list = []
         server = await loop.create_server(lambda: Echo(seen), HOST, 0, ssl=server_context(certs) if tls else None)
+        if where == "instance":
+            server._attach = lambda *args: attach(server, *args)
+            server._detach = lambda *args: detach(server, *args)
         port = server.sockets[0].getsockname()[1]
         got = await _clients(port, client_context(certs) if tls else None, 3)
         await iterations(10)
@@ -280,24 +285,92 @@ def test_custom_sslobject_class_is_used(loop, certs, how, monkeypatch):
     assert seen[0] == ("made", "MySSLObject")
 
 
-def test_replaced_wrap_bio_is_called(loop, certs, monkeypatch):
+@pytest.mark.parametrize("name", ["wrap_bio", "_encode_hostname"])
+@pytest.mark.parametrize("where", ["class", "instance"])
+def test_replaced_wrap_bio_is_called(loop, certs, where, name, monkeypatch):
     calls: list = []
-    real = ssl.SSLContext.wrap_bio
+    real = getattr(ssl.SSLContext, name)
 
-    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
-        calls.append((server_side, server_hostname))
-        return real(self, incoming, outgoing, server_side, server_hostname, session)
+    def replacement(self, *args, **kwargs):
+        calls.append((name, args[-1] if name == "_encode_hostname" else kwargs.get("server_side")))
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(ssl.SSLContext, "wrap_bio", wrap_bio)
+    ctx = server_context(certs)
+    if where == "class":
+        monkeypatch.setattr(ssl.SSLContext, name, replacement)
+    else:
+        setattr(ctx, name, lambda *args, **kwargs: replacement(ctx, *args, **kwargs))
 
     async def main():
-        server, port = await start_server(loop, lambda: Echo([]), server_context(certs))
+        server, port = await start_server(loop, lambda: Echo([]), ctx)
         got = await _clients(port, client_context(certs), 1)
         await close_server(server)
         return got
 
     assert run(loop, main()) == [b"x0"]
-    assert sorted(calls, key=repr) == [(False, "localhost"), (True, None)]
+    server_call = (name, None if name == "_encode_hostname" else True)
+    client_call = (name, "localhost" if name == "_encode_hostname" else False)
+    expected = [server_call, client_call] if where == "class" else [server_call]
+    assert sorted(calls, key=repr) == sorted(expected, key=repr)
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,message",
+    [
+        ((), {}, "missing 3 required positional arguments: 'rawsock', 'protocol', and 'sslcontext'"),
+        ((1, 2, 3), {"bogus": 1}, "got an unexpected keyword argument 'bogus'"),
+        ((1, 2, 3, 4, 5), {}, "takes from 4 to 5 positional arguments but 6 were given"),
+        ((1, 2, 3), {"rawsock": 2}, "got multiple values for argument 'rawsock'"),
+        ((1, 2), {"waiter": None}, "missing 1 required positional argument: 'sslcontext'"),
+    ],
+    ids=["none", "unknown-keyword", "too-many", "twice", "missing-one"],
+)
+def test_make_ssl_transport_argument_errors_are_asyncios(loop, args, kwargs, message):
+    """``_make_ssl_transport`` (private, but called by libraries that make
+    transports themselves) binds its arguments as asyncio's method does."""
+    with pytest.raises(TypeError) as e:
+        loop._make_ssl_transport(*args, **kwargs)
+    assert str(e.value) == f"BaseSelectorEventLoop._make_ssl_transport() {message}"
+
+
+def test_make_ssl_transport_takes_every_argument_by_keyword(loop, certs):
+    """All of asyncio's parameters by name: the handshake runs over a socket
+    pair, the waiter is resolved and the application protocol connected."""
+
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        made: list = []
+
+        class Made(asyncio.Protocol):
+            def connection_made(self, transport):
+                made.append(transport.get_extra_info("sslcontext") is cctx)
+
+        cctx = client_context(certs)
+        waiter = loop.create_future()
+        client = loop._make_ssl_transport(
+            rawsock=a,
+            protocol=Made(),
+            sslcontext=cctx,
+            waiter=waiter,
+            server_side=False,
+            server_hostname="localhost",
+            extra=None,
+            server=None,
+            ssl_handshake_timeout=10.0,
+            ssl_shutdown_timeout=10.0,
+        )
+        server_waiter = loop.create_future()
+        server = loop._make_ssl_transport(b, asyncio.Protocol(), server_context(certs), server_waiter, server_side=True)
+        await asyncio.gather(waiter, server_waiter)
+        kinds = isinstance(client, asyncio.Transport), isinstance(server, asyncio.Transport)
+        client.abort()
+        server.abort()
+        await iterations(5)
+        return made, kinds
+
+    assert run(loop, main()) == ([True], (True, True))
 
 
 def test_native_path_resumes_once_a_replacement_is_undone():

@@ -622,41 +622,15 @@ impl EventLoop {
     }
 
     /// `_make_ssl_transport(rawsock, protocol, sslcontext, waiter=None, *, ...)`
-    /// (see `transports::make_ssl_transport`).
-    #[pyo3(signature = (
-        rawsock, protocol, sslcontext, waiter=None, *, server_side=crate::transports::Arg::Absent,
-        server_hostname=None, extra=None, server=None, ssl_handshake_timeout=crate::transports::Arg::Absent,
-        ssl_shutdown_timeout=crate::transports::Arg::Absent
-    ))]
-    #[allow(clippy::too_many_arguments, reason = "asyncio's signature")]
+    /// (see `transports::make_ssl_transport`); arguments that do not fit
+    /// asyncio's signature get asyncio's own `TypeError`.
+    #[pyo3(signature = (*args, **kwargs))]
     fn _make_ssl_transport<'py>(
         slf: &Bound<'py, Self>,
-        rawsock: Bound<'py, PyAny>,
-        protocol: Bound<'py, PyAny>,
-        sslcontext: Bound<'py, PyAny>,
-        waiter: Option<Bound<'py, PyAny>>,
-        server_side: crate::transports::Arg<'py>,
-        server_hostname: Option<Bound<'py, PyAny>>,
-        extra: Option<Bound<'py, PyAny>>,
-        server: Option<Bound<'py, PyAny>>,
-        ssl_handshake_timeout: crate::transports::Arg<'py>,
-        ssl_shutdown_timeout: crate::transports::Arg<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        crate::transports::make_ssl_transport(
-            slf,
-            &rawsock,
-            &protocol,
-            crate::transports::SslTransportArgs {
-                sslcontext,
-                waiter,
-                server_side,
-                server_hostname,
-                extra,
-                server,
-                ssl_handshake_timeout,
-                ssl_shutdown_timeout,
-            },
-        )
+        crate::transports::make_ssl_transport_call(slf, args, kwargs)
     }
 
     /// The native transport using `fd` (asyncio's `_transports.get(fd)`).

@@ -179,6 +179,33 @@ pub(crate) fn has_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyS
     Ok(res.is(pyo3::types::PyBool::new(py, true)))
 }
 
+extern "C" {
+    static mut PyMethod_Type: ffi::PyTypeObject;
+    fn PyMethod_Function(method: *mut ffi::PyObject) -> *mut ffi::PyObject;
+    fn PyMethod_Self(method: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// `obj.<name>` is the function `func` bound to `obj`: neither the instance
+/// nor its class replaces it (what a Python call `obj.<name>(...)` would
+/// run). An attribute error counts as replaced.
+pub(crate) fn is_bound_method(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, pyo3::types::PyString>,
+    func: &Bound<'_, PyAny>,
+) -> bool {
+    let Ok(m) = obj.getattr(name) else {
+        return false;
+    };
+    // SAFETY: `m` is a live object; the method accessors are called only on
+    // an exact method object and return borrowed references compared by
+    // address.
+    unsafe {
+        std::ptr::eq(ffi::Py_TYPE(m.as_ptr()), std::ptr::addr_of_mut!(PyMethod_Type))
+            && std::ptr::eq(PyMethod_Function(m.as_ptr()), func.as_ptr())
+            && std::ptr::eq(PyMethod_Self(m.as_ptr()), obj.as_ptr())
+    }
+}
+
 /// `descr.__get__(obj, type(obj))` through the descriptor's `tp_descr_get`
 /// slot (a member or property of a C type read without a bound method).
 pub(crate) fn descr_get<'py>(descr: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {

@@ -8,6 +8,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyModule;
 
+use crate::py::call::is_bound_method;
+
 static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static BUFFERED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static FLAGS: PyOnceLock<(bool, bool, u32)> = PyOnceLock::new();
@@ -178,14 +180,14 @@ pub(crate) fn not_yet() -> PyErr {
     pyo3::exceptions::PyLookupError::new_err("a standard-library method is replaced")
 }
 
-/// `server` is an `asyncio.Server` whose class still has asyncio's
-/// `_attach` and `_detach`.
+/// `server` is an `asyncio.Server` whose `_attach` and `_detach` are still
+/// asyncio's (on its class and on the instance).
 fn plain_server(py: Python<'_>, server: &Bound<'_, PyAny>) -> Option<&'static ServerMethods> {
     let m = server_methods(py)?;
     let class = m.class.bind(py);
     let plain = server.get_type().is(class)
-        && crate::py::call::class_attr(class, pyo3::intern!(py, "_attach")).is_some_and(|f| f.is(m.attach.bind(py)))
-        && crate::py::call::class_attr(class, pyo3::intern!(py, "_detach")).is_some_and(|f| f.is(m.detach.bind(py)));
+        && is_bound_method(server, pyo3::intern!(py, "_attach"), m.attach.bind(py))
+        && is_bound_method(server, pyo3::intern!(py, "_detach"), m.detach.bind(py));
     plain.then_some(m)
 }
 

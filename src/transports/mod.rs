@@ -74,7 +74,7 @@ fn _stream_transport<'py>(
 }
 
 /// The arguments of `_make_ssl_transport` after the socket and protocol.
-pub(crate) struct SslTransportArgs<'py> {
+struct SslTransportArgs<'py> {
     pub sslcontext: Bound<'py, PyAny>,
     pub waiter: Option<Bound<'py, PyAny>>,
     pub server_side: Arg<'py>,
@@ -85,13 +85,103 @@ pub(crate) struct SslTransportArgs<'py> {
     pub ssl_shutdown_timeout: Arg<'py>,
 }
 
+/// `loop._make_ssl_transport(*args, **kwargs)`: binds the arguments as
+/// asyncio's signature does; arguments it would not accept go to asyncio's
+/// own method, which raises its `TypeError` (names and counts as Python
+/// words them).
+pub(crate) fn make_ssl_transport_call<'py>(
+    lp: &Bound<'py, crate::event_loop::EventLoop>,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Some((rawsock, protocol, a)) = bind_ssl_args(args, kwargs)? {
+        return make_ssl_transport(lp, &rawsock, &protocol, a);
+    }
+    let py = lp.py();
+    let func = py
+        .import("asyncio.selector_events")?
+        .getattr("BaseSelectorEventLoop")?
+        .getattr("_make_ssl_transport")?;
+    let all: Vec<Bound<'py, PyAny>> = std::iter::once(lp.as_any().clone()).chain(args.iter()).collect();
+    func.call(PyTuple::new(py, all)?, kwargs)
+}
+
+/// Positional-or-keyword parameters, then keyword-only ones, of asyncio's
+/// `_make_ssl_transport` (after `self`).
+const SSL_PARAMS: [&str; 10] = [
+    "rawsock",
+    "protocol",
+    "sslcontext",
+    "waiter",
+    "server_side",
+    "server_hostname",
+    "extra",
+    "server",
+    "ssl_handshake_timeout",
+    "ssl_shutdown_timeout",
+];
+
+/// The arguments bound to asyncio's parameters, or None where Python's
+/// binding would raise.
+#[allow(clippy::type_complexity, reason = "one use")]
+fn bind_ssl_args<'py>(
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
+) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>, SslTransportArgs<'py>)>> {
+    use pyo3::types::PyStringMethods;
+    const POSITIONAL: usize = 4;
+    if args.len() > POSITIONAL {
+        return Ok(None);
+    }
+    let mut slots: [Option<Bound<'py, PyAny>>; SSL_PARAMS.len()] = Default::default();
+    for (slot, v) in slots.iter_mut().zip(args.iter()) {
+        *slot = Some(v);
+    }
+    if let Some(kw) = kwargs {
+        for (k, v) in kw.iter() {
+            let Ok(k) = k.cast_into::<pyo3::types::PyString>() else {
+                return Ok(None);
+            };
+            let k = k.to_str()?;
+            let Some(i) = SSL_PARAMS.iter().position(|p| *p == k) else {
+                return Ok(None);
+            };
+            if slots[i].is_some() {
+                return Ok(None);
+            }
+            slots[i] = Some(v);
+        }
+    }
+    let [rawsock, protocol, sslcontext, waiter, server_side, server_hostname, extra, server, handshake, shutdown] =
+        slots;
+    let (Some(rawsock), Some(protocol), Some(sslcontext)) = (rawsock, protocol, sslcontext) else {
+        return Ok(None);
+    };
+    let not_none = |v: Option<Bound<'py, PyAny>>| v.filter(|v| !v.is_none());
+    let arg = |v: Option<Bound<'py, PyAny>>| v.map_or(Arg::Absent, Arg::Given);
+    Ok(Some((
+        rawsock,
+        protocol,
+        SslTransportArgs {
+            sslcontext,
+            waiter: not_none(waiter),
+            server_side: arg(server_side),
+            server_hostname: not_none(server_hostname),
+            extra: not_none(extra),
+            server: not_none(server),
+            ssl_handshake_timeout: arg(handshake),
+            ssl_shutdown_timeout: arg(shutdown),
+        },
+    )))
+}
+
 /// `loop._make_ssl_transport(rawsock, protocol, sslcontext, waiter=None, *,
 /// server_side=False, server_hostname=None, extra=None, server=None,
 /// ssl_handshake_timeout=SSL_HANDSHAKE_TIMEOUT,
 /// ssl_shutdown_timeout=SSL_SHUTDOWN_TIMEOUT)`: asyncio's method (3.12+
 /// first checks that no transport uses the socket) with ferroloop's
 /// `SSLProtocol` and the native socket transport under it.
-pub(crate) fn make_ssl_transport<'py>(
+fn make_ssl_transport<'py>(
     lp: &Bound<'py, crate::event_loop::EventLoop>,
     rawsock: &Bound<'py, PyAny>,
     protocol: &Bound<'py, PyAny>,

@@ -5,15 +5,15 @@
 //! `_sslobj`. Done natively only for an `ssl.SSLContext` (not a subclass)
 //! whose `sslobject_class` is `ssl.SSLObject`, with no hostname, while those
 //! classes have the standard library's own methods (checked per call by
-//! identity; pinned by `tests/test_native_pins.py`); otherwise `wrap_bio`
-//! runs.
+//! identity, on the context instance too; pinned by
+//! `tests/test_native_pins.py`); otherwise `wrap_bio` runs.
 
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyType};
 
-use crate::py::call::{class_attr, new_instance, own_function};
+use crate::py::call::{class_attr, is_bound_method, new_instance, own_function};
 
 struct SslClasses {
     context: Py<PyType>,
@@ -66,13 +66,12 @@ pub(crate) fn wrap_bio<'py>(
     let py = sslcontext.py();
     let native = match classes(py) {
         Some(k) if server_hostname.is_none() && sslcontext.get_type().is(k.context.bind(py)) => {
-            let context = k.context.bind(py).as_any();
             let object = k.object.bind(py);
             let same = |cls: &Bound<'py, PyAny>, name: &Bound<'py, PyString>, f: &Py<PyAny>| {
                 class_attr(cls, name).is_some_and(|v| v.is(f.bind(py)))
             };
-            (same(context, intern!(py, "wrap_bio"), &k.wrap_bio)
-                && same(context, intern!(py, "_encode_hostname"), &k.encode_hostname)
+            (is_bound_method(sslcontext, intern!(py, "wrap_bio"), k.wrap_bio.bind(py))
+                && is_bound_method(sslcontext, intern!(py, "_encode_hostname"), k.encode_hostname.bind(py))
                 && same(object.as_any(), intern!(py, "_create"), &k.create)
                 && class_attr(object.as_any(), intern!(py, "__new__")).is_none()
                 && sslcontext.getattr(intern!(py, "sslobject_class"))?.is(object))
