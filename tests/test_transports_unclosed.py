@@ -204,3 +204,69 @@ def test_socket_transport_failing_on_a_closed_loop_leaves_the_socket_to_the_coll
         if gc_was_enabled:
             gc.enable()
     assert (before, after, unclosed) == (True, False, ["unclosed transport"])
+
+
+@pytest.mark.parametrize("action", ["always", "error"])
+def test_unclosed_accepted_transport_and_its_socket_both_warn(loop, action):
+    """An unclosed connection the server accepted (natively on ferroloop,
+    without a ``socket.socket`` until one is asked for). asyncio's transport
+    holds bound methods of itself, so the cycle collector finds it with its
+    socket, which nothing else holds: the socket's finalizer runs first
+    ("unclosed <socket.socket ...>", and closes it), then the transport's
+    ``__del__`` ("unclosed transport ..."); as errors, both are reported as
+    unraisable, against the socket and against ``_SelectorTransport.__del__``.
+    """
+    loop.set_debug(False)  # in debug mode both loops run asyncio's accept path
+    refs: list = []
+
+    class Hold(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.pause_reading()  # nothing registered: only the protocol holds it
+            self.transport = transport
+            refs.append(weakref.ref(transport))
+
+    async def main():
+        server = await loop.create_server(Hold, "127.0.0.1", 0)
+        client = socket.create_connection(server.sockets[0].getsockname())
+        for _ in range(100):
+            if refs:
+                break
+            await asyncio.sleep(0.01)
+        server.close()  # no wait_closed(): the connection is never detached
+        return client
+
+    client = loop.run_until_complete(main())
+    events = []
+    old = sys.unraisablehook
+    sys.unraisablehook = lambda u: events.append(
+        (
+            "unraisable",
+            str(u.exc_value).split(" ")[:2],
+            getattr(u.object, "__qualname__", type(u.object).__name__),
+        )
+    )
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter(action, ResourceWarning)
+            for _ in range(3):
+                gc.collect()
+    finally:
+        sys.unraisablehook = old
+    events += [("warning", str(w.message).split(" ")[:2], None) for w in warned]
+    try:
+        client.settimeout(5)
+        end = client.recv(1)
+    finally:
+        client.close()
+    assert [r() for r in refs] == [None]
+    if action == "error":
+        assert events == [
+            ("unraisable", ["unclosed", "<socket.socket"], "socket"),
+            ("unraisable", ["unclosed", "transport"], "_SelectorTransport.__del__"),
+        ]
+    else:
+        assert events == [
+            ("warning", ["unclosed", "<socket.socket"], None),
+            ("warning", ["unclosed", "transport"], None),
+        ]
+    assert end == b""

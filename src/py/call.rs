@@ -206,6 +206,20 @@ pub(crate) fn is_bound_method(
     }
 }
 
+/// References to `obj` (`sys.getrefcount` less its argument).
+pub(crate) fn refcount(obj: &Bound<'_, PyAny>) -> isize {
+    // SAFETY: a live object.
+    unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
+}
+
+/// Run `obj`'s finalizer (`tp_finalize`, `__del__`) now, as the cycle
+/// collector would; it does not run again when the object is freed.
+pub(crate) fn call_finalizer(obj: &Bound<'_, PyAny>) {
+    // SAFETY: a live object kept alive by the caller's reference; the call
+    // keeps any exception set before it (`tp_finalize`'s contract).
+    unsafe { ffi::PyObject_CallFinalizer(obj.as_ptr()) }
+}
+
 /// `descr.__get__(obj, type(obj))` through the descriptor's `tp_descr_get`
 /// slot (a member or property of a C type read without a bound method).
 pub(crate) fn descr_get<'py>(descr: &Bound<'py, PyAny>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {

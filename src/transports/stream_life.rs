@@ -347,9 +347,12 @@ pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
     if !open {
         return;
     }
+    let flavor = t.st.get(py).flavor;
+    if matches!(flavor, Flavor::Stream) {
+        finalize_lone_socket(py, t);
+    }
     // An error escaping asyncio's `__del__` is reported against that
     // function, and ends it.
-    let flavor = t.st.get(py).flavor;
     let unraisable = |e: PyErr| e.write_unraisable(py, Some(&hooks::asyncio_del(obj, flavor)));
     if let Err(e) = hooks::warn_unclosed(py, obj) {
         // The warning raised (warnings turned into errors): asyncio's
@@ -399,6 +402,35 @@ pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
         if let Err(e) = hooks::server_detach(py, s.bind(py), obj) {
             unraisable(e);
         }
+    }
+}
+
+/// asyncio's socket transport holds bound methods of itself, so it dies in
+/// the cycle collector, together with a socket nothing outside it holds
+/// (its `_sock` and its `TransportSocket`): the socket, the older object, is
+/// finalized first ("unclosed <socket.socket ...>" `ResourceWarning`, then
+/// its descriptor closed), then the transport's `__del__` warns. A natively
+/// accepted connection gets its `socket.socket` for this.
+fn finalize_lone_socket(py: Python<'_>, t: &stream::StreamTransport) {
+    use crate::py::call::{call_finalizer, refcount};
+    let trsock = t.st.get(py).trsock().map(|s| s.bind(py).clone());
+    // The transport's own references: its slot, and its TransportSocket's.
+    let own = match &trsock {
+        Some(ts) if refcount(ts) > 2 => return, // held outside (this binding is one)
+        Some(_) => 2,
+        None => 1,
+    };
+    drop(trsock);
+    let sock = match super::extra::socket_object(py, t) {
+        Ok(s) => s.into_bound(py),
+        Err(e) => {
+            e.write_unraisable(py, None);
+            return;
+        }
+    };
+    // This binding holds one more.
+    if refcount(&sock) == own + 1 {
+        call_finalizer(&sock);
     }
 }
 
