@@ -142,6 +142,42 @@ def test_repr_of_a_write_pipe_in_every_state(loop):
     os.close(r)
 
 
+@pytest.mark.parametrize("end", ["read", "write"])
+def test_unclosed_pipe_released_by_loop_close_warns_with_an_idle_repr(loop, end):
+    """A transport still watched when the loop closes is released by the
+    selector's close(), while ``loop._selector`` is still set but already
+    empty: its "unclosed transport" warning reads "idle" (and the write
+    end's queued bytes), not "open" or "polling"."""
+    r, w, cap = write_end()
+    wfd = w.fileno()
+    rpipe = open(r, "rb", buffering=0)
+
+    async def main():
+        # Protocols that keep no reference to the transport: only the
+        # loop's watcher holds it.
+        if end == "read":
+            await loop.connect_read_pipe(asyncio.Protocol, rpipe)
+        else:
+            t, _ = await loop.connect_write_pipe(asyncio.Protocol, w)
+            fill(w, cap)
+            t.write(b"abc")
+        await iterations(3)
+
+    loop.run_until_complete(main())
+    gc.collect()
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        loop.close()
+        gc.collect()
+    msgs = [str(x.message) for x in warned if x.category is ResourceWarning]
+    if end == "read":
+        assert msgs == [f"unclosed transport <_UnixReadPipeTransport fd={r} idle>"]
+        w.close()
+    else:
+        assert msgs == [f"unclosed transport <_UnixWritePipeTransport fd={wfd} idle bufsize=3>"]
+        rpipe.close()
+
+
 def test_unclosed_transports_after_loop_close_repr_open_and_pipe_none(loop):
     """CPython's test_unclosed_pipe_transport: repr() after loop.close()
     says 'open'; setting ``_pipe = None`` makes it 'closed' and silences the

@@ -511,6 +511,17 @@ pub(crate) fn write_ready(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTran
 /// `repr()`, as the pipe transports' `__repr__` build it.
 pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) -> PyResult<String> {
     let name = obj.get_type().name()?.to_string();
+    // `selector = getattr(self._loop, '_selector', None)`: set until the end
+    // of the loop's `close()`, whose `selector.close()` empties the selector
+    // first (a transport it releases reads "idle").
+    let lp = t.st.get(py).loop_.as_ref().map(|l| l.bind(py).clone());
+    let (selector, closed) = match &lp {
+        Some(lp) => {
+            let sel = lp.getattr(pyo3::intern!(py, "_selector")).ok();
+            (sel.is_some_and(|s| !s.is_none()), lp.get().is_closed_flag(py))
+        }
+        None => (false, true),
+    };
     let st = t.st.get(py);
     let open = !matches!(st.sock, Sock::Closed);
     let mut info = vec![name];
@@ -520,15 +531,14 @@ pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) 
         info.push("closing".into());
     }
     info.push(format!("fd={}", st.fd));
-    // `selector = getattr(self._loop, '_selector', None)`: None once the loop closed.
-    let selector = st.loop_.as_ref().is_some_and(|l| !l.get().is_closed_flag(py));
     if open && selector {
         let bit = if st.flavor == Flavor::ReadPipe {
             READING
         } else {
             WRITING
         };
-        info.push(if st.interest & bit != 0 { "polling" } else { "idle" }.into());
+        let polling = !closed && st.interest & bit != 0;
+        info.push(if polling { "polling" } else { "idle" }.into());
         if st.flavor == Flavor::WritePipe {
             info.push(format!("bufsize={}", st.queue.len()));
         }
