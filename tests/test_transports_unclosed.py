@@ -206,8 +206,9 @@ def test_socket_transport_failing_on_a_closed_loop_leaves_the_socket_to_the_coll
     assert (before, after, unclosed) == (True, False, ["unclosed transport"])
 
 
+@pytest.mark.parametrize("collected", [False, True], ids=["short-lived", "collector-ran"])
 @pytest.mark.parametrize("action", ["always", "error"])
-def test_unclosed_accepted_transport_and_its_socket_both_warn(loop, action):
+def test_unclosed_accepted_transport_and_its_socket_both_warn(loop, action, collected):
     """An unclosed connection the server accepted (natively on ferroloop,
     without a ``socket.socket`` until one is asked for). asyncio's transport
     holds bound methods of itself, so the cycle collector finds it with its
@@ -215,6 +216,10 @@ def test_unclosed_accepted_transport_and_its_socket_both_warn(loop, action):
     ("unclosed <socket.socket ...>", and closes it), then the transport's
     ``__del__`` ("unclosed transport ..."); as errors, both are reported as
     unraisable, against the socket and against ``_SelectorTransport.__del__``.
+    Once the collector has run during the connection's life, the socket sits
+    after the transport in its list: the transport warns and closes the
+    socket, which does not warn (as errors: the transport's ``__del__`` ends
+    at its warning and the socket's finalizer reports its own).
     """
     loop.set_debug(False)  # in debug mode both loops run asyncio's accept path
     refs: list = []
@@ -224,6 +229,9 @@ def test_unclosed_accepted_transport_and_its_socket_both_warn(loop, action):
             transport.pause_reading()  # nothing registered: only the protocol holds it
             self.transport = transport
             refs.append(weakref.ref(transport))
+            held.append(transport)
+
+    held: list = []
 
     async def main():
         server = await loop.create_server(Hold, "127.0.0.1", 0)
@@ -232,6 +240,9 @@ def test_unclosed_accepted_transport_and_its_socket_both_warn(loop, action):
             if refs:
                 break
             await asyncio.sleep(0.01)
+        if collected:
+            gc.collect()  # the connection still held: it survives this run
+        held.clear()
         server.close()  # no wait_closed(): the connection is never detached
         return client
 
@@ -259,11 +270,12 @@ def test_unclosed_accepted_transport_and_its_socket_both_warn(loop, action):
     finally:
         client.close()
     assert [r() for r in refs] == [None]
+    sock_error = ("unraisable", ["unclosed", "<socket.socket"], "socket")
+    transport_error = ("unraisable", ["unclosed", "transport"], "_SelectorTransport.__del__")
     if action == "error":
-        assert events == [
-            ("unraisable", ["unclosed", "<socket.socket"], "socket"),
-            ("unraisable", ["unclosed", "transport"], "_SelectorTransport.__del__"),
-        ]
+        assert events == ([transport_error, sock_error] if collected else [sock_error, transport_error])
+    elif collected:
+        assert events == [("warning", ["unclosed", "transport"], None)]
     else:
         assert events == [
             ("warning", ["unclosed", "<socket.socket"], None),

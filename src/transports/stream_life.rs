@@ -77,6 +77,7 @@ pub(crate) fn create<'py>(
         peername,
         protocol_connected: true,
         buffered,
+        gc_epoch: gc_epoch(py),
         ..StreamState::default()
     };
     let obj = instantiate(lp, stream::class(), state)?;
@@ -358,8 +359,12 @@ pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
         // The warning raised (warnings turned into errors): asyncio's
         // `__del__` ends before it closes the socket or detaches from the
         // server; the socket goes with the transport (a socket object's own
-        // finalizer warns then).
+        // finalizer warns then: a natively accepted connection gets its
+        // `socket.socket` for that).
         unraisable(e);
+        if let Err(e) = super::extra::socket_object(py, t) {
+            e.write_unraisable(py, Some(obj));
+        }
         let (lp, fd) = {
             let st = t.st.get(py);
             (st.loop_.as_ref().map(|l| l.clone_ref(py)), st.fd)
@@ -405,14 +410,54 @@ pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
     }
 }
 
+static GC_EPOCH: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// A `gc.callbacks` entry: counts the collector's finished runs (a
+/// transport collected by the first one is collected as asyncio's would be
+/// then, with its socket first).
+#[pyfunction]
+fn _count_collection(phase: &Bound<'_, PyAny>, _info: &Bound<'_, PyAny>) {
+    if phase
+        .cast::<pyo3::types::PyString>()
+        .is_ok_and(|p| p.to_str().is_ok_and(|p| p == "stop"))
+    {
+        GC_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Changes whenever the cycle collector runs (counted by a `gc.callbacks`
+/// entry, added on first use; modulo 2**16, which a transport living
+/// through a multiple of 65,536 collections mistakes for none).
+pub(crate) fn gc_epoch(py: Python<'_>) -> u16 {
+    static HOOKED: pyo3::sync::PyOnceLock<()> = pyo3::sync::PyOnceLock::new();
+    let hooked = HOOKED.get_or_try_init(py, || {
+        let f = wrap_pyfunction!(_count_collection, py)?;
+        py.import("gc")?.getattr("callbacks")?.call_method1("append", (f,))?;
+        Ok::<_, PyErr>(())
+    });
+    if hooked.is_err() {
+        // No counting: every connection looks long-lived.
+        return u16::MAX;
+    }
+    GC_EPOCH.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// asyncio's socket transport holds bound methods of itself, so it dies in
 /// the cycle collector, together with a socket nothing outside it holds
 /// (its `_sock` and its `TransportSocket`): the socket, the older object, is
 /// finalized first ("unclosed <socket.socket ...>" `ResourceWarning`, then
 /// its descriptor closed), then the transport's `__del__` warns. A natively
 /// accepted connection gets its `socket.socket` for this.
+///
+/// Once the cycle collector has run during the connection's life, asyncio's
+/// socket sits after its transport in the collector's list (it was moved
+/// back there when found reachable through the transport): the transport's
+/// `__del__` then runs first and closes the socket, which does not warn.
 fn finalize_lone_socket(py: Python<'_>, t: &stream::StreamTransport) {
     use crate::py::call::{call_finalizer, refcount};
+    if t.st.get(py).gc_epoch != gc_epoch(py) {
+        return;
+    }
     let trsock = t.st.get(py).trsock().map(|s| s.bind(py).clone());
     // The transport's own references: its slot, and its TransportSocket's.
     let own = match &trsock {
