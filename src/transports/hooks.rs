@@ -102,26 +102,9 @@ pub(crate) fn set_result_unless_cancelled(py: Python<'_>) -> PyResult<Bound<'_, 
     hook!(py, "set_result_unless_cancelled")
 }
 
-/// `socket.socket` and the C members behind its `family`, `type` and
-/// `proto` properties.
-static SOCKET_MEMBERS: PyOnceLock<[Py<PyAny>; 4]> = PyOnceLock::new();
-
 /// `socket.socket`.
 pub(crate) fn socket_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    Ok(socket_members(py)?[0].bind(py))
-}
-
-fn socket_members(py: Python<'_>) -> PyResult<&[Py<PyAny>; 4]> {
-    SOCKET_MEMBERS.get_or_try_init(py, || {
-        let base = py.import("_socket")?.getattr("socket")?;
-        let member = |n: &str| base.getattr(n).map(Bound::unbind);
-        Ok::<_, PyErr>([
-            py.import("socket")?.getattr("socket")?.unbind(),
-            member("family")?,
-            member("type")?,
-            member("proto")?,
-        ])
-    })
+    Ok(super::pysocket::socket_types(py)?.class.bind(py).as_any())
 }
 
 /// `base_events._set_nodelay(sock)` for the socket whose descriptor is
@@ -129,13 +112,13 @@ fn socket_members(py: Python<'_>) -> PyResult<&[Py<PyAny>; 4]> {
 /// enums) the members are read and the option set here; any other object
 /// goes through asyncio's function.
 pub(crate) fn set_nodelay(py: Python<'_>, sock: &Bound<'_, PyAny>, fd: i32) -> PyResult<()> {
-    let m = socket_members(py)?;
-    if !sock.get_type().is(m[0].bind(py)) {
+    let t = super::pysocket::socket_types(py)?;
+    if !sock.get_type().is(t.class.bind(py)) {
         hook!(py, "set_nodelay")?.call1((sock,))?;
         return Ok(());
     }
-    let get = |i: usize| -> PyResult<i32> { crate::py::call::descr_get(m[i].bind(py), sock)?.extract() };
-    if ferroloop_core::net::is_tcp(get(1)?, get(2)?, get(3)?) {
+    let get = |i: usize| -> PyResult<i32> { crate::py::call::descr_get(t.members[i].bind(py), sock)?.extract() };
+    if ferroloop_core::net::is_tcp(get(0)?, get(1)?, get(2)?) {
         ferroloop_core::net::set_nodelay(fd).map_err(|e| crate::py::errors::os_error(&e))?;
     }
     Ok(())
