@@ -322,8 +322,9 @@ def test_replaced_wrap_bio_is_called(loop, certs, where, name, monkeypatch):
         ((1, 2, 3, 4, 5), {}, "takes from 4 to 5 positional arguments but 6 were given"),
         ((1, 2, 3), {"rawsock": 2}, "got multiple values for argument 'rawsock'"),
         ((1, 2), {"waiter": None}, "missing 1 required positional argument: 'sslcontext'"),
+        ((1, 2, 3), {"\udcff": 1}, "got an unexpected keyword argument '\udcff'"),
     ],
-    ids=["none", "unknown-keyword", "too-many", "twice", "missing-one"],
+    ids=["none", "unknown-keyword", "too-many", "twice", "missing-one", "not-utf8-keyword"],
 )
 def test_make_ssl_transport_argument_errors_are_asyncios(loop, args, kwargs, message):
     """``_make_ssl_transport`` (private, but called by libraries that make

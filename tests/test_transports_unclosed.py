@@ -282,3 +282,34 @@ def test_unclosed_accepted_transport_and_its_socket_both_warn(loop, action, coll
             ("warning", ["unclosed", "transport"], None),
         ]
     assert end == b""
+
+
+@pytest.mark.deviation("D-027")
+def test_socket_held_through_a_collection_still_warns_first(loop):
+    """The collector's order, not its run count: a collection that finds the
+    connection's socket held from outside (here by a local) leaves it before
+    the transport in its list, so once both are dropped asyncio's socket
+    still warns first. ferroloop counts the run and lets only the transport
+    warn."""
+
+    async def main():
+        a, b = socket.socketpair()
+        t, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        t.pause_reading()  # nothing registered: only we hold the transport
+        gc.collect()  # `a` held here
+        return [a, t], b
+
+    held, peer = loop.run_until_complete(main())
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            del held[0]  # the socket, then the transport
+            held.clear()
+            for _ in range(3):
+                gc.collect()
+    finally:
+        peer.close()
+    assert [str(w.message).split(" ")[:2] for w in warned if w.category is ResourceWarning] == [
+        ["unclosed", "<socket.socket"],
+        ["unclosed", "transport"],
+    ]

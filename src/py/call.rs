@@ -212,6 +212,12 @@ pub(crate) fn refcount(obj: &Bound<'_, PyAny>) -> isize {
     unsafe { ffi::Py_REFCNT(obj.as_ptr()) }
 }
 
+/// `gc.is_tracked(obj)`.
+pub(crate) fn is_gc_tracked(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: a live object.
+    unsafe { ffi::PyObject_GC_IsTracked(obj.as_ptr()) == 1 }
+}
+
 /// Run `obj`'s finalizer (`tp_finalize`, `__del__`) now, as the cycle
 /// collector would; it does not run again when the object is freed.
 pub(crate) fn call_finalizer(obj: &Bound<'_, PyAny>) {

@@ -14,6 +14,8 @@
 //!   `ferroloop._sslproto`.
 //! - `keep`: what keeps queued write data alive.
 //! - `hooks`: the cold paths written in Python.
+//! - `gc_epoch`: a count of the cycle collector's runs (the order of an
+//!   unclosed connection's warnings).
 //! - `pysocket`: `socket.socket` objects made and closed natively;
 //!   `sslobject`: `SSLContext.wrap_bio` for the TLS path.
 //!
@@ -23,6 +25,7 @@
 pub(crate) mod datagram;
 mod datagram_api;
 pub(crate) mod extra;
+mod gc_epoch;
 mod hooks;
 mod keep;
 pub(crate) mod pipes;
@@ -94,7 +97,7 @@ pub(crate) fn make_ssl_transport_call<'py>(
     args: &Bound<'py, PyTuple>,
     kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if let Some((rawsock, protocol, a)) = bind_ssl_args(args, kwargs)? {
+    if let Some((rawsock, protocol, a)) = bind_ssl_args(args, kwargs) {
         return make_ssl_transport(lp, &rawsock, &protocol, a);
     }
     let py = lp.py();
@@ -127,11 +130,11 @@ const SSL_PARAMS: [&str; 10] = [
 fn bind_ssl_args<'py>(
     args: &Bound<'py, PyTuple>,
     kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
-) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>, SslTransportArgs<'py>)>> {
+) -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>, SslTransportArgs<'py>)> {
     use pyo3::types::PyStringMethods;
     const POSITIONAL: usize = 4;
     if args.len() > POSITIONAL {
-        return Ok(None);
+        return None;
     }
     let mut slots: [Option<Bound<'py, PyAny>>; SSL_PARAMS.len()] = Default::default();
     for (slot, v) in slots.iter_mut().zip(args.iter()) {
@@ -139,15 +142,12 @@ fn bind_ssl_args<'py>(
     }
     if let Some(kw) = kwargs {
         for (k, v) in kw.iter() {
-            let Ok(k) = k.cast_into::<pyo3::types::PyString>() else {
-                return Ok(None);
-            };
-            let k = k.to_str()?;
-            let Some(i) = SSL_PARAMS.iter().position(|p| *p == k) else {
-                return Ok(None);
-            };
+            let k = k.cast_into::<pyo3::types::PyString>().ok()?;
+            // Not UTF-8: asyncio's "unexpected keyword argument".
+            let k = k.to_str().ok()?;
+            let i = SSL_PARAMS.iter().position(|p| *p == k)?;
             if slots[i].is_some() {
-                return Ok(None);
+                return None;
             }
             slots[i] = Some(v);
         }
@@ -155,11 +155,11 @@ fn bind_ssl_args<'py>(
     let [rawsock, protocol, sslcontext, waiter, server_side, server_hostname, extra, server, handshake, shutdown] =
         slots;
     let (Some(rawsock), Some(protocol), Some(sslcontext)) = (rawsock, protocol, sslcontext) else {
-        return Ok(None);
+        return None;
     };
     let not_none = |v: Option<Bound<'py, PyAny>>| v.filter(|v| !v.is_none());
     let arg = |v: Option<Bound<'py, PyAny>>| v.map_or(Arg::Absent, Arg::Given);
-    Ok(Some((
+    Some((
         rawsock,
         protocol,
         SslTransportArgs {
@@ -172,7 +172,7 @@ fn bind_ssl_args<'py>(
             ssl_handshake_timeout: arg(handshake),
             ssl_shutdown_timeout: arg(shutdown),
         },
-    )))
+    ))
 }
 
 /// `loop._make_ssl_transport(rawsock, protocol, sslcontext, waiter=None, *,

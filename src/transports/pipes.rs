@@ -513,12 +513,13 @@ pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) 
     let name = obj.get_type().name()?.to_string();
     // `selector = getattr(self._loop, '_selector', None)`: set until the end
     // of the loop's `close()`, whose `selector.close()` empties the selector
-    // first (a transport it releases reads "idle").
+    // first (a transport it releases reads "idle"; ferroloop's registrations
+    // are released after the poller is closed).
     let lp = t.st.get(py).loop_.as_ref().map(|l| l.bind(py).clone());
-    let (selector, closed) = match &lp {
+    let (selector, emptied) = match &lp {
         Some(lp) => {
             let sel = lp.getattr(pyo3::intern!(py, "_selector")).ok();
-            (sel.is_some_and(|s| !s.is_none()), lp.get().is_closed_flag(py))
+            (sel.is_some_and(|s| !s.is_none()), lp.get().poller.is_closed())
         }
         None => (false, true),
     };
@@ -537,7 +538,7 @@ pub(crate) fn repr(py: Python<'_>, obj: &Bound<'_, PyAny>, t: &StreamTransport) 
         } else {
             WRITING
         };
-        let polling = !closed && st.interest & bit != 0;
+        let polling = !emptied && st.interest & bit != 0;
         info.push(if polling { "polling" } else { "idle" }.into());
         if st.flavor == Flavor::WritePipe {
             info.push(format!("bufsize={}", st.queue.len()));

@@ -128,7 +128,7 @@ pub(crate) struct StreamState {
     pub kernel: u8,
     /// Waiting in the loop's pre-poll list to apply `interest`.
     pub retune_pending: bool,
-    /// `stream_life::gc_epoch()` when the transport was made.
+    /// `gc_epoch::now()` when the transport was made.
     pub gc_epoch: u16,
     pub read_epoch: u32,
     pub write_epoch: u32,

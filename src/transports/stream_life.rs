@@ -77,7 +77,7 @@ pub(crate) fn create<'py>(
         peername,
         protocol_connected: true,
         buffered,
-        gc_epoch: gc_epoch(py),
+        gc_epoch: super::gc_epoch::now(py),
         ..StreamState::default()
     };
     let obj = instantiate(lp, stream::class(), state)?;
@@ -410,38 +410,6 @@ pub(crate) fn finalize(obj: &Bound<'_, PyAny>) {
     }
 }
 
-static GC_EPOCH: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-
-/// A `gc.callbacks` entry: counts the collector's finished runs (a
-/// transport collected by the first one is collected as asyncio's would be
-/// then, with its socket first).
-#[pyfunction]
-fn _count_collection(phase: &Bound<'_, PyAny>, _info: &Bound<'_, PyAny>) {
-    if phase
-        .cast::<pyo3::types::PyString>()
-        .is_ok_and(|p| p.to_str().is_ok_and(|p| p == "stop"))
-    {
-        GC_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Changes whenever the cycle collector runs (counted by a `gc.callbacks`
-/// entry, added on first use; modulo 2**16, which a transport living
-/// through a multiple of 65,536 collections mistakes for none).
-pub(crate) fn gc_epoch(py: Python<'_>) -> u16 {
-    static HOOKED: pyo3::sync::PyOnceLock<()> = pyo3::sync::PyOnceLock::new();
-    let hooked = HOOKED.get_or_try_init(py, || {
-        let f = wrap_pyfunction!(_count_collection, py)?;
-        py.import("gc")?.getattr("callbacks")?.call_method1("append", (f,))?;
-        Ok::<_, PyErr>(())
-    });
-    if hooked.is_err() {
-        // No counting: every connection looks long-lived.
-        return u16::MAX;
-    }
-    GC_EPOCH.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// asyncio's socket transport holds bound methods of itself, so it dies in
 /// the cycle collector, together with a socket nothing outside it holds
 /// (its `_sock` and its `TransportSocket`): the socket, the older object, is
@@ -453,9 +421,13 @@ pub(crate) fn gc_epoch(py: Python<'_>) -> u16 {
 /// socket sits after its transport in the collector's list (it was moved
 /// back there when found reachable through the transport): the transport's
 /// `__del__` then runs first and closes the socket, which does not warn.
+/// That is the collector's usual case, not every case: a run that did not
+/// examine the socket's generation, or found it held from outside, leaves
+/// it first (D-027). Unknown counts (no `gc.callbacks` entry) are taken as
+/// "it ran".
 fn finalize_lone_socket(py: Python<'_>, t: &stream::StreamTransport) {
-    use crate::py::call::{call_finalizer, refcount};
-    if t.st.get(py).gc_epoch != gc_epoch(py) {
+    use crate::py::call::{call_finalizer, is_gc_tracked, refcount};
+    if super::gc_epoch::collected_since(py, t.st.get(py).gc_epoch) != Some(false) {
         return;
     }
     let trsock = t.st.get(py).trsock().map(|s| s.bind(py).clone());
@@ -473,8 +445,9 @@ fn finalize_lone_socket(py: Python<'_>, t: &stream::StreamTransport) {
             return;
         }
     };
-    // This binding holds one more.
-    if refcount(&sock) == own + 1 {
+    // This binding holds one more; an object the collector does not track
+    // (a bare `_socket.socket` on 3.11) is never finalized by it.
+    if refcount(&sock) == own + 1 && is_gc_tracked(&sock) {
         call_finalizer(&sock);
     }
 }
