@@ -120,8 +120,9 @@ format: venv ## apply cargo fmt and ruff format
 .PHONY: test
 test: test-rust lint ## everything CI runs: Rust tests, lints, pytest and conformance on 3.11, 3.12, 3.13
 	@set -e; for v in $(PYVERSIONS); do \
-	  echo "=== CPython $$v: pytest [+$${SECONDS}s]"; $(MAKE) --no-print-directory test-py PY=$$v; \
-	  echo "=== CPython $$v: pytest, asyncio debug mode [+$${SECONDS}s]"; $(MAKE) --no-print-directory test-debug PY=$$v; \
+	  $(MAKE) --no-print-directory build-dev PY=$$v; \
+	  echo "=== CPython $$v: pytest, and beside it pytest in asyncio debug mode [+$${SECONDS}s]"; \
+	  scripts/pytest_pair.sh .venv-$$v/bin/python $(PYTEST_ARGS); \
 	  echo "=== CPython $$v: conformance [+$${SECONDS}s]"; $(MAKE) --no-print-directory conformance PY=$$v; \
 	done; echo "=== make test: pytest and conformance took $${SECONDS}s"
 
