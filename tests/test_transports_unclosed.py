@@ -313,3 +313,40 @@ def test_socket_held_through_a_collection_still_warns_first(loop):
         ["unclosed", "<socket.socket"],
         ["unclosed", "transport"],
     ]
+
+
+@pytest.mark.deviation("D-027")
+def test_socket_warns_first_while_gc_callbacks_lack_ferroloops_entry(loop):
+    """With ferroloop's ``gc.callbacks`` entry taken out, the collections are
+    not counted: ferroloop lets only the transport warn, where asyncio's
+    short-lived connection (no collection during its life) warns with its
+    socket first. The entry is put back afterwards."""
+
+    async def main():
+        a, b = socket.socketpair()
+        t, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        t.pause_reading()  # nothing registered: only we hold the transport
+        return [a, t], b
+
+    # A first connection, closed: ferroloop adds its entry with its first one.
+    (_, first), first_peer = loop.run_until_complete(main())
+    first.close()
+    first_peer.close()
+    loop.run_until_complete(asyncio.sleep(0))
+    ours = [cb for cb in gc.callbacks if getattr(cb, "__name__", "") == "_count_collection"]
+    for cb in ours:
+        gc.callbacks.remove(cb)
+    try:
+        held, peer = loop.run_until_complete(main())
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            held.clear()
+            for _ in range(3):
+                gc.collect()
+        peer.close()
+    finally:
+        gc.callbacks.extend(ours)
+    assert [str(w.message).split(" ")[:2] for w in warned if w.category is ResourceWarning] == [
+        ["unclosed", "<socket.socket"],
+        ["unclosed", "transport"],
+    ]

@@ -163,14 +163,17 @@ pub(crate) fn not_yet() -> PyErr {
     pyo3::exceptions::PyLookupError::new_err("a standard-library method is replaced")
 }
 
-/// `server` is an `asyncio.Server` whose `_attach` and `_detach` are still
-/// asyncio's (on its class and on the instance).
-fn plain_server(py: Python<'_>, server: &Bound<'_, PyAny>) -> Option<&'static ServerMethods> {
+/// `server` is an `asyncio.Server` whose `_attach` (`attach`) or `_detach`
+/// is still asyncio's, on its class and on the instance: the method a
+/// Python call would run is the one checked, each on its own.
+fn plain_server(py: Python<'_>, server: &Bound<'_, PyAny>, attach: bool) -> Option<&'static ServerMethods> {
     let m = server_methods(py)?;
-    let class = m.class.bind(py);
-    let plain = server.get_type().is(class)
-        && is_bound_method(server, pyo3::intern!(py, "_attach"), m.attach.bind(py))
-        && is_bound_method(server, pyo3::intern!(py, "_detach"), m.detach.bind(py));
+    let (name, func) = if attach {
+        (pyo3::intern!(py, "_attach"), &m.attach)
+    } else {
+        (pyo3::intern!(py, "_detach"), &m.detach)
+    };
+    let plain = server.get_type().is(m.class.bind(py)) && is_bound_method(server, name, func.bind(py));
     plain.then_some(m)
 }
 
@@ -178,7 +181,7 @@ fn plain_server(py: Python<'_>, server: &Bound<'_, PyAny>) -> Option<&'static Se
 /// the transport's constructor calls it. asyncio's own method runs here
 /// natively, statement by statement; a replaced one is called.
 pub(crate) fn server_attach(py: Python<'_>, server: &Bound<'_, PyAny>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
-    let Some(m) = plain_server(py, server) else {
+    let Some(m) = plain_server(py, server, true) else {
         hook!(py, "server_attach")?.call1((server, transport))?;
         return Ok(());
     };
@@ -202,7 +205,7 @@ pub(crate) fn server_attach(py: Python<'_>, server: &Bound<'_, PyAny>, transport
 /// `server._detach()` (3.11/3.12) or `server._detach(transport)` (3.13),
 /// natively for asyncio's own method, as `server_attach`.
 pub(crate) fn server_detach(py: Python<'_>, server: &Bound<'_, PyAny>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
-    let Some(m) = plain_server(py, server) else {
+    let Some(m) = plain_server(py, server, false) else {
         hook!(py, "server_detach")?.call1((server, transport))?;
         return Ok(());
     };
