@@ -446,6 +446,32 @@ def test_call_soon_threadsafe_copies_the_calling_threads_context(loop):
     assert var.get() == "default"
 
 
+def test_handle_cancelled_in_another_thread_releases_its_arguments_at_once(loop):
+    # A thread that never ran the loop calls the loop's native methods: what
+    # they drop is released with its last reference, as under asyncio.
+    import weakref
+
+    class Payload:
+        pass
+
+    alive = []
+
+    def thread_main():
+        for _ in range(3):
+            obj = Payload()
+            ref = weakref.ref(obj)
+            h = loop.call_soon_threadsafe(print, obj)
+            del obj
+            h.cancel()
+            alive.append((ref() is not None, h.cancelled(), h._args))
+
+    t = threading.Thread(target=thread_main)
+    t.start()
+    t.join()
+    run_briefly(loop)
+    assert alive == [(False, True, None)] * 3
+
+
 def test_finished_handle_keeps_its_callback_and_identity(loop):
     def f(x):
         pass

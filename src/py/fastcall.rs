@@ -115,17 +115,30 @@ impl<'py> Call<'_, 'py> {
     /// Take the keyword `kw`: compared by identity with its interned string
     /// and with the other string object callers use for it (see [`KwName`]),
     /// then by value.
+    #[inline]
     pub fn take_kw(&mut self, kw: &KwName) -> Option<Bound<'py, PyAny>> {
+        // Most calls pass no keyword: skip reading the names' cells.
+        if self.nkw == 0 {
+            return None;
+        }
+        self.find_kw(kw)
+    }
+
+    fn find_kw(&mut self, kw: &KwName) -> Option<Bound<'py, PyAny>> {
         let name = kw.name.get(self.py);
         let alias = kw.alias.get(self.py).map_or(std::ptr::null_mut(), Py::as_ptr);
         for i in 0..self.nkw.min(64) {
             if self.taken & (1 << i) != 0 {
                 continue;
             }
+            // SAFETY: i < nkw = len(kwnames); compared by address only.
+            let raw = unsafe { ffi::PyTuple_GET_ITEM(self.kwnames, i as ffi::Py_ssize_t) };
+            if raw == name.as_ptr() || raw == alias {
+                self.taken |= 1 << i;
+                return Some(self.kw_value(i));
+            }
             let k = self.kw_name(i);
-            let hit = if k.is(name) || k.as_ptr() == alias {
-                true
-            } else if k.eq(name).unwrap_or(false) {
+            let hit = if k.eq(name).unwrap_or(false) {
                 if alias.is_null() && k.is_exact_instance_of::<PyString>() {
                     let _ = kw.alias.set(self.py, k.clone().unbind());
                 }
