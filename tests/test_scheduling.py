@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -449,8 +450,6 @@ def test_call_soon_threadsafe_copies_the_calling_threads_context(loop):
 def test_handle_cancelled_in_another_thread_releases_its_arguments_at_once(loop):
     # A thread that never ran the loop calls the loop's native methods: what
     # they drop is released with its last reference, as under asyncio.
-    import weakref
-
     class Payload:
         pass
 
