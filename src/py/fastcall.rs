@@ -91,9 +91,16 @@ impl<'py> Call<'_, 'py> {
         PyTuple::new(self.py, items)
     }
 
+    /// Keyword name `i`, borrowed from the kwnames tuple (`i < nkw`).
+    fn kw_name_ptr(&self, i: usize) -> *mut ffi::PyObject {
+        debug_assert!(i < self.nkw);
+        // SAFETY: i < nkw = len(kwnames).
+        unsafe { ffi::PyTuple_GET_ITEM(self.kwnames, i as ffi::Py_ssize_t) }
+    }
+
     fn kw_name(&self, i: usize) -> Bound<'py, PyAny> {
-        // SAFETY: i < nkw = len(kwnames); the tuple holds borrowed str objects.
-        unsafe { Bound::from_borrowed_ptr(self.py, ffi::PyTuple_GET_ITEM(self.kwnames, i as ffi::Py_ssize_t)) }
+        // SAFETY: the tuple holds the name alive for the call.
+        unsafe { Bound::from_borrowed_ptr(self.py, self.kw_name_ptr(i)) }
     }
 
     fn kw_value(&self, i: usize) -> Bound<'py, PyAny> {
@@ -131,8 +138,7 @@ impl<'py> Call<'_, 'py> {
             if self.taken & (1 << i) != 0 {
                 continue;
             }
-            // SAFETY: i < nkw = len(kwnames); compared by address only.
-            let raw = unsafe { ffi::PyTuple_GET_ITEM(self.kwnames, i as ffi::Py_ssize_t) };
+            let raw = self.kw_name_ptr(i);
             if raw == name.as_ptr() || raw == alias {
                 self.taken |= 1 << i;
                 return Some(self.kw_value(i));
