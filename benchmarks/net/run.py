@@ -12,7 +12,8 @@ socket) and report the datagrams netbench gave up on after its timeout.
 The idle row reads the server's VmRSS before and after `netbench client idle`
 holds its connections open. The TLS rows use a self-signed EC P-256 certificate
 for localhost made for the run (the openssl CLI, else Python's cryptography);
-netbench's rustls client verifies it. See benchmarks/README.md.
+netbench's rustls client verifies it; their limit server drives the system's OpenSSL 3 (CPython's _ssl
+library) from Rust. See benchmarks/README.md.
 
 usage: python benchmarks/net/run.py [--repeat N] [--scale F] [--rows a,b] [--loops a,b]
                                     [--http-client auto|netbench|wrk] [--fresh-malloc] [--out DIR]
@@ -21,6 +22,7 @@ usage: python benchmarks/net/run.py [--repeat N] [--scale F] [--rows a,b] [--loo
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import importlib.util
 import json
@@ -46,6 +48,19 @@ SERVERS = os.path.join(HERE, "servers.py")
 
 ALL_LOOPS = ["ferroloop", "asyncio", "uvloop", "rloop", "veloxloop"]
 LIMIT = "limit"  # netbench's pure-Rust reference server
+# The TLS rows' reference servers (netbench server ...). "limit" is the first that
+# can run: OpenSSL 3 (what CPython's _ssl uses) when libssl.so.3 loads, else rustls.
+# The others can be asked for as extra columns with --loops (TLS rows only).
+TLS_LIMITS = {
+    "limit-openssl": ["tls-openssl", "--bio", "socket"],
+    "limit-openssl-mem": ["tls-openssl", "--bio", "mem"],
+    "limit-rustls": ["tls"],
+}
+TLS_LIMIT_NAMES = {
+    "limit-openssl": "OpenSSL 3 reading the socket itself",
+    "limit-openssl-mem": "OpenSSL 3 through memory BIOs",
+    "limit-rustls": "rustls",
+}
 RATIO_PEERS = ["asyncio", "uvloop", "rloop"]
 
 # At --scale 1; --scale multiplies all three.
@@ -186,7 +201,18 @@ def make_tls_files(tmpdir: str) -> tuple[str, str, str]:
     return cert, key, "Python cryptography"
 
 
+def tls_limit() -> str:
+    """Which of TLS_LIMITS the "limit" column runs for the TLS rows."""
+    try:
+        ctypes.CDLL("libssl.so.3")
+    except OSError:
+        return "limit-rustls"
+    return "limit-openssl"
+
+
 def available(name: str) -> bool:
+    if name in TLS_LIMITS:
+        return True
     name = name.split("+")[0]  # a ferroloop variant (worker.VARIANTS)
     return name == "asyncio" or importlib.util.find_spec(name) is not None
 
@@ -253,9 +279,11 @@ class Server:
     def __init__(self, loop: str, row: Row, cpu: int, tmpdir: str) -> None:
         self.path = os.path.join(tmpdir, f"{loop}.sock") if row.unix else None
         addr = f"unix:{self.path}" if self.path else "127.0.0.1:0"
-        if loop == LIMIT and row.kind in TLS_KINDS:
+        if loop in TLS_LIMITS and row.kind not in TLS_KINDS:
+            raise Failed(f"{loop} serves only the TLS rows", unsupported=True)
+        if loop in (LIMIT, *TLS_LIMITS) and row.kind in TLS_KINDS:
             tls = ["--cert", os.environ[TLS_CERT_ENV], "--key", os.environ[TLS_KEY_ENV]]
-            cmd = [NETBENCH, "server", "tls", "--addr", addr, *tls]
+            cmd = [NETBENCH, "server", *TLS_LIMITS[tls_limit() if loop == LIMIT else loop], "--addr", addr, *tls]
         elif loop == LIMIT:
             cmd = [NETBENCH, "server", row.kind if row.kind in ("http", "udp") else "echo", "--addr", addr]
         else:
@@ -519,7 +547,8 @@ def report(
             f"(udp: {CONNS} client sockets, one datagram in flight each; a request is a datagram round trip; "
             f"tls handshakes: {CONNS} workers, a request is a whole connection: connect, full handshake, "
             f"a 16-byte echo, close_notify both ways); "
-            f"limit = netbench's pure-Rust epoll server (udp: a blocking recvfrom/sendto loop; tls: rustls); "
+            f"limit = netbench's pure-Rust epoll server (udp: a blocking recvfrom/sendto loop; "
+            f"tls: {TLS_LIMIT_NAMES[tls_limit()]}); "
             f"× peer = ferroloop ÷ peer.",
         )
     body = []

@@ -17,6 +17,7 @@
 //! netbench server http --addr ADDR
 //! netbench server udp --addr HOST:PORT
 //! netbench server tls --addr ADDR --cert PEM --key PEM
+//! netbench server tls-openssl --addr ADDR --cert PEM --key PEM [--bio socket|mem]
 //! ```
 //!
 //! ADDR is `HOST:PORT` or `unix:PATH`; durations are seconds (fractions
@@ -53,7 +54,9 @@
 //!   `READY <addr>` once listening (with port 0, the port the kernel picked).
 //!   `server udp` is one blocking socket echoing every datagram with one
 //!   `recvfrom` and one `sendto`. `server tls` echoes application data
-//!   over TLS with the certificate chain `--cert` and the key `--key`.
+//!   over TLS with the certificate chain `--cert` and the key `--key`;
+//!   `server tls-openssl` does the same on the system's OpenSSL 3 (the
+//!   library CPython's `_ssl` uses), loaded at run time. See `src/ossl.rs`.
 //!
 //! Every command raises RLIMIT_NOFILE's soft limit to the hard limit first.
 
@@ -61,6 +64,7 @@ mod client;
 mod http;
 mod idle;
 mod net;
+mod ossl;
 mod server;
 mod sys;
 mod tls;
@@ -80,6 +84,7 @@ const USAGE: &str = "usage:
   netbench server echo|http --addr ADDR
   netbench server udp --addr HOST:PORT
   netbench server tls --addr ADDR --cert PEM --key PEM
+  netbench server tls-openssl --addr ADDR --cert PEM --key PEM [--bio socket|mem]
 ADDR is HOST:PORT or unix:PATH";
 
 /// The `--name value` options and `--flag`s after the two subcommand words.
@@ -255,6 +260,21 @@ fn run(args: &[String]) -> Result<(), Failure> {
                     .ok_or_else(|| usage(format!("--{name} is required")))
             };
             tls::run_server(&addr, &path("cert")?, &path("key")?).map_err(Failure::Run)
+        }
+        ("server", "tls-openssl") => {
+            flags.only(&["addr", "cert", "key", "bio"]).map_err(usage)?;
+            let path = |name: &str| {
+                flags
+                    .get(name)
+                    .map(std::path::PathBuf::from)
+                    .ok_or_else(|| usage(format!("--{name} is required")))
+            };
+            let bio = match flags.get("bio").unwrap_or("socket") {
+                "socket" => ossl::Bio::Socket,
+                "mem" => ossl::Bio::Mem,
+                other => return Err(usage(format!("--bio must be socket or mem, not {other:?}"))),
+            };
+            ossl::run_server(&addr, &path("cert")?, &path("key")?, bio).map_err(Failure::Run)
         }
         ("server", "udp") => {
             flags.only(&["addr"]).map_err(usage)?;
