@@ -13,7 +13,7 @@ The idle row reads the server's VmRSS before and after `netbench client idle`
 holds its connections open. The TLS rows use a self-signed EC P-256 certificate
 for localhost made for the run (the openssl CLI, else Python's cryptography);
 netbench's rustls client verifies it; their limit server drives the system's OpenSSL 3 (CPython's _ssl
-library) from Rust. See benchmarks/README.md.
+library) through memory BIOs from Rust, with no Python. See benchmarks/README.md.
 
 usage: python benchmarks/net/run.py [--repeat N] [--scale F] [--rows a,b] [--loops a,b]
                                     [--http-client auto|netbench|wrk] [--fresh-malloc] [--out DIR]
@@ -48,17 +48,20 @@ SERVERS = os.path.join(HERE, "servers.py")
 
 ALL_LOOPS = ["ferroloop", "asyncio", "uvloop", "rloop", "veloxloop"]
 LIMIT = "limit"  # netbench's pure-Rust reference server
-# The TLS rows' reference servers (netbench server ...). "limit" is the first that
-# can run: OpenSSL 3 (what CPython's _ssl uses) when libssl.so.3 loads, else rustls.
-# The others can be asked for as extra columns with --loops (TLS rows only).
+# The TLS rows' reference servers (netbench server ...). "limit" runs the first that
+# can: OpenSSL 3 (the library CPython's _ssl uses) behind memory BIOs, as ssl.SSLObject
+# has it, when libssl.so.3 loads, else rustls. The others can be asked for as extra
+# columns with --loops (TLS rows only).
 TLS_LIMITS = {
-    "limit-openssl": ["tls-openssl", "--bio", "socket"],
     "limit-openssl-mem": ["tls-openssl", "--bio", "mem"],
+    "limit-openssl-fd": ["tls-openssl", "--bio", "fd"],
+    "limit-openssl-socket": ["tls-openssl", "--bio", "socket"],
     "limit-rustls": ["tls"],
 }
 TLS_LIMIT_NAMES = {
-    "limit-openssl": "OpenSSL 3 reading the socket itself",
-    "limit-openssl-mem": "OpenSSL 3 through memory BIOs",
+    "limit-openssl-mem": "OpenSSL 3 through memory BIOs, as ssl.SSLObject",
+    "limit-openssl-fd": "OpenSSL 3 on the socket itself",
+    "limit-openssl-socket": "OpenSSL 3 reading the socket, writing through a memory BIO",
     "limit-rustls": "rustls",
 }
 RATIO_PEERS = ["asyncio", "uvloop", "rloop"]
@@ -207,7 +210,7 @@ def tls_limit() -> str:
         ctypes.CDLL("libssl.so.3")
     except OSError:
         return "limit-rustls"
-    return "limit-openssl"
+    return "limit-openssl-mem"
 
 
 def available(name: str) -> bool:

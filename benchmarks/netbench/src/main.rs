@@ -17,7 +17,7 @@
 //! netbench server http --addr ADDR
 //! netbench server udp --addr HOST:PORT
 //! netbench server tls --addr ADDR --cert PEM --key PEM
-//! netbench server tls-openssl --addr ADDR --cert PEM --key PEM [--bio socket|mem]
+//! netbench server tls-openssl --addr ADDR --cert PEM --key PEM [--bio fd|socket|mem]
 //! ```
 //!
 //! ADDR is `HOST:PORT` or `unix:PATH`; durations are seconds (fractions
@@ -84,7 +84,7 @@ const USAGE: &str = "usage:
   netbench server echo|http --addr ADDR
   netbench server udp --addr HOST:PORT
   netbench server tls --addr ADDR --cert PEM --key PEM
-  netbench server tls-openssl --addr ADDR --cert PEM --key PEM [--bio socket|mem]
+  netbench server tls-openssl --addr ADDR --cert PEM --key PEM [--bio fd|socket|mem]
 ADDR is HOST:PORT or unix:PATH";
 
 /// The `--name value` options and `--flag`s after the two subcommand words.
@@ -269,10 +269,11 @@ fn run(args: &[String]) -> Result<(), Failure> {
                     .map(std::path::PathBuf::from)
                     .ok_or_else(|| usage(format!("--{name} is required")))
             };
-            let bio = match flags.get("bio").unwrap_or("socket") {
+            let bio = match flags.get("bio").unwrap_or("fd") {
+                "fd" => ossl::Bio::Fd,
                 "socket" => ossl::Bio::Socket,
                 "mem" => ossl::Bio::Mem,
-                other => return Err(usage(format!("--bio must be socket or mem, not {other:?}"))),
+                other => return Err(usage(format!("--bio must be fd, socket or mem, not {other:?}"))),
             };
             ossl::run_server(&addr, &path("cert")?, &path("key")?, bio).map_err(Failure::Run)
         }

@@ -12,16 +12,20 @@
 //! Same machinery as the other servers: one thread, one edge-triggered
 //! epoll instance, writability asked for only while output waits. Every
 //! byte of application data is written back; a `close_notify` is answered
-//! with one, then the connection is closed. Two ways to connect OpenSSL to
+//! with one, then the connection is closed. Three ways to connect OpenSSL to
 //! the socket (`--bio`):
-//! - `socket` (default): OpenSSL reads the socket itself, with read-ahead
-//!   and a 256 KiB read buffer, so one `read` brings in many records; its
-//!   output collects in a memory BIO that goes out in one `send` from the
-//!   BIO's own buffer. The fewest copies and system calls we know of.
+//! - `fd` (default): OpenSSL reads and writes the socket itself
+//!   (`SSL_set_fd`), with read-ahead into a 256 KiB buffer, so one `read`
+//!   brings in many records; each record goes out with its own `write`
+//!   straight from OpenSSL's buffer. No memory BIO: the fewest copies.
+//! - `socket`: OpenSSL reads the socket itself as in `fd`; its output
+//!   collects in a memory BIO that goes out in one `send` from the BIO's
+//!   buffer (fewer system calls, one more copy, and the BIO's reset
+//!   zero-fills what it held).
 //! - `mem`: memory BIOs both ways, as `ssl.SSLObject` (and so every loop's
 //!   TLS over `_ssl`) has them: ciphertext `read` into a buffer, copied into
 //!   the read BIO, output as in `socket`. The limit of that design without
-//!   any Python.
+//!   any Python, and the TLS rows' limit column in `benchmarks/net/run.py`.
 
 use std::ffi::{c_char, c_int, c_long, c_void, CString};
 use std::io::{self, Read, Write};
@@ -34,6 +38,7 @@ use crate::sys::{self, Epoll};
 /// How OpenSSL meets the socket (see the module's documentation).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Bio {
+    Fd,
     Socket,
     Mem,
 }
@@ -53,6 +58,7 @@ struct Lib {
     ssl_new: unsafe extern "C" fn(Ptr) -> Ptr,
     ssl_free: unsafe extern "C" fn(Ptr),
     ssl_set_bio: unsafe extern "C" fn(Ptr, Ptr, Ptr),
+    ssl_set_fd: unsafe extern "C" fn(Ptr, c_int) -> c_int,
     ssl_set_accept_state: unsafe extern "C" fn(Ptr),
     ssl_read_ex: unsafe extern "C" fn(Ptr, *mut u8, usize, *mut usize) -> c_int,
     ssl_write_ex: unsafe extern "C" fn(Ptr, *const u8, usize, *mut usize) -> c_int,
@@ -136,6 +142,7 @@ impl Lib {
             ssl_new: f!("SSL_new"),
             ssl_free: f!("SSL_free"),
             ssl_set_bio: f!("SSL_set_bio"),
+            ssl_set_fd: f!("SSL_set_fd"),
             ssl_set_accept_state: f!("SSL_set_accept_state"),
             ssl_read_ex: f!("SSL_read_ex"),
             ssl_write_ex: f!("SSL_write_ex"),
@@ -176,7 +183,7 @@ impl Lib {
             );
             let mode = SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY;
             (self.ctx_ctrl)(ctx, SSL_CTRL_MODE, mode, std::ptr::null_mut());
-            if bio == Bio::Socket {
+            if bio != Bio::Mem {
                 (self.ctx_ctrl)(ctx, SSL_CTRL_SET_READ_AHEAD, 1, std::ptr::null_mut());
                 (self.ctx_set_read_buffer_len)(ctx, READ_BUFFER);
             }
@@ -196,8 +203,12 @@ struct Conn {
     ssl: Ptr,
     /// `--bio mem`: the read BIO ciphertext is copied into (owned by `ssl`).
     rbio: Option<Ptr>,
-    /// The memory BIO OpenSSL writes records into (owned by `ssl`).
-    wbio: Ptr,
+    /// The memory BIO OpenSSL writes records into (owned by `ssl`); None with `--bio fd`.
+    wbio: Option<Ptr>,
+    /// `--bio fd`: plaintext SSL_write_ex could not send yet (retried first).
+    unsent: Vec<u8>,
+    /// `--bio fd`: OpenSSL is waiting for the socket to take more.
+    blocked: bool,
     /// Bytes at the front of `wbio` already sent.
     sent: usize,
     want_out: bool,
@@ -240,8 +251,12 @@ pub fn run_server(addr: &Addr, cert: &Path, key: &Path, bio: Bio) -> Result<(), 
             let Some(c) = conns.get_mut(id).and_then(Option::as_mut) else {
                 continue;
             };
-            let keep = drive(&lib, c, &mut raw, &mut plain);
-            let want_out = pending(&lib, c) > c.sent;
+            let keep = if c.wbio.is_some() {
+                drive(&lib, c, &mut raw, &mut plain)
+            } else {
+                drive_fd(&lib, c, &mut plain)
+            };
+            let want_out = c.blocked || pending(&lib, c) > c.sent;
             let ok = matches!(keep, Ok(true))
                 && (want_out == c.want_out || {
                     c.want_out = want_out;
@@ -280,16 +295,31 @@ fn accept_all(
         // BIOs to the new SSL, which frees them with itself.
         let (ssl, rbio, wbio) = unsafe {
             let ssl = (lib.ssl_new)(ctx);
-            let wbio = (lib.bio_new)((lib.bio_s_mem)());
-            let rbio = match bio {
-                Bio::Socket => (lib.bio_new_socket)(stream.as_raw_fd(), BIO_NOCLOSE),
-                Bio::Mem => (lib.bio_new)((lib.bio_s_mem)()),
-            };
-            if ssl.is_null() || wbio.is_null() || rbio.is_null() {
-                eprintln!("SSL_new or BIO_new failed");
+            if ssl.is_null() {
+                eprintln!("SSL_new failed");
                 return;
             }
-            (lib.ssl_set_bio)(ssl, rbio, wbio);
+            let (rbio, wbio) = if bio == Bio::Fd {
+                if (lib.ssl_set_fd)(ssl, stream.as_raw_fd()) != 1 {
+                    eprintln!("SSL_set_fd failed");
+                    (lib.ssl_free)(ssl);
+                    return;
+                }
+                (None, None)
+            } else {
+                let wbio = (lib.bio_new)((lib.bio_s_mem)());
+                let rbio = match bio {
+                    Bio::Mem => (lib.bio_new)((lib.bio_s_mem)()),
+                    _ => (lib.bio_new_socket)(stream.as_raw_fd(), BIO_NOCLOSE),
+                };
+                if wbio.is_null() || rbio.is_null() {
+                    eprintln!("BIO_new failed");
+                    (lib.ssl_free)(ssl);
+                    return;
+                }
+                (lib.ssl_set_bio)(ssl, rbio, wbio);
+                (Some(rbio), Some(wbio))
+            };
             (lib.ssl_set_accept_state)(ssl);
             (ssl, rbio, wbio)
         };
@@ -307,8 +337,10 @@ fn accept_all(
         conns[id] = Some(Conn {
             stream,
             ssl,
-            rbio: (bio == Bio::Mem).then_some(rbio),
+            rbio: rbio.filter(|_| bio == Bio::Mem),
             wbio,
+            unsent: Vec::new(),
+            blocked: false,
             sent: 0,
             want_out: false,
             closing: false,
@@ -318,10 +350,13 @@ fn accept_all(
 
 /// The bytes in the write BIO (sent ones included) and where they start.
 fn pending_data(lib: &Lib, c: &Conn) -> (*const u8, usize) {
+    let Some(wbio) = c.wbio else {
+        return (std::ptr::null(), 0);
+    };
     let mut p: *mut c_char = std::ptr::null_mut();
     // SAFETY: BIO_CTRL_INFO on a memory BIO stores a pointer to its data
     // (valid until the BIO is next written or reset) and returns its length.
-    let n = unsafe { (lib.bio_ctrl)(c.wbio, BIO_CTRL_INFO, 0, (&raw mut p).cast()) };
+    let n = unsafe { (lib.bio_ctrl)(wbio, BIO_CTRL_INFO, 0, (&raw mut p).cast()) };
     (p.cast_const().cast(), usize::try_from(n).unwrap_or(0))
 }
 
@@ -342,9 +377,9 @@ fn flush(lib: &Lib, c: &mut Conn) -> io::Result<bool> {
             Err(e) => return Err(e),
         }
     }
-    if n > 0 {
+    if let (true, Some(wbio)) = (n > 0, c.wbio) {
         // SAFETY: resetting a memory BIO empties it (its buffer is kept).
-        unsafe { (lib.bio_ctrl)(c.wbio, BIO_CTRL_RESET, 0, std::ptr::null_mut()) };
+        unsafe { (lib.bio_ctrl)(wbio, BIO_CTRL_RESET, 0, std::ptr::null_mut()) };
         c.sent = 0;
     }
     Ok(true)
@@ -374,7 +409,9 @@ fn drive(lib: &Lib, c: &mut Conn, raw: &mut [u8], plain: &mut [u8]) -> io::Resul
                 return Err(io::Error::other("BIO_write failed"));
             }
         }
-        // Decrypt everything available, echo it.
+        // Decrypt everything available, echo it. (`--bio socket` reads until
+        // EAGAIN before sending: netbench clients keep one request in flight,
+        // so what waits in the write BIO is at most one echo.)
         loop {
             let mut n = 0usize;
             // SAFETY: `plain` is writable for its length; `n` receives the count.
@@ -412,6 +449,87 @@ fn drive(lib: &Lib, c: &mut Conn, raw: &mut [u8], plain: &mut [u8]) -> io::Resul
         if c.rbio.is_none() && !c.closing {
             // `--bio socket`: SSL_read_ex said WANT_READ after the socket's EAGAIN.
             return flush(lib, c).map(|_| true);
+        }
+    }
+}
+
+/// What an `SSL_write_ex` of a whole buffer came to.
+enum Written {
+    All,
+    Blocked,
+    Failed,
+}
+
+fn ssl_write(lib: &Lib, ssl: Ptr, data: &[u8]) -> Written {
+    let mut w = 0usize;
+    // SAFETY: `data` is readable for its length; `w` receives the count.
+    let (ok, err) = unsafe {
+        let ok = (lib.ssl_write_ex)(ssl, data.as_ptr(), data.len(), &raw mut w);
+        (ok, if ok == 1 { 0 } else { (lib.ssl_get_error)(ssl, ok) })
+    };
+    match (ok, err) {
+        (1, _) if w == data.len() => Written::All,
+        (1, _) => Written::Failed, // partial writes are not enabled
+        (_, SSL_ERROR_WANT_WRITE) => Written::Blocked,
+        _ => {
+            // SAFETY: clears this thread's OpenSSL error queue.
+            unsafe { (lib.err_clear_error)() };
+            Written::Failed
+        }
+    }
+}
+
+/// `--bio fd`: OpenSSL reads and writes the socket. Ok(false): close the
+/// connection. Returns after the socket's EAGAIN on read, or on write (then
+/// `blocked`, and reading waits until the unsent echo has gone).
+fn drive_fd(lib: &Lib, c: &mut Conn, plain: &mut [u8]) -> io::Result<bool> {
+    c.blocked = false;
+    loop {
+        if !c.unsent.is_empty() {
+            // The same bytes again, as SSL_write_ex requires after WANT_WRITE.
+            match ssl_write(lib, c.ssl, &c.unsent) {
+                Written::All => c.unsent.clear(),
+                Written::Blocked => {
+                    c.blocked = true;
+                    return Ok(true);
+                }
+                Written::Failed => return Ok(false),
+            }
+        }
+        if c.closing {
+            // SAFETY: a live SSL; sends our close_notify (a full socket loses it).
+            unsafe { (lib.ssl_shutdown)(c.ssl) };
+            return Ok(false);
+        }
+        let mut n = 0usize;
+        // SAFETY: `plain` is writable for its length; `n` receives the count.
+        let (ok, err) = unsafe {
+            let ok = (lib.ssl_read_ex)(c.ssl, plain.as_mut_ptr(), plain.len(), &raw mut n);
+            (ok, if ok == 1 { 0 } else { (lib.ssl_get_error)(c.ssl, ok) })
+        };
+        if ok == 1 {
+            match ssl_write(lib, c.ssl, &plain[..n]) {
+                Written::All => continue,
+                Written::Blocked => {
+                    c.unsent.extend_from_slice(&plain[..n]);
+                    c.blocked = true;
+                    return Ok(true);
+                }
+                Written::Failed => return Ok(false),
+            }
+        }
+        match err {
+            SSL_ERROR_WANT_READ => return Ok(true),
+            SSL_ERROR_WANT_WRITE => {
+                c.blocked = true; // the handshake's output
+                return Ok(true);
+            }
+            SSL_ERROR_ZERO_RETURN => c.closing = true,
+            _ => {
+                // SAFETY: clears this thread's OpenSSL error queue.
+                unsafe { (lib.err_clear_error)() };
+                return Ok(false);
+            }
         }
     }
 }

@@ -85,7 +85,7 @@ fn client(mode: &str, addr: &str, ca: &Path, size: usize) -> String {
             "--size",
             &size.to_string(),
         ])
-        .args(["--duration", "0.3", "--warmup", "0.1", "--ca"])
+        .args(["--duration", "1", "--warmup", "0", "--ca"])
         .arg(ca)
         .output()
         .expect("run the client");
@@ -128,6 +128,11 @@ fn check_server(server_args: &[&str]) {
 #[test]
 fn rustls_server_echoes() {
     check_server(&["tls"]);
+}
+
+#[test]
+fn openssl_server_echoes_on_the_socket() {
+    check_server(&["tls-openssl", "--bio", "fd"]);
 }
 
 #[test]
