@@ -22,6 +22,24 @@ def test_set_get_debug(loop):
     assert loop.get_debug() is False
 
 
+def test_get_debug_arguments_and_closed_loop(loop):
+    # get_debug() takes no argument, with asyncio's messages; a closed loop still answers.
+    with pytest.raises(TypeError, match=r"get_debug\(\) takes 1 positional argument but 2 were given"):
+        loop.get_debug(1)
+    with pytest.raises(TypeError, match=r"get_debug\(\) got an unexpected keyword argument 'x'"):
+        loop.get_debug(x=1)
+    with pytest.raises(TypeError, match=r"get_debug\(\) got an unexpected keyword argument 'x'"):
+        loop.get_debug(**{"x": 1})
+    assert loop.get_debug(*(), **{}) is loop.get_debug()
+    marker = object()
+    loop.set_debug(marker)
+    assert loop.get_debug() is marker
+    assert loop.create_future().get_loop() is loop  # Future.__init__ asks get_debug()
+    loop.set_debug(False)
+    loop.close()
+    assert loop.get_debug() is False
+
+
 def test_slow_callback_warning_names_the_handle(loop, caplog):
     loop.set_debug(True)
     loop.slow_callback_duration = 0.01

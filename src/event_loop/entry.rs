@@ -141,10 +141,38 @@ pub(crate) fn new_future<'py>(lp: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
     vectorcall(py, &fut_type, &[lp], 0, Some(&names))
 }
 
-fastcall_method!(get_debug, "BaseEventLoop.get_debug", [], |c| {
+fastcall_method!(get_debug_general, "BaseEventLoop.get_debug", [], |c| {
     c.no_arguments()?;
     Ok(this(&c).get().debug_value(c.py))
 });
+
+/// `get_debug()`, which asyncio's `Future.__init__` and `Task.__init__` call
+/// once per future. Called without arguments, it only reads the flag: no
+/// argument parsing and no attach count, in a body a few cache lines long.
+/// Anything else (arguments, a state borrowed elsewhere) goes through
+/// `get_debug_general`, which reports it as before.
+pub(crate) unsafe extern "C" fn get_debug(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargsf: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: the interpreter's nargsf encoding; the flag bit is masked off.
+    if unsafe { pyo3::ffi::PyVectorcall_NARGS(nargsf as usize) } == 0 && kwnames.is_null() {
+        // SAFETY: the interpreter calls methods with the GIL held, and the
+        // token does not outlive this call. PyO3's attach count matters only
+        // to a `Py<T>` dropped on the way, and none is: the result is handed
+        // to the caller as a new reference.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: see the module invariant: the descriptor type-checked `self`.
+        let lp = unsafe { pyo3::Borrowed::from_ptr(py, slf).cast_unchecked::<EventLoop>() };
+        if let Some(v) = lp.get().try_debug_value(py) {
+            return v.into_ptr();
+        }
+    }
+    // SAFETY: the arguments are exactly what the interpreter passed.
+    unsafe { get_debug_general(slf, args, nargsf, kwnames) }
+}
 
 fastcall_method!(time, "BaseEventLoop.time", [], |c| {
     c.no_arguments()?;

@@ -77,11 +77,14 @@ impl EventLoop {
 
     /// `get_debug()`: what `set_debug()` was given.
     pub(crate) fn debug_value(&self, py: Python<'_>) -> Py<PyAny> {
-        let st = self.st.get(py);
-        match &st.debug_value {
-            Some(v) => v.to_py(py),
-            None => pyo3::types::PyBool::new(py, st.debug).to_owned().into_any().unbind(),
-        }
+        debug_of(&self.st.get(py), py)
+    }
+
+    /// `debug_value`, or None while the state is borrowed exclusively (the
+    /// caller then takes the path that reports that).
+    #[inline]
+    pub(crate) fn try_debug_value(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.try_get().map(|st| debug_of(&st, py))
     }
 
     /// `BaseEventLoop._timer_handle_cancelled`.
@@ -683,5 +686,15 @@ impl EventLoop {
 
     fn __clear__(&self) {
         crate::py::gc::clear(&self.st);
+    }
+}
+
+/// What `get_debug()` returns for this state: the object `set_debug()` was
+/// given, else the flag as a bool.
+#[inline]
+fn debug_of(st: &LoopState, py: Python<'_>) -> Py<PyAny> {
+    match &st.debug_value {
+        Some(v) => v.to_py(py),
+        None => pyo3::types::PyBool::new(py, st.debug).to_owned().into_any().unbind(),
     }
 }
