@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
+import functools
 import importlib.util
 import json
 import os
@@ -204,6 +205,7 @@ def make_tls_files(tmpdir: str) -> tuple[str, str, str]:
     return cert, key, "Python cryptography"
 
 
+@functools.cache
 def tls_limit() -> str:
     """Which of TLS_LIMITS the "limit" column runs for the TLS rows."""
     try:

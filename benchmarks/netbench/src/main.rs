@@ -65,6 +65,7 @@ mod http;
 mod idle;
 mod net;
 mod ossl;
+mod serve;
 mod server;
 mod sys;
 mod tls;

@@ -32,8 +32,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::net::{Addr, Listener, Stream};
-use crate::sys::{self, Epoll};
+use crate::net::{Addr, Stream};
+use crate::serve::{self, Slots, LISTENER};
+use crate::sys;
 
 /// How OpenSSL meets the socket (see the module's documentation).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -199,6 +200,7 @@ impl Lib {
 }
 
 struct Conn {
+    lib: &'static Lib,
     stream: Stream,
     ssl: Ptr,
     /// `--bio mem`: the read BIO ciphertext is copied into (owned by `ssl`).
@@ -216,27 +218,21 @@ struct Conn {
     closing: bool,
 }
 
-impl Conn {
-    fn free(&mut self, lib: &Lib) {
-        // SAFETY: `ssl` was made by SSL_new and is freed once (the slot is dropped after).
-        unsafe { (lib.ssl_free)(self.ssl) };
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // SAFETY: `ssl` was made by SSL_new, is owned by this connection
+        // alone and is freed here once (with the BIOs it owns).
+        unsafe { (self.lib.ssl_free)(self.ssl) };
     }
 }
 
-const LISTENER: u64 = u64::MAX;
-
 /// Serves until killed; prints `READY <addr>` once listening.
 pub fn run_server(addr: &Addr, cert: &Path, key: &Path, bio: Bio) -> Result<(), String> {
-    let lib = Lib::load()?;
+    // Kept for the process's life: every connection refers to it.
+    let lib: &'static Lib = Box::leak(Box::new(Lib::load()?));
     let ctx = lib.context(cert, key, bio)?;
-    let listener = Listener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
-    let mut epoll = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
-    epoll
-        .add(listener.as_raw_fd(), LISTENER, sys::LISTEN)
-        .map_err(|e| format!("epoll_ctl: {e}"))?;
-    println!("READY {}", listener.describe());
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
+    let (listener, mut epoll) = serve::listen(addr)?;
+    let mut conns: Slots<Conn> = Slots::new();
     let mut raw = vec![0u8; READ_BUFFER];
     let mut plain = vec![0u8; READ_BUFFER];
     let mut events = Vec::new();
@@ -244,19 +240,23 @@ pub fn run_server(addr: &Addr, cert: &Path, key: &Path, bio: Bio) -> Result<(), 
         epoll.wait(&mut events, -1).map_err(|e| format!("epoll_wait: {e}"))?;
         for &(token, _) in &events {
             if token == LISTENER {
-                accept_all(&lib, ctx, bio, &listener, &epoll, &mut conns, &mut free);
+                while let Some(stream) = serve::accept_next(&listener) {
+                    if let Some(conn) = new_conn(lib, ctx, bio, stream) {
+                        let fd = conn.stream.as_raw_fd();
+                        conns.add(&epoll, fd, conn);
+                    }
+                }
                 continue;
             }
-            let id = usize::try_from(token).unwrap_or(usize::MAX);
-            let Some(c) = conns.get_mut(id).and_then(Option::as_mut) else {
+            let Some(c) = conns.get_mut(token) else {
                 continue;
             };
             let keep = if c.wbio.is_some() {
-                drive(&lib, c, &mut raw, &mut plain)
+                drive(lib, c, &mut raw, &mut plain)
             } else {
-                drive_fd(&lib, c, &mut plain)
+                drive_fd(lib, c, &mut plain)
             };
-            let want_out = c.blocked || pending(&lib, c) > c.sent;
+            let want_out = c.blocked || pending(lib, c) > c.sent;
             let ok = matches!(keep, Ok(true))
                 && (want_out == c.want_out || {
                     c.want_out = want_out;
@@ -264,87 +264,56 @@ pub fn run_server(addr: &Addr, cert: &Path, key: &Path, bio: Bio) -> Result<(), 
                     epoll.modify(c.stream.as_raw_fd(), token, interest).is_ok()
                 });
             if !ok {
-                c.free(&lib);
-                conns[id] = None; // closing the socket also removes it from epoll
-                free.push(id);
+                conns.remove(token);
             }
         }
     }
 }
 
-fn accept_all(
-    lib: &Lib,
-    ctx: Ptr,
-    bio: Bio,
-    listener: &Listener,
-    epoll: &Epoll,
-    conns: &mut Vec<Option<Conn>>,
-    free: &mut Vec<usize>,
-) {
-    loop {
-        let stream = match listener.accept() {
-            Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                eprintln!("accept: {e}");
-                return;
-            }
-        };
-        // SAFETY: OpenSSL calls on a live context; SSL_set_bio hands both
-        // BIOs to the new SSL, which frees them with itself.
-        let (ssl, rbio, wbio) = unsafe {
-            let ssl = (lib.ssl_new)(ctx);
-            if ssl.is_null() {
-                eprintln!("SSL_new failed");
-                return;
-            }
-            let (rbio, wbio) = if bio == Bio::Fd {
-                if (lib.ssl_set_fd)(ssl, stream.as_raw_fd()) != 1 {
-                    eprintln!("SSL_set_fd failed");
-                    (lib.ssl_free)(ssl);
-                    return;
-                }
-                (None, None)
-            } else {
-                let wbio = (lib.bio_new)((lib.bio_s_mem)());
-                let rbio = match bio {
-                    Bio::Mem => (lib.bio_new)((lib.bio_s_mem)()),
-                    _ => (lib.bio_new_socket)(stream.as_raw_fd(), BIO_NOCLOSE),
-                };
-                if wbio.is_null() || rbio.is_null() {
-                    eprintln!("BIO_new failed");
-                    (lib.ssl_free)(ssl);
-                    return;
-                }
-                (lib.ssl_set_bio)(ssl, rbio, wbio);
-                (Some(rbio), Some(wbio))
-            };
-            (lib.ssl_set_accept_state)(ssl);
-            (ssl, rbio, wbio)
-        };
-        let id = free.pop().unwrap_or_else(|| {
-            conns.push(None);
-            conns.len() - 1
-        });
-        if let Err(e) = epoll.add(stream.as_raw_fd(), id as u64, sys::READ) {
-            eprintln!("epoll_ctl: {e}");
-            // SAFETY: made above, never shared.
-            unsafe { (lib.ssl_free)(ssl) };
-            free.push(id);
-            continue;
+/// An accepted connection's SSL in accept state, its BIOs as `bio` says.
+fn new_conn(lib: &'static Lib, ctx: Ptr, bio: Bio, stream: Stream) -> Option<Conn> {
+    // SAFETY: OpenSSL calls on a live context; SSL_set_fd / SSL_set_bio hand
+    // the BIOs to the new SSL, which frees them with itself.
+    unsafe {
+        let ssl = (lib.ssl_new)(ctx);
+        if ssl.is_null() {
+            eprintln!("SSL_new failed");
+            return None;
         }
-        conns[id] = Some(Conn {
+        let (rbio, wbio) = if bio == Bio::Fd {
+            if (lib.ssl_set_fd)(ssl, stream.as_raw_fd()) != 1 {
+                eprintln!("SSL_set_fd failed");
+                (lib.ssl_free)(ssl);
+                return None;
+            }
+            (None, None)
+        } else {
+            let wbio = (lib.bio_new)((lib.bio_s_mem)());
+            let rbio = match bio {
+                Bio::Mem => (lib.bio_new)((lib.bio_s_mem)()),
+                _ => (lib.bio_new_socket)(stream.as_raw_fd(), BIO_NOCLOSE),
+            };
+            if wbio.is_null() || rbio.is_null() {
+                eprintln!("BIO_new failed");
+                (lib.ssl_free)(ssl);
+                return None;
+            }
+            (lib.ssl_set_bio)(ssl, rbio, wbio);
+            (Some(rbio).filter(|_| bio == Bio::Mem), Some(wbio))
+        };
+        (lib.ssl_set_accept_state)(ssl);
+        Some(Conn {
+            lib,
             stream,
             ssl,
-            rbio: rbio.filter(|_| bio == Bio::Mem),
+            rbio,
             wbio,
             unsent: Vec::new(),
             blocked: false,
             sent: 0,
             want_out: false,
             closing: false,
-        });
+        })
     }
 }
 
@@ -413,22 +382,14 @@ fn drive(lib: &Lib, c: &mut Conn, raw: &mut [u8], plain: &mut [u8]) -> io::Resul
         // EAGAIN before sending: netbench clients keep one request in flight,
         // so what waits in the write BIO is at most one echo.)
         loop {
-            let mut n = 0usize;
-            // SAFETY: `plain` is writable for its length; `n` receives the count.
-            let (ok, err) = unsafe {
-                let ok = (lib.ssl_read_ex)(c.ssl, plain.as_mut_ptr(), plain.len(), &raw mut n);
-                (ok, if ok == 1 { 0 } else { (lib.ssl_get_error)(c.ssl, ok) })
+            let err = match ssl_read(lib, c.ssl, plain) {
+                // The write BIO is a memory BIO: it takes the whole echo at once.
+                Ok(n) => match ssl_write(lib, c.ssl, &plain[..n]) {
+                    Written::All => continue,
+                    _ => return Err(io::Error::other("SSL_write_ex failed")),
+                },
+                Err(err) => err,
             };
-            if ok == 1 {
-                let mut w = 0usize;
-                // SAFETY: `plain[..n]` was just written; the write BIO is a
-                // memory BIO, so the whole record batch is taken at once.
-                let wrote = unsafe { (lib.ssl_write_ex)(c.ssl, plain.as_ptr(), n, &raw mut w) };
-                if wrote != 1 || w != n {
-                    return Err(io::Error::other("SSL_write_ex failed"));
-                }
-                continue;
-            }
             match err {
                 SSL_ERROR_WANT_READ => break,
                 SSL_ERROR_WANT_WRITE => break, // the handshake's output: flushed above
@@ -449,6 +410,18 @@ fn drive(lib: &Lib, c: &mut Conn, raw: &mut [u8], plain: &mut [u8]) -> io::Resul
         if c.rbio.is_none() && !c.closing {
             // `--bio socket`: SSL_read_ex said WANT_READ after the socket's EAGAIN.
             return flush(lib, c).map(|_| true);
+        }
+    }
+}
+
+/// One `SSL_read_ex` into `buf`: the byte count, or `SSL_get_error`'s code.
+fn ssl_read(lib: &Lib, ssl: Ptr, buf: &mut [u8]) -> Result<usize, c_int> {
+    let mut n = 0usize;
+    // SAFETY: `buf` is writable for its length; `n` receives the count.
+    unsafe {
+        match (lib.ssl_read_ex)(ssl, buf.as_mut_ptr(), buf.len(), &raw mut n) {
+            1 => Ok(n),
+            ok => Err((lib.ssl_get_error)(ssl, ok)),
         }
     }
 }
@@ -501,14 +474,8 @@ fn drive_fd(lib: &Lib, c: &mut Conn, plain: &mut [u8]) -> io::Result<bool> {
             unsafe { (lib.ssl_shutdown)(c.ssl) };
             return Ok(false);
         }
-        let mut n = 0usize;
-        // SAFETY: `plain` is writable for its length; `n` receives the count.
-        let (ok, err) = unsafe {
-            let ok = (lib.ssl_read_ex)(c.ssl, plain.as_mut_ptr(), plain.len(), &raw mut n);
-            (ok, if ok == 1 { 0 } else { (lib.ssl_get_error)(c.ssl, ok) })
-        };
-        if ok == 1 {
-            match ssl_write(lib, c.ssl, &plain[..n]) {
+        let err = match ssl_read(lib, c.ssl, plain) {
+            Ok(n) => match ssl_write(lib, c.ssl, &plain[..n]) {
                 Written::All => continue,
                 Written::Blocked => {
                     c.unsent.extend_from_slice(&plain[..n]);
@@ -516,8 +483,9 @@ fn drive_fd(lib: &Lib, c: &mut Conn, plain: &mut [u8]) -> io::Result<bool> {
                     return Ok(true);
                 }
                 Written::Failed => return Ok(false),
-            }
-        }
+            },
+            Err(err) => err,
+        };
         match err {
             SSL_ERROR_WANT_READ => return Ok(true),
             SSL_ERROR_WANT_WRITE => {

@@ -19,7 +19,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 
 use crate::http;
-use crate::net::{Addr, Listener, Stream};
+use crate::net::{Addr, Stream};
+use crate::serve::{self, Slots, LISTENER};
 use crate::sys::{self, Epoll};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -27,8 +28,6 @@ pub enum Flavour {
     Echo,
     Http,
 }
-
-const LISTENER: u64 = u64::MAX;
 
 struct Conn {
     stream: Stream,
@@ -43,25 +42,28 @@ struct Conn {
 
 /// Serves until killed. Prints `READY <addr>` once listening.
 pub fn run(addr: &Addr, flavour: Flavour) -> Result<(), String> {
-    let listener = Listener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
-    let mut epoll = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
-    epoll
-        .add(listener.as_raw_fd(), LISTENER, sys::LISTEN)
-        .map_err(|e| format!("epoll_ctl: {e}"))?;
-    println!("READY {}", listener.describe());
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
+    let (listener, mut epoll) = serve::listen(addr)?;
+    let mut conns: Slots<Conn> = Slots::new();
     let mut scratch = vec![0u8; 256 * 1024];
     let mut events = Vec::new();
     loop {
         epoll.wait(&mut events, -1).map_err(|e| format!("epoll_wait: {e}"))?;
         for &(token, _) in &events {
             if token == LISTENER {
-                accept_all(&listener, &epoll, &mut conns, &mut free);
+                while let Some(stream) = serve::accept_next(&listener) {
+                    let fd = stream.as_raw_fd();
+                    let conn = Conn {
+                        stream,
+                        pending: Vec::new(),
+                        inbuf: Vec::new(),
+                        close_after_flush: false,
+                        want_out: false,
+                    };
+                    conns.add(&epoll, fd, conn);
+                }
                 continue;
             }
-            let id = usize::try_from(token).unwrap_or(usize::MAX);
-            let Some(c) = conns.get_mut(id).and_then(Option::as_mut) else {
+            let Some(c) = conns.get_mut(token) else {
                 continue;
             };
             let keep = match flavour {
@@ -69,8 +71,7 @@ pub fn run(addr: &Addr, flavour: Flavour) -> Result<(), String> {
                 Flavour::Http => drive_http(c, &mut scratch),
             };
             if !matches!(keep, Ok(true)) || update_interest(&epoll, c, token).is_err() {
-                conns[id] = None; // closing the socket also removes it from epoll
-                free.push(id);
+                conns.remove(token);
             }
         }
     }
@@ -88,37 +89,6 @@ fn update_interest(epoll: &Epoll, c: &mut Conn, token: u64) -> io::Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn accept_all(listener: &Listener, epoll: &Epoll, conns: &mut Vec<Option<Conn>>, free: &mut Vec<usize>) {
-    loop {
-        let stream = match listener.accept() {
-            Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // EMFILE and friends: leave the rest in the backlog for the next event.
-                eprintln!("accept: {e}");
-                return;
-            }
-        };
-        let id = free.pop().unwrap_or_else(|| {
-            conns.push(None);
-            conns.len() - 1
-        });
-        if let Err(e) = epoll.add(stream.as_raw_fd(), id as u64, sys::READ) {
-            eprintln!("epoll_ctl: {e}");
-            free.push(id);
-            continue;
-        }
-        conns[id] = Some(Conn {
-            stream,
-            pending: Vec::new(),
-            inbuf: Vec::new(),
-            close_after_flush: false,
-            want_out: false,
-        });
-    }
 }
 
 /// Writes `pending` until it is empty (true) or the socket is full (false).

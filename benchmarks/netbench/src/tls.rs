@@ -37,7 +37,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
 use crate::client::{print_result, Summary, PERIOD};
-use crate::net::{Addr, Listener, Stream};
+use crate::net::{Addr, Stream};
+use crate::serve::{self, Slots, LISTENER};
 use crate::sys::{self, Epoll};
 
 /// The name the benchmark certificate is issued to and the client verifies.
@@ -427,8 +428,6 @@ fn add(epoll: &Epoll, c: &mut Conn, token: u64) -> Result<(), String> {
         .map_err(|e| format!("epoll_ctl: {e}"))
 }
 
-const LISTENER: u64 = u64::MAX;
-
 struct ServerConn {
     stream: Stream,
     tls: ServerConnection,
@@ -441,14 +440,8 @@ struct ServerConn {
 /// The TLS echo limit server: serves until killed; prints `READY <addr>` once listening.
 pub fn run_server(addr: &Addr, cert: &Path, key: &Path) -> Result<(), String> {
     let config = server_config(cert, key)?;
-    let listener = Listener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
-    let mut epoll = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
-    epoll
-        .add(listener.as_raw_fd(), LISTENER, sys::LISTEN)
-        .map_err(|e| format!("epoll_ctl: {e}"))?;
-    println!("READY {}", listener.describe());
-    let mut conns: Vec<Option<ServerConn>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
+    let (listener, mut epoll) = serve::listen(addr)?;
+    let mut conns: Slots<ServerConn> = Slots::new();
     let mut raw = vec![0u8; 256 * 1024];
     let mut plain = vec![0u8; 256 * 1024];
     let mut events = Vec::new();
@@ -456,11 +449,27 @@ pub fn run_server(addr: &Addr, cert: &Path, key: &Path) -> Result<(), String> {
         epoll.wait(&mut events, -1).map_err(|e| format!("epoll_wait: {e}"))?;
         for &(token, _) in &events {
             if token == LISTENER {
-                accept_all(&listener, &epoll, &config, &mut conns, &mut free);
+                while let Some(stream) = serve::accept_next(&listener) {
+                    let mut tls = match ServerConnection::new(config.clone()) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            eprintln!("TLS server: {e}");
+                            continue;
+                        }
+                    };
+                    tls.set_buffer_limit(None); // an echo of whatever arrived is queued whole
+                    let fd = stream.as_raw_fd();
+                    let conn = ServerConn {
+                        stream,
+                        tls,
+                        want_out: false,
+                        closing: false,
+                    };
+                    conns.add(&epoll, fd, conn);
+                }
                 continue;
             }
-            let id = usize::try_from(token).unwrap_or(usize::MAX);
-            let Some(c) = conns.get_mut(id).and_then(Option::as_mut) else {
+            let Some(c) = conns.get_mut(token) else {
                 continue;
             };
             let keep = drive_server(c, &mut raw, &mut plain);
@@ -472,53 +481,9 @@ pub fn run_server(addr: &Addr, cert: &Path, key: &Path) -> Result<(), String> {
                     epoll.modify(c.stream.as_raw_fd(), token, interest).is_ok()
                 });
             if !ok {
-                conns[id] = None; // closing the socket also removes it from epoll
-                free.push(id);
+                conns.remove(token);
             }
         }
-    }
-}
-
-fn accept_all(
-    listener: &Listener,
-    epoll: &Epoll,
-    config: &Arc<ServerConfig>,
-    conns: &mut Vec<Option<ServerConn>>,
-    free: &mut Vec<usize>,
-) {
-    loop {
-        let stream = match listener.accept() {
-            Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                eprintln!("accept: {e}");
-                return;
-            }
-        };
-        let mut tls = match ServerConnection::new(config.clone()) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("TLS server: {e}");
-                continue;
-            }
-        };
-        tls.set_buffer_limit(None); // an echo of whatever arrived is queued whole
-        let id = free.pop().unwrap_or_else(|| {
-            conns.push(None);
-            conns.len() - 1
-        });
-        if let Err(e) = epoll.add(stream.as_raw_fd(), id as u64, sys::READ) {
-            eprintln!("epoll_ctl: {e}");
-            free.push(id);
-            continue;
-        }
-        conns[id] = Some(ServerConn {
-            stream,
-            tls,
-            want_out: false,
-            closing: false,
-        });
     }
 }
 

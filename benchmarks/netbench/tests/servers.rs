@@ -1,7 +1,8 @@
-//! The TLS reference servers against netbench's own (verifying) client: every
-//! echo is compared byte for byte by the client, so `errors == 0` with
-//! requests done means the server echoed every request whole, at 1 KiB, at
-//! 100 KiB (several records per request) and over whole connections.
+//! The reference servers against netbench's own (verifying) clients: every
+//! echo is compared byte for byte and every HTTP response with the fixed
+//! one, so `errors == 0` with requests done means the server answered every
+//! request whole; the TLS servers at 1 KiB, at 100 KiB (several records per
+//! request) and over whole connections.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -72,23 +73,28 @@ fn start(args: &[&str]) -> (Server, String) {
     (Server(child), addr)
 }
 
-/// Runs the client; returns its JSON line.
-fn client(mode: &str, addr: &str, ca: &Path, size: usize) -> String {
-    let out = Command::new(EXE)
-        .args([
-            "client",
-            mode,
-            "--addr",
-            addr,
-            "--conns",
-            "4",
-            "--size",
-            &size.to_string(),
-        ])
-        .args(["--duration", "1", "--warmup", "0", "--ca"])
-        .arg(ca)
-        .output()
-        .expect("run the client");
+/// Runs the client (`--ca` for the TLS modes); returns its JSON line.
+fn client(mode: &str, addr: &str, ca: Option<&Path>, size: Option<usize>) -> String {
+    let mut cmd = Command::new(EXE);
+    cmd.args([
+        "client",
+        mode,
+        "--addr",
+        addr,
+        "--conns",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    if let Some(size) = size {
+        cmd.args(["--size", &size.to_string()]);
+    }
+    if let Some(ca) = ca {
+        cmd.arg("--ca").arg(ca);
+    }
+    let out = cmd.output().expect("run the client");
     assert!(
         out.status.success(),
         "client failed: {}",
@@ -117,12 +123,30 @@ fn check_server(server_args: &[&str]) {
     args.extend(["--cert", &cert_s, "--key", &key_s]);
     let (_server, addr) = start(&args);
     for (mode, size) in [("tls", 1024), ("tls", 100 * 1024), ("tls-handshake", 16)] {
-        let json = client(mode, &addr, &cert, size);
-        assert_eq!(field(&json, "errors"), "0", "{mode} {size}: {json}");
-        let requests: u64 = field(&json, "requests").parse().expect("requests");
-        assert!(requests > 0, "{mode} {size}: no request done: {json}");
+        check_run(&client(mode, &addr, Some(&cert), Some(size)), &format!("{mode} {size}"));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// No client error, and requests done.
+fn check_run(json: &str, what: &str) {
+    assert_eq!(field(json, "errors"), "0", "{what}: {json}");
+    let requests: u64 = field(json, "requests").parse().expect("requests");
+    assert!(requests > 0, "{what}: no request done: {json}");
+}
+
+#[test]
+fn echo_server_echoes() {
+    let (_server, addr) = start(&["echo"]);
+    for size in [1024, 100 * 1024] {
+        check_run(&client("echo", &addr, None, Some(size)), &format!("echo {size}"));
+    }
+}
+
+#[test]
+fn http_server_answers() {
+    let (_server, addr) = start(&["http"]);
+    check_run(&client("http", &addr, None, None), "http");
 }
 
 #[test]
